@@ -1,0 +1,1 @@
+"""Pipelines behind the entry points (the only library modules that know about Hydra configs)."""

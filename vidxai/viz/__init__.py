@@ -1,0 +1,1 @@
+"""Figures: classification metrics, LRP heatmaps, relevance curves, media and temporal profiles."""
