@@ -1,0 +1,68 @@
+"""Helpers shared by the train and explain pipelines (Hydra-aware)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from vidxai.errors import UserError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# exceptions a user can cause with a bad path, file or config value; printed as one line (exit code 2)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, ValueError, KeyError)
+
+
+def run_entry_point(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run a pipeline; user errors end in one line on stderr and exit code 2 (VIDXAI_DEBUG=1: traceback)."""
+    try:
+        from vidxai.data import VideoDecodeError
+
+        errors = USER_ERRORS + (VideoDecodeError,)
+    except ImportError:  # pragma: no cover - data package always present in a full install
+        errors = USER_ERRORS
+    try:
+        return fn(cfg)
+    except errors as exc:  # noqa: PERF203
+        if os.environ.get("VIDXAI_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+    objects: list[Any] = []
+    if not cfg:
+        return objects
+    for name, conf in cfg.items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.debug("instantiating %s <%s>", name, conf._target_)
+            objects.append(hydra.utils.instantiate(conf))
+    return objects
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved plain-python copy of a config node (safe to store in checkpoints)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def finish_wandb() -> None:
+    """Close the active W&B run, so every job of a multirun gets its own run."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover
+        return
+    if wandb.run is not None:
+        wandb.finish()

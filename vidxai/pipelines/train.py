@@ -1,0 +1,91 @@
+"""The training pipeline behind ``train.py``: data module, model, callbacks, loggers, fit and test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """Instantiate the data module, generate/scan its videos and set up the fit splits."""
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: Any) -> pl.LightningModule:
+    """Instantiate the LightningModule with everything a checkpoint needs to rebuild model and preprocessing."""
+    return hydra.utils.instantiate(
+        cfg.model,
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        preprocess=dict(datamodule.preprocess),
+        data=to_plain(cfg.data),
+        _convert_="all",
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, then test the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
+
+    try:
+        if cfg.get("train", True):
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        train_metrics = dict(trainer.callback_metrics)
+
+        if cfg.get("test", True) and not trainer.interrupted:
+            ckpt_path = _best_checkpoint(trainer)
+            if ckpt_path is None:
+                log.warning("no best checkpoint found; testing the current weights")
+            else:
+                log.info("testing the best checkpoint: %s", ckpt_path)
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = {**train_metrics, **trainer.callback_metrics}
+    finally:
+        finish_wandb()
+
+    summary = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    for key in sorted(summary):
+        if key.startswith(("test/", "val/acc_best")):
+            log.info("%s = %.4f", key, summary[key])
+
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in summary:
+        raise ValueError(
+            f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}"
+        )
+    value = summary[name]
+    return value if math.isfinite(value) else float("nan")
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    if isinstance(cb, ModelCheckpoint):
+        return cb.best_model_path or cb.last_model_path or None
+    return None
