@@ -1,0 +1,173 @@
+"""Explain a fixed, stratified set of validation clips with LRP at validation end and log the pictures."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExplanationCallback", "stratified_indices"]
+
+
+def stratified_indices(labels: list[int], k: int) -> list[int]:
+    """First ``k`` indices taken round-robin over classes (class order, then dataset order): fixed and balanced."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    out: list[int] = []
+    depth = 0
+    while len(out) < k and any(depth < len(q) for q in queues):
+        out.extend(q[depth] for q in queues if depth < len(q) and len(out) < k)
+        depth += 1
+    return out
+
+
+class ExplanationCallback(Callback):
+    """Run LRP on ``num_clips`` validation clips every ``every_n_epochs`` epochs and log heatmaps.
+
+    Runs on global rank zero only and uses no collective operation, so other ranks never wait on it.
+    Files land in ``<default_root_dir>/explanations/epoch_XXX/``; W&B loggers get the heatmap grid, the
+    relevance curve and the overlay GIF under ``explain/<rule>/...``; every logger gets ``explain/time_s``.
+
+    Args:
+        rules: rule name -> rule parameters (e.g. ``{"epsilon": {"epsilon": 0.1}}``), see ``vidxai.xai.RULES``.
+        num_clips: how many validation clips (stratified over classes, the same every epoch).
+        every_n_epochs: explain after every n-th validation epoch; 0 disables the callback.
+        top_k: peaks marked on the relevance curve.
+        scale: heatmap colour scale, ``"video"`` or ``"frame"``.
+        log_media: also write and log the overlay GIF.
+        chunk_frames: CNN stage in chunks of this many frames (bounded memory).
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, Mapping[str, Any]] | None = None,
+        num_clips: int = 4,
+        every_n_epochs: int = 1,
+        top_k: int = 3,
+        scale: str = "video",
+        log_media: bool = True,
+        chunk_frames: int | None = None,
+    ) -> None:
+        from vidxai.xai import RULES
+
+        self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
+        unknown = sorted(set(self.rules) - set(RULES))
+        if unknown:
+            raise ValueError(f"explanation callback: unknown rule(s) {unknown}; choose from {sorted(RULES)}")
+        if num_clips < 1:
+            raise ValueError(f"explanation callback: num_clips={num_clips} must be >= 1")
+        if scale not in ("video", "frame"):
+            raise ValueError(f"explanation callback: scale={scale!r}; choose 'video' or 'frame'")
+        self.num_clips = int(num_clips)
+        self.every_n_epochs = int(every_n_epochs)
+        self.top_k = int(top_k)
+        self.scale = scale
+        self.log_media = bool(log_media)
+        self.chunk_frames = chunk_frames
+        self._indices: list[int] | None = None
+        self.last_duration_s: float | None = None
+
+    # ------------------------------------------------------------------ selection
+    def _due(self, trainer: pl.Trainer) -> bool:
+        if self.every_n_epochs <= 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return False
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _val_dataset(self, trainer: pl.Trainer) -> Any:
+        loaders = trainer.val_dataloaders
+        if isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        return None if loaders is None else loaders.dataset
+
+    def _select(self, trainer: pl.Trainer, dataset: Any) -> list[int]:
+        if self._indices is None:
+            labels = [int(e.record.label) for e in dataset.entries]
+            self._indices = stratified_indices(labels, self.num_clips)
+        return self._indices
+
+    # ------------------------------------------------------------------ main hook
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._due(trainer):
+            return
+        dataset = self._val_dataset(trainer)
+        if dataset is None or len(dataset) == 0:
+            return
+        start = time.perf_counter()
+        try:
+            # validation runs under torch.inference_mode: LRP needs autograd, locally
+            with torch.inference_mode(False), torch.enable_grad():
+                self._explain_epoch(trainer, pl_module, dataset)
+        except Exception as exc:  # an explanation must never kill a training run
+            log.warning("explanation callback failed at epoch %d: %s", trainer.current_epoch, exc, exc_info=True)
+        self.last_duration_s = time.perf_counter() - start
+        for logger in trainer.loggers:
+            logger.log_metrics({"explain/time_s": self.last_duration_s}, step=trainer.global_step)
+
+    def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any) -> None:
+        from vidxai.data.transforms import VideoTransform
+        from vidxai.reporting import denormalize, render_explanation
+        from vidxai.xai import VideoLRP
+
+        hp = pl_module.hparams
+        preprocess = dict(hp.get("preprocess") or {})
+        class_names = list(hp.get("class_names") or [str(i) for i in range(int(hp["num_classes"]))])
+        transform = VideoTransform.from_preprocess(preprocess)
+        out_root = Path(trainer.default_root_dir) / "explanations" / f"epoch_{trainer.current_epoch:03d}"
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        net = getattr(pl_module, "net", pl_module)
+        device = pl_module.device
+
+        for rule, params in self.rules.items():
+            explainer = VideoLRP(net, rule=rule, chunk_frames=self.chunk_frames, **params)
+            grids, curves, captions, gifs = [], [], [], []
+            for i in self._select(trainer, dataset):
+                sample = dataset[i]
+                video = sample["video"]
+                if video.ndim == 5:  # several test clips: explain the first
+                    video = video[0]
+                x = transform(video.unsqueeze(0).to(device), train=False)[0]
+                expl = explainer.explain(x)
+                frames = denormalize(x, transform.mean, transform.std)
+                label = int(sample["label"])
+                name = f"{class_names[label]}_{i:04d}"
+                caption = (
+                    f"{class_names[label]} -> pred {class_names[int(np.argmax(expl.logits.cpu().numpy()))]}"
+                    f" (target {class_names[expl.target]})"
+                )
+                files = render_explanation(
+                    out_root / rule,
+                    frames,
+                    expl.pixel.detach().cpu().float().numpy(),
+                    frame_indices=sample["frame_indices"].tolist(),
+                    title=f"epoch {trainer.current_epoch} · {rule} · {caption}",
+                    top_k=self.top_k,
+                    scale=self.scale,
+                    prefix=f"{name}_",
+                    media=self.log_media and bool(wandb_loggers),
+                )
+                grids.append(str(files.heatmaps))
+                curves.append(str(files.curve))
+                captions.append(caption)
+                if files.gif is not None:
+                    gifs.append((str(files.gif), caption))
+            for lg in wandb_loggers:
+                step = trainer.global_step
+                lg.log_image(key=f"explain/{rule}/heatmaps", images=grids, caption=captions, step=step)
+                lg.log_image(key=f"explain/{rule}/curve", images=curves, caption=captions, step=step)
+                if gifs:
+                    import wandb
+
+                    videos = [wandb.Video(path, caption=cap, format="gif") for path, cap in gifs]
+                    lg.log_metrics({f"explain/{rule}/overlay": videos}, step=step)

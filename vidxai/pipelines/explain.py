@@ -1,0 +1,345 @@
+"""The explanation pipeline behind ``explain.py``.
+
+Everything about the model (architecture, classes, frames, size, normalisation, data) comes from the
+checkpoint. Three modes:
+
+* one video of the checkpoint's own split (default: ``split=val``, ``index=0``; or ``class=NAME``),
+* any file (``video=PATH``),
+* a whole split (``split=test`` without ``index``/``class``, ``limit=N``): the temporal relevance profile.
+
+``compare=[z,epsilon,...]`` adds a rule-comparison figure of the same frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
+from vidxai.errors import UserError
+from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.reporting import denormalize, relevance_summary, render_explanation, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Clip:
+    """One clip ready for the model, with where it came from."""
+
+    video: torch.Tensor  # (T,3,h,w) float, normalised, on the device
+    frames: np.ndarray  # (T,h,w,3) uint8, what the model saw
+    frame_indices: list[int]
+    fps: float
+    label: int | None
+    source: str
+
+
+# ---------------------------------------------------------------------------- set-up
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def _rule(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    from vidxai.xai import RULES
+
+    node = cfg.get("rule")
+    if isinstance(node, str):
+        name, params = node, {}
+    else:
+        name, params = str(node.name), dict(to_plain(node.get("params")) or {})
+    if name not in RULES:
+        raise UserError(f"unknown rule={name!r}; choose one of {sorted(RULES)}")
+    return name, params
+
+
+def _target(value: Any, class_names: list[str]) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
+        idx = int(value)
+        if not 0 <= idx < len(class_names):
+            raise UserError(f"target={idx} is out of range; the model has {len(class_names)} classes (0..{len(class_names) - 1})")
+        return idx
+    if value not in class_names:
+        raise UserError(f"unknown class {value!r} for target=; the checkpoint's classes are {class_names}")
+    return class_names.index(value)
+
+
+def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
+    """The checkpoint's own data module (same layout, root, seed and split), set up for all splits."""
+    from vidxai.data import VideoDataModule
+
+    data = {k: v for k, v in ck.data.items() if not k.startswith("_")}
+    if not data:
+        raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
+    data["num_workers"] = 0
+    data["synthetic"] = data.get("synthetic")  # regenerate the embedded data if it was removed
+    if cache_dir:
+        data["cache_dir"] = cache_dir
+    try:
+        dm = VideoDataModule(**data)
+    except TypeError as exc:
+        raise UserError(f"checkpoint {ck.path}: its data config does not fit this vidxai version ({exc})") from None
+    dm.prepare_data()
+    dm.setup(None)
+    if list(dm.class_names) != list(ck.class_names):
+        raise UserError(
+            f"the data at {data.get('root')} has classes {list(dm.class_names)} but checkpoint {ck.path} "
+            f"was trained on {ck.class_names}; pass video=PATH or restore the data set"
+        )
+    return dm
+
+
+# ---------------------------------------------------------------------------- clips
+def _clip_from_uint8(video: torch.Tensor, transform: Any, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    x = transform(video.unsqueeze(0).to(device), train=False)[0]
+    return x, denormalize(x, transform.mean, transform.std)
+
+
+def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: torch.device) -> Clip:
+    from vidxai.data import VideoDecodeError, open_video
+    from vidxai.data.sampling import uniform_indices
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(f"video not found: {p}; pass video=path/to/file.avi")
+    pre = ck.preprocess
+    try:
+        with open_video(str(p), backend=pre.get("backend", "auto"), size=pre.get("size")) as dec:
+            if dec.num_frames < 1:
+                raise VideoDecodeError(f"{p}: no decodable frames")
+            idx = uniform_indices(dec.num_frames, int(pre["num_frames"]))
+            frames = dec.get_frames(idx)
+            fps = float(dec.fps or 0.0)
+    except VideoDecodeError as exc:
+        raise UserError(f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)") from None
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    x, shown = _clip_from_uint8(video, transform, device)
+    # the label is known when the file sits in a folder named after a class
+    label = next((ck.class_names.index(part) for part in reversed(p.parts[:-1]) if part in ck.class_names), None)
+    return Clip(x, shown, [int(i) for i in idx], fps, label, str(p))
+
+
+def _clip_from_dataset(dataset: Any, i: int, transform: Any, device: torch.device) -> Clip:
+    sample = dataset[i]
+    video = sample["video"]
+    idx = sample["frame_indices"]
+    if video.ndim == 5:
+        video, idx = video[0], idx[0]
+    x, shown = _clip_from_uint8(video, transform, device)
+    entry = dataset.entries[i]
+    return Clip(x, shown, [int(v) for v in idx], float(entry.fps), int(sample["label"]), entry.record.path)
+
+
+def _pick_index(dataset: Any, cfg: DictConfig, class_names: list[str], split: str) -> int:
+    n = len(dataset)
+    if n == 0:
+        raise UserError(f"split={split} of the checkpoint's data is empty; choose split=val|test|train or video=PATH")
+    cls = cfg.get("class")
+    if cls is not None:
+        label = _target(cls, class_names)
+        hits = [i for i, e in enumerate(dataset.entries) if int(e.record.label) == label]
+        if not hits:
+            raise UserError(f"split={split} has no video of class {class_names[label]!r}; try another split=")
+        k = int(cfg.get("index") or 0)
+        if not 0 <= k < len(hits):
+            raise UserError(f"index={k} out of range: split={split} has {len(hits)} videos of class {class_names[label]!r}")
+        return hits[k]
+    k = int(cfg.get("index") or 0)
+    if not 0 <= k < n:
+        raise UserError(f"index={k} out of range: split={split} has {n} videos (0..{n - 1})")
+    return k
+
+
+# ---------------------------------------------------------------------------- main
+def explain(cfg: DictConfig) -> dict[str, Any]:
+    """Run the explanation described by ``cfg`` and return its summary."""
+    from vidxai.data.transforms import VideoTransform
+    from vidxai.xai import VideoLRP
+
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    rule, params = _rule(cfg)
+    device = _device(str(cfg.get("device", "auto")))
+    ck = load_checkpoint(cfg.ckpt, map_location=device)
+    if not ck.preprocess or "num_frames" not in ck.preprocess:
+        raise UserError(f"checkpoint {ck.path} carries no preprocessing (num_frames, size, mean, std); retrain with train.py")
+    transform = VideoTransform.from_preprocess(ck.preprocess)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    compare = list(to_plain(cfg.get("compare")) or [])
+    from vidxai.xai import RULES
+
+    bad = [r for r in compare if r not in RULES]
+    if bad:
+        raise UserError(f"unknown rule(s) {bad} in compare=; choose from {sorted(RULES)}")
+    target = _target(cfg.get("target"), ck.class_names)
+    explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **params)
+
+    dataset_mode = cfg.get("video") is None and cfg.get("split") is not None and cfg.get("index") is None and cfg.get("class") is None
+    loggers = instantiate_group(cfg.get("logger"))
+    run = _wandb_run(loggers)
+    try:
+        if dataset_mode:
+            result = _explain_split(cfg, ck, explainer, transform, device, target, out_dir, run)
+        else:
+            if cfg.get("video") is not None:
+                clip = _clip_from_file(str(cfg.video), ck, transform, device)
+            else:
+                split = str(cfg.get("split") or "val")
+                dm = _datamodule(ck, cfg.paths.get("cache_dir"))
+                dataset = _dataset(dm, split)
+                clip = _clip_from_dataset(dataset, _pick_index(dataset, cfg, ck.class_names, split), transform, device)
+            result = _explain_one(cfg, ck, explainer, rule, params, clip, target, compare, out_dir, run)
+    finally:
+        finish_wandb()
+    log.info("explanation written to %s", out_dir)
+    return result
+
+
+def _dataset(dm: Any, split: str) -> Any:
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split={split!r}; choose val, test or train")
+    return dm.eval_dataset(split)
+
+
+def _wandb_run(loggers: list[Any]) -> Any:
+    for lg in loggers:
+        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
+            return lg.experiment
+    return None
+
+
+def _explain_one(
+    cfg: DictConfig,
+    ck: LoadedCheckpoint,
+    explainer: Any,
+    rule: str,
+    params: dict[str, Any],
+    clip: Clip,
+    target: int | None,
+    compare: list[str],
+    out_dir: Path,
+    run: Any,
+) -> dict[str, Any]:
+    from vidxai.viz.heatmaps import rule_comparison_figure
+    from vidxai.viz.media import save_figure
+
+    start = time.perf_counter()
+    expl = explainer.explain(clip.video, target=target)
+    seconds = time.perf_counter() - start
+    e = expl.to_numpy()
+    pred = int(np.argmax(e["logits"]))
+    names = ck.class_names
+    true = f" · true {names[clip.label]}" if clip.label is not None else ""
+    title = f"{Path(clip.source).name} · {rule} · target {names[expl.target]} · pred {names[pred]}{true}"
+    files = render_explanation(
+        out_dir, clip.frames, e["pixel"], frame_indices=clip.frame_indices, fps=clip.fps, title=title,
+        top_k=int(cfg.get("top_k", 3)), scale=str(cfg.get("scale", "video")),
+    )
+    np.savez_compressed(
+        out_dir / "relevance.npz",
+        pixel=e["pixel"], frame=e["frame"], feature=e["feature"], logits=e["logits"], target=np.int64(expl.target),
+        class_names=np.array(names), frame_indices=np.array(clip.frame_indices, dtype=np.int64), frames=clip.frames,
+    )
+    summary = relevance_summary(e["frame"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices)
+    summary.update({"video": clip.source, "checkpoint": str(ck.path), "rule": rule, "rule_params": params,
+                    "seconds": seconds, "fps": clip.fps})
+
+    figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
+    if compare:
+        relevances = {}
+        for name in compare:
+            other = type(explainer)(ck.net, rule=name, chunk_frames=cfg.get("chunk_frames"))
+            relevances[name] = other.explain(clip.video, target=expl.target).pixel.detach().cpu().float().numpy()
+        t = len(clip.frame_indices)
+        picks = sorted(set(files.peaks)) or list(range(min(t, 4)))
+        cols = sorted(set(picks) | {t - 1})[:6]
+        fig = rule_comparison_figure(clip.frames, relevances, cols, frame_indices=clip.frame_indices)
+        figures["compare"] = save_figure(fig, out_dir / "compare.png") or out_dir / "compare.png"
+        summary["compare"] = {"rules": compare, "frames": [clip.frame_indices[c] for c in cols]}
+    write_json(out_dir / "summary.json", summary)
+
+    if run is not None:
+        import wandb
+
+        payload: dict[str, Any] = {f"explain/{k}": wandb.Image(str(v)) for k, v in figures.items()}
+        if files.gif is not None:
+            payload["explain/overlay"] = wandb.Video(str(files.gif), format="gif")
+        run.log(payload)
+        run.summary.update({"prediction": summary["prediction"]["class"], "target": summary["target"]["class"],
+                            "rule": rule, **{f"share/{k}": v for k, v in summary["positive_share"].items()
+                                             if isinstance(v, float)}})
+        run.save(str(out_dir / "summary.json"), base_path=str(out_dir), policy="now")
+    return summary
+
+
+def _explain_split(
+    cfg: DictConfig,
+    ck: LoadedCheckpoint,
+    explainer: Any,
+    transform: Any,
+    device: torch.device,
+    target: int | None,
+    out_dir: Path,
+    run: Any,
+) -> dict[str, Any]:
+    from vidxai.viz.media import save_figure
+    from vidxai.viz.profile import positive_share, profile_figure, temporal_profile
+
+    split = str(cfg.split)
+    dm = _datamodule(ck, cfg.paths.get("cache_dir"))
+    dataset = _dataset(dm, split)
+    n = len(dataset) if cfg.get("limit") is None else min(len(dataset), int(cfg.limit))
+    if n == 0:
+        raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
+    shares, labels, rows = [], [], []
+    start = time.perf_counter()
+    for i in range(n):
+        clip = _clip_from_dataset(dataset, i, transform, device)
+        expl = explainer.explain(clip.video, target=target)
+        frame = expl.frame.detach().cpu().double().numpy()
+        logits = expl.logits.detach().cpu().double().numpy()
+        shares.append(positive_share(frame))
+        labels.append(int(clip.label))
+        rows.append({"video": clip.source, "label": ck.class_names[clip.label], "target": ck.class_names[expl.target],
+                     "prediction": ck.class_names[int(np.argmax(logits))], "frame_relevance": frame.tolist(),
+                     "frame_indices": clip.frame_indices})
+        if (i + 1) % 10 == 0:
+            log.info("explained %d/%d videos", i + 1, n)
+    seconds = time.perf_counter() - start
+    prof = temporal_profile(
+        shares, labels, ck.class_names, n_bins=int(cfg.profile.n_bins), n_boot=int(cfg.profile.n_boot),
+        seed=int(cfg.get("seed", 0)),
+    )
+    prof.update({"split": split, "videos": n, "rule": explainer.rule_name if hasattr(explainer, "rule_name") else str(cfg.rule.name),
+                 "checkpoint": str(ck.path), "seconds": seconds,
+                 "accuracy": float(np.mean([r["label"] == r["prediction"] for r in rows]))})
+    write_json(out_dir / "profile.json", prof)
+    write_json(out_dir / "videos.json", rows)
+    fig_path = out_dir / "profile.png"
+    save_figure(profile_figure(prof), fig_path)
+    if run is not None:
+        import wandb
+
+        run.log({"explain/profile": wandb.Image(str(fig_path))})
+        run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
+        run.save(str(out_dir / "profile.json"), base_path=str(out_dir), policy="now")
+    return prof
+
+
+def explain_entry(cfg: DictConfig) -> dict[str, Any]:
+    """Log the composed config, then explain."""
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    return explain(cfg)

@@ -1,0 +1,128 @@
+"""Turn one explanation into the files a user looks at (shared by ``explain.py`` and the callback).
+
+Inputs are the model-space clip and an :class:`~vidxai.xai.Explanation`; outputs are the heatmap grid,
+the relevance-over-time curve with its peaks, the peak frames, the overlay GIF/MP4 and a JSON summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExplanationFiles", "denormalize", "relevance_summary", "render_explanation", "write_json"]
+
+
+@dataclass
+class ExplanationFiles:
+    """Paths written by :func:`render_explanation` (absent files are ``None``) and the curve's peaks."""
+
+    heatmaps: Path
+    curve: Path
+    peaks_png: Path
+    gif: Path | None
+    mp4: Path | None
+    peaks: list[int] = field(default_factory=list)
+
+
+def denormalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Model input ``(T,3,H,W)`` float, normalised -> display frames ``(T,H,W,3)`` uint8."""
+    v = video.detach().to("cpu", torch.float32)
+    m = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+    frames = ((v * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def render_explanation(
+    out_dir: str | Path,
+    frames: np.ndarray,
+    pixel: np.ndarray,
+    frame_indices: Sequence[int] | None = None,
+    fps: float | None = None,
+    title: str | None = None,
+    top_k: int = 3,
+    scale: str = "video",
+    prefix: str = "",
+    media: bool = True,
+) -> ExplanationFiles:
+    """Write ``{prefix}heatmaps.png``, ``curve.png``, ``peaks.png`` and ``overlay.gif``/``.mp4`` to ``out_dir``."""
+    from vidxai.viz.curves import relevance_curve_figure
+    from vidxai.viz.heatmaps import heatmap_grid, peaks_figure
+    from vidxai.viz.media import overlay_video, save_figure, write_gif, write_mp4
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    idx = None if frame_indices is None else [int(i) for i in frame_indices]
+    times = None if (idx is None or not fps) else [i / float(fps) for i in idx]
+
+    heat = out / f"{prefix}heatmaps.png"
+    save_figure(heatmap_grid(frames, pixel, frame_indices=idx, timestamps=times, scale=scale, title=title), heat)
+    fig, peaks = relevance_curve_figure(pixel, frame_indices=idx, timestamps=times, k=top_k, title=title)
+    curve = out / f"{prefix}curve.png"
+    save_figure(fig, curve)
+    peaks_png = out / f"{prefix}peaks.png"
+    save_figure(peaks_figure(frames, pixel, peaks, frame_indices=idx, timestamps=times), peaks_png)
+
+    gif = mp4 = None
+    if media:
+        video = overlay_video(frames, pixel, frame_indices=idx, scale=scale)
+        media_fps = max(1.0, min(float(fps or 4.0), 8.0))
+        gif = write_gif(out / f"{prefix}overlay.gif", video, fps=media_fps)
+        mp4 = write_mp4(out / f"{prefix}overlay.mp4", video, fps=media_fps)
+    return ExplanationFiles(heat, curve, peaks_png, gif, mp4, [int(p) for p in peaks])
+
+
+def relevance_summary(
+    frame_relevance: np.ndarray,
+    logits: np.ndarray,
+    target: int,
+    class_names: Sequence[str],
+    label: int | None = None,
+    peaks: Sequence[int] = (),
+    frame_indices: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Prediction, probabilities, target and where the positive relevance sits in time."""
+    from vidxai.viz.profile import positive_share
+
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    pred = int(probs.argmax())
+    share = positive_share(np.asarray(frame_relevance, dtype=np.float64))
+    t = len(share)
+    half = t // 2
+    defined = bool(np.all(np.isfinite(share)))
+    idx = list(range(t)) if frame_indices is None else [int(i) for i in frame_indices]
+    return {
+        "prediction": {"index": pred, "class": class_names[pred], "probability": float(probs[pred])},
+        "probabilities": {name: float(p) for name, p in zip(class_names, probs)},
+        "target": {"index": int(target), "class": class_names[int(target)]},
+        "true": None if label is None else {"index": int(label), "class": class_names[int(label)]},
+        "correct": None if label is None else bool(pred == int(label)),
+        "frame_indices": idx,
+        "peak_frames": [{"clip_frame": int(p), "video_frame": idx[int(p)]} for p in peaks],
+        "positive_share": {
+            "first_half": float(share[:half].sum()) if defined else None,
+            "second_half": float(share[half:].sum()) if defined else None,
+            "last_frame": float(share[-1]) if defined else None,
+            "uniform_last_frame": 1.0 / t,
+            "per_frame": [float(s) for s in share] if defined else None,
+        },
+        "relevance_per_frame": [float(r) for r in np.asarray(frame_relevance)],
+    }
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON and return the path."""
+    path = Path(path)
+    path.write_text(json.dumps(obj, indent=2, allow_nan=True))
+    return path
