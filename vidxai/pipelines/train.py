@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -55,6 +57,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         if cfg.get("train", True):
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            _link_best(trainer)
         train_metrics = dict(trainer.callback_metrics)
 
         if cfg.get("test", True) and not trainer.interrupted:
@@ -82,6 +85,23 @@ def train(cfg: DictConfig) -> float | None:
         )
     value = summary[name]
     return value if math.isfinite(value) else float("nan")
+
+
+def _link_best(trainer: pl.Trainer) -> None:
+    """``checkpoints/best.ckpt`` -> the best checkpoint, so tools can say ``ckpt=.../best.ckpt``."""
+    best = _best_checkpoint(trainer)
+    if not best or not trainer.is_global_zero:
+        return
+    best_path = Path(best)
+    link = best_path.parent / "best.ckpt"
+    if link.resolve() == best_path.resolve():
+        return
+    link.unlink(missing_ok=True)
+    try:
+        link.symlink_to(best_path.name)
+    except OSError:  # no symlinks (some network/Windows file systems): copy instead
+        shutil.copyfile(best_path, link)
+    log.info("best checkpoint: %s", link)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -1,0 +1,225 @@
+"""The train and explain pipelines, composed through the real Hydra configs (tiny data, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from tests.pipeline_fixtures import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
+from vidxai.pipelines.explain import explain
+from vidxai.pipelines.train import train
+
+
+# ----------------------------------------------------------------------------- configs
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=convlstm"],
+        ["data=ucf11", "data.root=/x"],
+        ["data=ucf101", "data.root=/x"],
+        ["data=folder", "data.root=/x"],
+        ["trainer=gpu"],
+        ["trainer=ddp"],
+        ["experiment=paper_vgg16_lstm"],
+        ["experiment=paper_convlstm"],
+        ["debug=fast"],
+        ["logger=csv", "callbacks=none"],
+    ],
+)
+def test_train_configs_compose(overrides: list[str]) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    assert cfg.model._target_ == "vidxai.models.VideoClassifier"
+    assert cfg.data._target_ == "vidxai.data.VideoDataModule"
+    if "experiment=paper_vgg16_lstm" in overrides:
+        assert cfg.data.layout == "ucf11" and cfg.data.batch_size == 32
+        assert cfg.trainer.max_epochs == 100 and cfg.callbacks.early_stopping.patience == 15
+        assert cfg.trainer.precision == "bf16-mixed" and cfg.model.net.pretrained is True
+
+
+def test_default_train_config_matches_issue() -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train")
+    assert cfg.data.synthetic is not None and cfg.data.layout == "ucf11"
+    assert cfg.model.net.arch == "vgg16_lstm"
+    assert cfg.trainer.accelerator == "auto"
+    assert cfg.callbacks.model_checkpoint.monitor == "val/acc" and cfg.callbacks.model_checkpoint.save_last
+    assert cfg.logger.wandb.offline is True and "csv" in cfg.logger
+
+
+def test_optuna_sweep_config_composes() -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == "maximize"
+    assert "model.optimizer.lr" in cfg.hydra.sweeper.params
+
+
+@pytest.mark.parametrize("rule", ["z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat"])
+def test_rule_configs_name_registered_rules(rule: str) -> None:
+    from vidxai.xai import RULES
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="explain", overrides=["ckpt=x", f"rule={rule}"])
+    assert cfg.rule.name == rule and rule in RULES
+
+
+# ----------------------------------------------------------------------------- training
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """One tiny VGG16+LSTM training run with the default loggers (W&B offline + CSV)."""
+    tmp = tmp_path_factory.mktemp("train_vgg")
+    cfg = compose_cfg(
+        "train", tmp,
+        TINY_DATA + TINY_TRAIN + ["model.net.hidden_size=16", "trainer.max_epochs=2", "seed=1"],
+        data_dir=data_dir,
+    )
+    value = train(cfg)
+    assert value is not None and 0.0 <= value <= 1.0
+    return tmp / "run"
+
+
+def test_train_vgg16_lstm_writes_checkpoints_metrics_figures_and_wandb(trained_run: Path) -> None:
+    ckpts = trained_run / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").exists()
+    ckpt = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert hp["net"]["arch"] == "vgg16_lstm" and hp["class_names"] and hp["preprocess"]["num_frames"] == 4
+    assert hp["data"]["layout"] == "ucf11"
+    metrics = (trained_run / "csv" / "metrics.csv").read_text()
+    for key in ("train/loss", "val/acc", "test/acc", "test/f1"):
+        assert key in metrics
+    figures = list(trained_run.rglob("confusion_matrix.png")) + list(trained_run.rglob("roc.png"))
+    assert len(figures) >= 2
+    for png in figures:
+        with Image.open(png) as im:
+            assert im.width > 100 and im.height > 100
+    expl = list((trained_run / "explanations").rglob("*heatmaps.png"))
+    assert expl, "explanation callback wrote no heatmaps"
+    runs = list((trained_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = list(runs[0].rglob("*.png")) + list(runs[0].rglob("*.gif"))
+    assert media, "offline W&B run holds no logged media"
+
+
+def test_train_convlstm_composed_through_hydra(tmp_path: Path, data_dir: Path) -> None:
+    cfg = compose_cfg(
+        "train", tmp_path,
+        TINY_DATA + TINY_TRAIN + ["model=convlstm", "model.net.hidden_channels=[8]", "logger=csv",
+                                  "callbacks.explanation.every_n_epochs=0"],
+        data_dir=data_dir,
+    )
+    value = train(cfg)
+    assert value is not None
+    run = tmp_path / "run"
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["net"]["arch"] == "convlstm"
+    assert "test/acc" in (run / "csv" / "metrics.csv").read_text()
+
+
+# ----------------------------------------------------------------------------- explain
+def _explain_cfg(tmp: Path, data_dir: Path, ckpt: Path, *extra: str):
+    return compose_cfg("explain", tmp, [f"ckpt={ckpt}", *extra], data_dir=data_dir)
+
+
+def test_explain_single_video_writes_all_files(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cfg = _explain_cfg(tmp_path, data_dir, ckpt, "rule=alpha_beta", "compare=[z,epsilon]")
+    summary = explain(cfg)
+    out = tmp_path / "run"
+    npz = np.load(out / "relevance.npz")
+    t = 4
+    assert npz["pixel"].shape == (t, 32, 32) and npz["frame"].shape == (t,)
+    assert npz["feature"].shape[0] == t and npz["frames"].shape == (t, 32, 32, 3) and npz["frames"].dtype == np.uint8
+    assert set(npz.files) >= {"logits", "target", "class_names", "frame_indices"}
+    np.testing.assert_allclose(npz["pixel"].sum(axis=(1, 2)), npz["frame"], rtol=1e-4, atol=1e-6)
+    for name in ("heatmaps.png", "curve.png", "peaks.png", "compare.png"):
+        with Image.open(out / name) as im:
+            assert im.width > 200 and im.height > 100, name
+    with Image.open(out / "overlay.gif") as im:
+        assert im.n_frames == t
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["rule"] == "alpha_beta" and saved["target"] == summary["target"]
+    shares = saved["positive_share"]
+    if shares["first_half"] is not None:
+        assert abs(shares["first_half"] + shares["second_half"] - 1.0) < 1e-6
+
+
+def test_explain_dataset_mode_writes_profile(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cfg = _explain_cfg(tmp_path, data_dir, ckpt, "split=test", "limit=3", "profile.n_boot=50")
+    prof = explain(cfg)
+    out = tmp_path / "run"
+    assert (out / "profile.png").is_file()
+    saved = json.loads((out / "profile.json").read_text())
+    assert saved["videos"] == prof["videos"] <= 3
+
+
+def _run_explain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "explain.py"), f"hydra.run.dir={cwd}/out", "logger=csv", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_explain_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    cases = {
+        "missing": ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found"),
+        "rule": ([f"ckpt={ckpt}", "rule=nonsense"], "unknown rule"),
+        "class": ([f"ckpt={ckpt}", "target=no_such_class"], "unknown class"),
+        "video": ([f"ckpt={ckpt}", f"video={tmp_path}/missing.avi"], "video not found"),
+    }
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    cases["garbage"] = ([f"ckpt={garbage}"], "unreadable")
+    bad_video = tmp_path / "bad.avi"
+    bad_video.write_bytes(os.urandom(2048))
+    cases["bad_video"] = ([f"ckpt={ckpt}", f"video={bad_video}"], "cannot decode")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "hyper_parameters": {"lr": 1.0}}, other)
+    cases["other_arch"] = ([f"ckpt={other}"], "not written by vidxai")
+    for name, (args, needle) in cases.items():
+        proc = _run_explain(*args, cwd=tmp_path)
+        err = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, (name, proc.returncode, proc.stderr[-2000:])
+        assert err and err[-1].startswith("error:") and needle in err[-1], (name, err[-3:])
+        assert "Traceback" not in proc.stderr, name
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Exploit.marker}",))
+
+
+def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _Exploit.marker = str(marker)
+    evil = tmp_path / "evil.ckpt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"state_dict": {}, "hyper_parameters": {"net": {"arch": "vgg16_lstm"}}, "x": _Exploit()}, fh)
+    proc = _run_explain(f"ckpt={evil}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "weights_only" in proc.stderr
+    assert not marker.exists(), "unpickling the crafted checkpoint ran code"
