@@ -1,0 +1,8 @@
+"""Video classification networks (plain ``nn.Module``) and the LightningModule that trains them."""
+
+from vidxai.models.classifier import VideoClassifier
+from vidxai.models.convlstm import ConvLSTM, ConvLSTMCell
+from vidxai.models.registry import NETWORKS, build_network
+from vidxai.models.vgg16_lstm import VGG16LSTM, vgg16_weights_file
+
+__all__ = ["NETWORKS", "ConvLSTM", "ConvLSTMCell", "VGG16LSTM", "VideoClassifier", "build_network", "vgg16_weights_file"]

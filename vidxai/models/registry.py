@@ -1,0 +1,33 @@
+"""The one way to build a network from a config: a name registry, not an import path."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from vidxai.models.convlstm import ConvLSTM
+from vidxai.models.vgg16_lstm import VGG16LSTM
+
+__all__ = ["NETWORKS", "build_network"]
+
+#: Architectures that ``build_network`` (and therefore checkpoints and configs) may name.
+NETWORKS: dict[str, type[nn.Module]] = {"vgg16_lstm": VGG16LSTM, "convlstm": ConvLSTM}
+
+
+def build_network(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build the network registered as ``arch`` with ``num_classes`` outputs and its keyword arguments.
+
+    Raises:
+        ValueError: unknown ``arch`` (the message lists the known ones) or an argument the network
+            does not take (the message names it and lists the accepted ones).
+    """
+    if arch not in NETWORKS:
+        raise ValueError(f"unknown network arch={arch!r}; choose one of {sorted(NETWORKS)}")
+    cls = NETWORKS[arch]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_classes")]
+    bad = sorted(set(kwargs) - set(accepted))
+    if bad:
+        raise ValueError(f"network {arch!r} got unknown argument(s) {bad}; it accepts {accepted}")
+    return cls(num_classes=num_classes, **kwargs)
