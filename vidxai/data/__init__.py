@@ -1,0 +1,45 @@
+"""Video data pipeline: decoders, dataset layouts, splits, clip sampling, transforms, DataModule."""
+
+from vidxai.data.datamodule import VideoDataModule
+from vidxai.data.dataset import VideoClipDataset
+from vidxai.data.decoders import (
+    DecordDecoder,
+    PyAVDecoder,
+    VideoDecodeError,
+    VideoDecoder,
+    open_video,
+    resolve_backend,
+)
+from vidxai.data.layouts import VIDEO_EXTENSIONS, VideoRecord, discover, split_lists
+from vidxai.data.manifest import VideoEntry, scan
+from vidxai.data.sampling import jittered_segment_indices, multi_clip_indices, uniform_indices
+from vidxai.data.splits import group_split, leave_one_group_out, num_folds
+from vidxai.data.synthetic import make_synthetic_ucf11
+from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "VIDEO_EXTENSIONS",
+    "DecordDecoder",
+    "PyAVDecoder",
+    "VideoClipDataset",
+    "VideoDataModule",
+    "VideoDecodeError",
+    "VideoDecoder",
+    "VideoEntry",
+    "VideoRecord",
+    "VideoTransform",
+    "discover",
+    "group_split",
+    "jittered_segment_indices",
+    "leave_one_group_out",
+    "make_synthetic_ucf11",
+    "multi_clip_indices",
+    "num_folds",
+    "open_video",
+    "resolve_backend",
+    "scan",
+    "split_lists",
+    "uniform_indices",
+]

@@ -1,0 +1,263 @@
+"""LightningDataModule tying layouts, scan, splits, clip datasets and the device-side transform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from vidxai.data.dataset import VideoClipDataset, check_on_bad_video
+from vidxai.data.decoders import VideoDecodeError, resolve_backend
+from vidxai.data.layouts import LAYOUTS, discover, split_lists
+from vidxai.data.manifest import VideoEntry, manifest_paths, scan
+from vidxai.data.splits import SPLITS, group_split, leave_one_group_out
+from vidxai.data.synthetic import make_synthetic_ucf11
+from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
+
+log = logging.getLogger(__name__)
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """Video classification data: discover -> scan (cached) -> group-disjoint split -> uint8 clips.
+
+    Args:
+        layout: ``"ucf11"``, ``"ucf101"`` or ``"folder"`` (see :func:`vidxai.data.layouts.discover`).
+        root: dataset folder.
+        num_frames: frames per clip (T).
+        size: ``(H, W)`` frames are resized to while decoding.
+        crop_size: model input size (int or ``(h, w)``) cropped from ``size``; ``None`` = no crop.
+        batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
+        val_fraction, test_fraction: share of groups (per class) held out for val / test.
+        fold: leave-one-group-out fold (test = the fold-th group of each class); ``None`` = random split.
+        seed: seed of the split and of the training clip sampler.
+        backend: ``"auto"``, ``"decord"`` or ``"pyav"``; decode_device: ``"cpu"`` or ``"cuda"`` (decord+CUDA).
+        on_bad_video: ``"skip"`` (warn, report file) or ``"raise"`` for unreadable/corrupt videos.
+        test_clips: K uniform clips per video at test time, batched as ``(B, K, T, 3, H, W)``.
+        mean, std, flip: normalisation and training flip of :class:`VideoTransform`.
+        cache_dir: where the manifest and bad-video report go (default ``~/.cache/vidxai``).
+        synthetic: kwargs of :func:`make_synthetic_ucf11`; when given, ``prepare_data`` generates the
+            synthetic set at ``root`` if missing (layout must be ``"ucf11"``).
+        group_disjoint: split by group (default) or by video.
+        split_id: UCF101 official split (1..3) used when the split lists exist under ``root``.
+    """
+
+    def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
+                 size: Sequence[int] = (112, 112), crop_size: int | Sequence[int] | None = None,
+                 batch_size: int = 8, num_workers: int = 0, pin_memory: bool = False,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, fold: int | None = None,
+                 seed: int = 0, backend: str = "auto", decode_device: str = "cpu",
+                 on_bad_video: str = "skip", test_clips: int = 1,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 flip: bool = True, cache_dir: str | None = None, synthetic: dict[str, Any] | None = None,
+                 persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1) -> None:
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+        if synthetic is not None and layout != "ucf11":
+            raise ValueError(f"data.synthetic generates a UCF11 layout but data.layout={layout!r}: set "
+                             "data.layout=ucf11 or data.synthetic=null")
+        if len(tuple(size)) != 2:
+            raise ValueError(f"data.size must be (height, width), got {size!r}")
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
+                             f"{batch_size} and {num_workers}")
+        self.layout = layout
+        self.root = str(root)
+        self.num_frames = int(num_frames)
+        self.size = (int(size[0]), int(size[1]))
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.fold = None if fold is None else int(fold)
+        self.seed = int(seed)
+        self.backend = resolve_backend(backend, decode_device)  # fail at start-up, not in a worker
+        self.decode_device = decode_device
+        self.on_bad_video = check_on_bad_video(on_bad_video)
+        if test_clips < 1:
+            raise ValueError(f"data.test_clips must be >= 1, got {test_clips}")
+        self.test_clips = int(test_clips)
+        self.transform = VideoTransform(mean=mean, std=std, crop_size=crop_size, flip=flip)
+        self.cache_dir = cache_dir
+        self.synthetic = dict(synthetic) if synthetic is not None else None
+        self.group_disjoint = bool(group_disjoint)
+        self.split_id = int(split_id)
+        self._entries: list[VideoEntry] | None = None
+        self._class_names: list[str] | None = None
+        self._split: dict[str, list[int]] | None = None
+        self._loaded_state: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ preparation
+    def prepare_data(self) -> None:
+        """Generate the synthetic set if asked and missing, then scan the videos (cached manifest)."""
+        if self.synthetic is not None:
+            make_synthetic_ucf11(self.root, **self.synthetic)
+        self._scan()
+
+    def _scan(self) -> tuple[list[VideoEntry], list[str]]:
+        records, class_names = discover(self.layout, self.root)
+        entries, bad = scan(records, self.cache_dir, self.backend)
+        if bad:
+            _, report = manifest_paths(records, self.cache_dir, self.backend)
+            if self.on_bad_video == "raise":
+                path, reason = bad[0]
+                raise VideoDecodeError(f"{reason} ({len(bad)} bad video(s) listed in {report}): fix or remove "
+                                       "the file, or set data.on_bad_video=skip")
+            log.warning("skipping %d unreadable, zero-frame or corrupt video(s) listed in %s", len(bad), report)
+        return entries, class_names
+
+    def setup(self, stage: str | None = None) -> None:
+        """Discover, scan (cache hit after ``prepare_data``) and split; idempotent."""
+        if self._entries is not None:
+            return
+        if self.synthetic is not None and not (Path(self.root) / "_COMPLETE.json").is_file():
+            make_synthetic_ucf11(self.root, **self.synthetic)
+        entries, class_names = self._scan()
+        if not entries:
+            raise ValueError(f"no decodable videos under data.root={self.root!r}: see the bad-video report "
+                             f"in {self.cache_dir or 'the cache dir'}")
+        self._entries, self._class_names = entries, class_names
+        self._split = self._make_split(entries)
+        if self._loaded_state is not None:
+            self._apply_loaded_state()
+
+    def _make_split(self, entries: list[VideoEntry]) -> dict[str, list[int]]:
+        records = [e.record for e in entries]
+        if self.fold is not None:
+            return leave_one_group_out(records, self.fold, self.val_fraction, self.seed)
+        official = split_lists(self.root, self.split_id) if self.layout == "ucf101" else None
+        if official is None:
+            return group_split(records, self.val_fraction, self.test_fraction, self.seed, self.group_disjoint)
+        by_rel = {self._relative(r.path): i for i, r in enumerate(records)}
+        test = sorted(by_rel[p] for p in official["test"] if p in by_rel)
+        train_pool = sorted(by_rel[p] for p in official["train"] if p in by_rel)
+        if not train_pool or not test:
+            raise ValueError(f"the UCF101 split lists (split {self.split_id}) name no video found under "
+                             f"data.root={self.root!r}: check data.root")
+        inner = group_split([records[i] for i in train_pool], self.val_fraction, 0.0, self.seed,
+                            self.group_disjoint)
+        return {"train": [train_pool[i] for i in inner["train"]], "val": [train_pool[i] for i in inner["val"]],
+                "test": test}
+
+    def _relative(self, path: str) -> str:
+        try:
+            return Path(path).relative_to(Path(self.root).expanduser().resolve()).as_posix()
+        except ValueError:
+            return Path(path).as_posix()
+
+    def _require_setup(self) -> None:
+        if self._entries is None or self._split is None:
+            raise RuntimeError("VideoDataModule is not set up: call prepare_data() and setup() first")
+
+    # ------------------------------------------------------------------ public properties
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (available after ``setup()``)."""
+        self._require_setup()
+        assert self._class_names is not None
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (available after ``setup()``)."""
+        return len(self.class_names)
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild the input pipeline."""
+        t = self.transform.preprocess
+        return {"num_frames": self.num_frames, "size": list(self.size), "crop_size": t["crop_size"],
+                "mean": t["mean"], "std": t["std"], "backend": self.backend}
+
+    def records_for(self, split: str) -> list[VideoEntry]:
+        """Scanned entries of ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is unknown: use one of {', '.join(SPLITS)}")
+        self._require_setup()
+        assert self._entries is not None and self._split is not None
+        return [self._entries[i] for i in self._split[split]]
+
+    def split_entries(self, split: str) -> list[VideoEntry]:
+        """Entries of ``split`` as stored in the checkpoint (after ``load_state_dict``), else as computed."""
+        return self.records_for(split)
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        """Class names and the split (relative paths per split), saved into checkpoints."""
+        self._require_setup()
+        return {"class_names": self.class_names, "layout": self.layout, "root": self.root,
+                "split": {s: [self._relative(e.record.path) for e in self.records_for(s)] for s in SPLITS}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Use a checkpoint's split (and check its class names) instead of recomputing it."""
+        if "split" not in state_dict or "class_names" not in state_dict:
+            raise ValueError("the checkpoint's datamodule state has no 'split'/'class_names': it was not "
+                             "saved by VideoDataModule")
+        self._loaded_state = dict(state_dict)
+        if self._entries is not None:
+            self._apply_loaded_state()
+
+    def _apply_loaded_state(self) -> None:
+        assert self._loaded_state is not None and self._entries is not None
+        saved = list(self._loaded_state["class_names"])
+        if saved != self._class_names:
+            raise ValueError(f"the checkpoint was trained on classes {saved} but data.root={self.root!r} has "
+                             f"{self._class_names}: point data.root at the checkpoint's dataset")
+        by_rel = {self._relative(e.record.path): i for i, e in enumerate(self._entries)}
+        split: dict[str, list[int]] = {}
+        missing = 0
+        for s in SPLITS:
+            paths = self._loaded_state["split"].get(s, [])
+            split[s] = [by_rel[p] for p in paths if p in by_rel]
+            missing += len(paths) - len(split[s])
+        if missing:
+            log.warning("%d video(s) of the checkpoint's split are missing under %s or were skipped as bad",
+                        missing, self.root)
+        self._split = split
+
+    # ------------------------------------------------------------------ loaders
+    def dataset(self, split: str, train: bool | None = None) -> VideoClipDataset:
+        """Clip dataset of ``split``; training sampling for ``train`` (default: split == 'train')."""
+        is_train = split == "train" if train is None else train
+        return VideoClipDataset(self.records_for(split), self.num_frames, self.size, train=is_train,
+                                clips_per_video=self.test_clips if split == "test" and not is_train else 1,
+                                backend=self.backend, seed=self.seed, on_bad_video=self.on_bad_video,
+                                device=self.decode_device)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training clips (jittered segment sampling)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Uniform validation clips."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Uniform test clips, ``test_clips`` per video."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as the test loader."""
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Turn the uint8 ``video`` of a batch into normalised floats, on the device."""
+        if isinstance(batch, dict) and "video" in batch:
+            trainer = getattr(self, "trainer", None)
+            training = bool(trainer is not None and trainer.training)
+            batch = {**batch, "video": self.transform(batch["video"], train=training)}
+        return batch
+
+
+__all__ = ["VideoDataModule"]

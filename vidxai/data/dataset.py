@@ -1,0 +1,107 @@
+"""Map-style dataset of uint8 clips decoded on the fly.
+
+Decoders are opened inside ``__getitem__`` (so inside the DataLoader worker that needs
+them) and closed right after: nothing is shared across processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vidxai.data.decoders import VideoDecodeError, open_video, resolve_backend
+from vidxai.data.manifest import VideoEntry
+from vidxai.data.sampling import jittered_segment_indices, multi_clip_indices, uniform_indices
+
+log = logging.getLogger(__name__)
+
+ON_BAD_VIDEO = ("skip", "raise")
+
+
+def check_on_bad_video(value: str) -> str:
+    """Validate the ``on_bad_video`` policy."""
+    if value not in ON_BAD_VIDEO:
+        raise ValueError(f"data.on_bad_video={value!r} is unknown: use 'skip' or 'raise'")
+    return value
+
+
+class VideoClipDataset(Dataset):
+    """Clips of ``num_frames`` frames from scanned videos, as uint8 ``(T, 3, H, W)`` tensors.
+
+    Training clips use jittered segment sampling (fresh randomness from torch's RNG, which
+    Lightning/DataLoader seed per worker and epoch); evaluation clips are uniform, or
+    ``clips_per_video`` evenly offset uniform clips stacked as ``(K, T, 3, H, W)``.
+    A video that fails to decode is replaced by the next decodable one (``on_bad_video="skip"``,
+    with a warning) or raises :class:`VideoDecodeError` (``"raise"``).
+    """
+
+    def __init__(self, entries: Sequence[VideoEntry], num_frames: int, size: Sequence[int] | None,
+                 train: bool, clips_per_video: int = 1, backend: str = "auto", seed: int = 0,
+                 on_bad_video: str = "skip", device: str = "cpu") -> None:
+        if num_frames < 1:
+            raise ValueError(f"data.num_frames must be >= 1, got {num_frames}")
+        if clips_per_video < 1:
+            raise ValueError(f"data.test_clips must be >= 1, got {clips_per_video}")
+        self.entries = list(entries)
+        self.num_frames = int(num_frames)
+        self.size = tuple(int(s) for s in size) if size is not None else None
+        self.train = bool(train)
+        self.clips_per_video = int(clips_per_video)
+        self.backend = resolve_backend(backend, device)
+        self.device = device
+        self.seed = int(seed)
+        self.on_bad_video = check_on_bad_video(on_bad_video)
+        self._failed: set[int] = set()  # per process: indices that failed to decode here
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def frame_indices(self, index: int, generator: np.random.Generator | None = None) -> np.ndarray:
+        """Frame indices of the clip(s) for ``index``: ``(T,)`` or ``(K, T)`` for K > 1."""
+        n_video = self.entries[index].num_frames
+        if self.train:
+            if generator is None:
+                generator = np.random.default_rng([self.seed, int(torch.randint(0, 2**62, (1,)).item())])
+            return jittered_segment_indices(n_video, self.num_frames, generator)
+        if self.clips_per_video > 1:
+            return multi_clip_indices(n_video, self.num_frames, self.clips_per_video)
+        return uniform_indices(n_video, self.num_frames)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Decode the sample at ``index``; raises :class:`VideoDecodeError` on failure."""
+        entry = self.entries[index]
+        idx = self.frame_indices(index)
+        flat = idx.reshape(-1)
+        with open_video(entry.record.path, backend=self.backend, size=self.size, device=self.device) as dec:
+            frames = dec.get_frames(flat)
+        if frames.shape[0] != flat.size:
+            raise VideoDecodeError(f"{entry.record.path}: got {frames.shape[0]} frames, expected {flat.size}")
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (N,3,H,W) uint8
+        video = video.reshape(*idx.shape, *video.shape[1:]).contiguous()
+        return {"video": video, "label": torch.tensor(entry.record.label, dtype=torch.int64),
+                "index": torch.tensor(index, dtype=torch.int64),
+                "frame_indices": torch.from_numpy(idx.astype(np.int64))}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.entries)
+        for step in range(n):
+            candidate = (index + step) % n  # deterministic replacement: the next decodable video
+            if candidate in self._failed:
+                continue
+            try:
+                return self.load(candidate)
+            except (VideoDecodeError, OSError) as exc:
+                if self.on_bad_video == "raise":
+                    if isinstance(exc, VideoDecodeError):
+                        raise
+                    raise VideoDecodeError(f"{self.entries[candidate].record.path}: {exc}") from exc
+                self._failed.add(candidate)
+                log.warning("skipping undecodable video %s (%s); using the next one instead",
+                            self.entries[candidate].record.path, exc)
+        raise VideoDecodeError(f"none of the {n} videos could be decoded (first: "
+                               f"{self.entries[index].record.path}): check the files and data.backend")
