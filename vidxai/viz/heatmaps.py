@@ -177,12 +177,14 @@ def overlay(
     scale: Scale = "video",
     percentile: float = DEFAULT_PERCENTILE,
     dim: float = 0.4,
+    cmap: str | Colormap = RELEVANCE_CMAP,
 ) -> np.ndarray:
     """Blend the relevance heatmap over greyscale, dimmed frames; returns uint8 ``(T, H, W, 3)``.
 
     The frames are turned to grey (contrast reduced by ``dim`` in ``[0, 1)``) so that red
     and blue read clearly. The heatmap's opacity grows with ``|R| / vmax`` up to ``alpha``:
-    pixels without relevance show the grey frame unchanged, strong relevance shows its colour.
+    pixels without relevance show the grey frame unchanged, weak relevance tints it red/blue and
+    relevance at the limit shows the colour map's dark end (for a diverging ``cmap``).
     """
     frames = _as_frames(frames)
     rel = _as_relevance(pixel, frames)
@@ -190,12 +192,16 @@ def overlay(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if not 0.0 <= dim < 1.0:
         raise ValueError(f"dim must be in [0, 1), got {dim}")
-    rgba, vmax = relevance_to_rgba(rel, scale=scale, percentile=percentile)
+    vmax = symmetric_limits(rel, scale=scale, percentile=percentile)
+    normed = np.clip(rel / vmax[:, None, None], -1.0, 1.0)
+    strength = np.abs(normed)
+    # Hue from the saturated half of the colour map (pure red/blue for weak relevance, dark red/blue at
+    # the limits) so weak relevance tints the frame instead of washing it white; the opacity carries
+    # the magnitude linearly, so near-zero noise stays invisible.
+    colour = get_cmap(cmap)(0.5 + 0.5 * np.sign(normed) * (0.5 + 0.5 * strength))[..., :3]
+    opacity = (alpha * strength)[..., None]
     grey = _greyscale(frames, dim)[..., None]
-    strength = np.clip(np.abs(rel) / vmax[:, None, None], 0.0, 1.0)
-    # sqrt lifts mid-range relevance so it stays visible next to the saturated peaks
-    opacity = (alpha * np.sqrt(strength))[..., None]
-    blended = grey * (1.0 - opacity) + rgba[..., :3] * opacity
+    blended = grey * (1.0 - opacity) + colour * opacity
     return np.clip(np.round(blended * 255.0), 0, 255).astype(np.uint8)
 
 
