@@ -116,3 +116,17 @@ def test_profile_figure_renders(tmp_path):
     assert "a (n=10)" in legend and "uniform expectation" in legend
     with pytest.raises(ValueError, match="temporal_profile"):
         profile_figure({"nope": 1})
+
+
+@pytest.mark.parametrize(("n_greater", "n_less"), [(3, 0), (5, 5), (10, 2), (0, 4), (40, 25)])
+def test_sign_test_matches_exact_binomial_tail(n_greater, n_less):
+    import math
+
+    from vidxai.viz.profile import _sign_test_greater
+
+    n = n_greater + n_less
+    exact = sum(math.comb(n, i) for i in range(n_greater, n + 1)) / 2**n
+    diffs = np.r_[np.full(n_greater, 0.1), np.full(n_less, -0.1), np.zeros(3)]  # zeros are ties
+    p, g, l = _sign_test_greater(diffs)
+    assert (g, l) == (n_greater, n_less)
+    assert p == pytest.approx(exact, rel=1e-10)

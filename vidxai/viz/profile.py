@@ -70,8 +70,13 @@ def _sign_test_greater(diff: np.ndarray) -> tuple[float, int, int]:
     n = n_greater + n_less
     if n == 0:
         return 1.0, n_greater, n_less
-    tail = sum(math.comb(n, i) for i in range(n_greater, n + 1))
-    return tail / 2**n, n_greater, n_less
+    # P(X >= n_greater) for X ~ Binomial(n, 1/2), summed in log space (fast and exact enough for any n)
+    i = np.arange(n_greater, n + 1)
+    log_terms = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in i])
+    log_terms -= n * math.log(2.0)
+    top = log_terms.max()
+    p = math.exp(top) * float(np.exp(log_terms - top).sum())
+    return min(1.0, p), n_greater, n_less
 
 
 def _none_if_nan(values: np.ndarray) -> list:
