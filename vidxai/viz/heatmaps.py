@@ -222,7 +222,9 @@ def get_cmap(cmap: str | Colormap = RELEVANCE_CMAP) -> Colormap:
     try:
         return colormaps[cmap]
     except KeyError:
-        raise ValueError(f"unknown colour map {cmap!r}; use a matplotlib name such as 'seismic' or 'bwr'") from None
+        raise ValueError(
+            f"unknown colour map {cmap!r}; use a matplotlib name such as 'seismic' or 'bwr'"
+        ) from None
 
 
 def _add_relevance_colorbar(

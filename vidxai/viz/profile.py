@@ -84,7 +84,12 @@ def _none_if_nan(values: np.ndarray) -> list:
 
 
 def _bootstrap_block(
-    observed: np.ndarray, expected: np.ndarray, n_bins: int, n_boot: int, ci: float, seed_seq: np.random.SeedSequence
+    observed: np.ndarray,
+    expected: np.ndarray,
+    n_bins: int,
+    n_boot: int,
+    ci: float,
+    seed_seq: np.random.SeedSequence,
 ) -> dict:
     """Means, bootstrap CIs (resampling videos) and one-sided p-values for one group of videos."""
     n = observed.shape[0]
@@ -171,7 +176,9 @@ def temporal_profile(
     if labels is not None:
         labels = [int(c) for c in labels]
         if len(labels) != len(shares):
-            raise ValueError(f"labels has {len(labels)} entries but shares has {len(shares)}; pass one label per video")
+            raise ValueError(
+                f"labels has {len(labels)} entries but shares has {len(shares)}; pass one label per video"
+            )
         if class_names is None:
             class_names = [str(c) for c in range(max(labels) + 1)]
         bad = [c for c in labels if not 0 <= c < len(class_names)]
@@ -188,7 +195,8 @@ def temporal_profile(
             continue
         if not np.all(np.isfinite(arr)) or np.any(arr < 0) or not math.isclose(arr.sum(), 1.0, abs_tol=1e-6):
             raise ValueError(
-                f"shares[{i}] is not a share vector (non-negative, finite, sums to 1; sum = {np.nansum(arr):.4g}); "
+                f"shares[{i}] is not a share vector (non-negative, finite, sums to 1; "
+                f"sum = {np.nansum(arr):.4g}); "
                 "pass positive_share(frame_relevance) for each video"
             )
         obs, exp = _per_video_stats(arr, n_bins)
@@ -242,7 +250,9 @@ def profile_figure(profile: dict, title: str | None = None) -> Figure:
         overall = profile["overall"]
         bins = overall["bins"]
     except (KeyError, TypeError) as err:
-        raise ValueError(f"profile_figure expects the dict returned by temporal_profile (missing {err})") from None
+        raise ValueError(
+            f"profile_figure expects the dict returned by temporal_profile (missing {err})"
+        ) from None
     n_bins = centers.shape[0]
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.3, 1.0])
@@ -257,7 +267,9 @@ def profile_figure(profile: dict, title: str | None = None) -> Figure:
     mean = np.asarray(bins["mean"], dtype=np.float64)
     ax.fill_between(centers, bins["lo"], bins["hi"], color="black", alpha=0.18, lw=0,
                     label=f"{round(100 * profile['ci'])}% bootstrap CI")
-    ax.plot(centers, mean, color="black", lw=2.2, marker="o", ms=4, label=f"all videos (n={overall['n_videos']})")
+    ax.plot(
+        centers, mean, color="black", lw=2.2, marker="o", ms=4, label=f"all videos (n={overall['n_videos']})"
+    )
     ax.plot(centers, bins["uniform"], color="0.35", ls="--", lw=1.4, label="uniform expectation")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(bottom=0.0)
