@@ -29,6 +29,7 @@ def make_video(path: Path, num_frames: int = 6, size: tuple[int, int] = (32, 32)
 
 def corrupt(path: Path, n_bytes: int = 500, seed: int = 1) -> None:
     """Overwrite ``path`` with random bytes (keeps the extension, breaks the container)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
 
 

@@ -31,12 +31,15 @@ def uniform_indices(n_video: int, n_clip: int, offset: float = 0.5) -> np.ndarra
 def jittered_segment_indices(n_video: int, n_clip: int, generator: np.random.Generator) -> np.ndarray:
     """TSN-style training sampler: ``n_clip`` equal segments, one random frame in each.
 
-    With fewer frames than segments the segments are shorter than a frame, so frames repeat.
+    With fewer frames than segments every frame is used, repeated in order (a uniform clip
+    with a random offset), as for evaluation.
     """
     _check(n_video, n_clip)
+    if n_video < n_clip:
+        return uniform_indices(n_video, n_clip, offset=float(generator.random()))
     edges = np.arange(n_clip + 1, dtype=np.float64) * (n_video / n_clip)
     low = np.floor(edges[:-1]).astype(np.int64)
-    high = np.maximum(np.ceil(edges[1:]).astype(np.int64), low + 1)  # exclusive, at least one frame
+    high = np.maximum(np.floor(edges[1:]).astype(np.int64), low + 1)  # exclusive
     picks = low + np.floor(generator.random(n_clip) * (high - low)).astype(np.int64)
     return np.sort(np.clip(picks, 0, n_video - 1))
 

@@ -1,0 +1,101 @@
+"""VideoDataModule end to end on a tiny synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from data_fixtures import TINY, make_video, tiny_synthetic  # noqa: F401 (fixture)
+
+from vidxai.data import VideoDataModule
+
+
+def _dm(root: Path, tmp_path: Path, **kw) -> VideoDataModule:  # noqa: ANN003
+    args = {"root": str(root), "num_frames": 4, "size": (36, 36), "crop_size": 32, "batch_size": 4,
+            "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.25, "test_fraction": 0.25,
+            "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), **kw}
+    dm = VideoDataModule(**args)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_uint8_batches_then_normalised_floats(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+    dm = _dm(tiny_synthetic, tmp_path)
+    assert dm.num_classes == 4 and dm.class_names == sorted(dm.class_names)
+    assert dm.preprocess == {"num_frames": 4, "size": [36, 36], "crop_size": [32, 32], "mean": [0.5] * 3,
+                             "std": [0.25] * 3, "backend": dm.backend}
+    groups = {s: {e.record.group for e in dm.records_for(s)} for s in ("train", "val", "test")}
+    assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 4, 3, 36, 36)
+    assert batch["label"].dtype == torch.int64 and batch["frame_indices"].shape == (4, 4)
+    out = dm.on_after_batch_transfer(batch, 0)  # no trainer: eval transform (centre crop)
+    assert out["video"].dtype == torch.float32 and out["video"].shape == (4, 4, 3, 32, 32)
+    expected = (batch["video"][..., 2:34, 2:34].float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(out["video"], expected)
+    dm.trainer = SimpleNamespace(training=True)  # type: ignore[assignment]
+    assert dm.on_after_batch_transfer(batch, 0)["video"].shape == (4, 4, 3, 32, 32)
+    val = next(iter(dm.val_dataloader()))
+    again = next(iter(dm.val_dataloader()))
+    assert torch.equal(val["video"], again["video"]) and torch.equal(val["frame_indices"][0],
+                                                                       torch.tensor([1, 3, 5, 7]))
+
+
+def test_test_clips_and_logo_fold(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+    dm = _dm(tiny_synthetic, tmp_path, fold=2, test_clips=3)
+    test_groups = {e.record.group.rsplit("_", 1)[1] for e in dm.records_for("test")}
+    assert test_groups == {"03"}  # the third group (index 2) of every class
+    assert len(dm.records_for("test")) == 4 * TINY["clips_per_group"]
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["video"].shape == (4, 3, 4, 3, 36, 36) and batch["frame_indices"].shape == (4, 3, 4)
+    assert dm.on_after_batch_transfer(batch, 0)["video"].shape == (4, 3, 4, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"data.fold=4 is out of range: valid folds are 0..3"):
+        _dm(tiny_synthetic, tmp_path, fold=4)
+
+
+def test_state_dict_carries_the_split(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+    dm = _dm(tiny_synthetic, tmp_path, seed=0)
+    state = dm.state_dict()
+    assert state["class_names"] == dm.class_names
+    assert all(not Path(p).is_absolute() for p in state["split"]["test"])
+    other = _dm(tiny_synthetic, tmp_path, seed=5)
+    assert [e.record.path for e in other.split_entries("test")] != [e.record.path for e in dm.records_for("test")]
+    other.load_state_dict(state)
+    assert [e.record.path for e in other.split_entries("test")] == [e.record.path for e in dm.records_for("test")]
+    with pytest.raises(ValueError, match="trained on classes"):
+        other.load_state_dict({**state, "class_names": ["a", "b"]})
+
+
+def test_ucf101_official_split_via_datamodule(tmp_path: Path) -> None:
+    root = tmp_path / "UCF-101"
+    names = [f"{c}/v_{c}_g{g:02d}_c01.avi" for c in ("Archery", "Bowling") for g in range(1, 6)]
+    for i, n in enumerate(names):
+        make_video(root / n, num_frames=4, size=(16, 16), seed=i)
+    (root / "classInd.txt").write_text("1 Archery\n2 Bowling\n")
+    (root / "trainlist01.txt").write_text("".join(f"{n} 1\n" for n in names if "_g05_" not in n))
+    (root / "testlist01.txt").write_text("".join(f"{n}\n" for n in names if "_g05_" in n))
+    dm = _dm(root, tmp_path, layout="ucf101", size=(16, 16), crop_size=None)
+    assert {e.record.group for e in dm.records_for("test")} == {"g05"}
+    val = {e.record.group for e in dm.records_for("val")}
+    assert len(val) == 1 and not val & {e.record.group for e in dm.records_for("train")}
+
+
+def test_constructor_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.on_bad_video='ignore'"):
+        VideoDataModule(root=str(tmp_path), on_bad_video="ignore")
+    with pytest.raises(ValueError, match="data.synthetic generates a UCF11 layout"):
+        VideoDataModule(layout="folder", root=str(tmp_path), synthetic={})
+    with pytest.raises(RuntimeError, match="call prepare_data\\(\\) and setup\\(\\) first"):
+        _ = VideoDataModule(root=str(tmp_path)).class_names
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        VideoDataModule(root=str(tmp_path / "missing")).setup()
+
+
+def test_synthetic_is_generated_by_prepare_data(tmp_path: Path) -> None:
+    small = {**TINY, "groups_per_class": 3, "clips_per_group": 1}
+    dm = _dm(tmp_path / "syn", tmp_path, synthetic=small, val_fraction=0.34, test_fraction=0.34)
+    assert (tmp_path / "syn" / "_COMPLETE.json").is_file()
+    assert sum(len(dm.records_for(s)) for s in ("train", "val", "test")) == 12
