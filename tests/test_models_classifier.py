@@ -79,12 +79,16 @@ def test_constructor_errors() -> None:
 
 
 def test_hparams_are_plain_python() -> None:
-    class FakeConfig(dict):  # stands in for an OmegaConf DictConfig (a Mapping that is not a dict)
-        pass
-
-    module = make_module(net=FakeConfig(CONVLSTM), preprocess=FakeConfig(PREPROCESS | {"mean": (0.1, 0.2, 0.3)}))
-    assert type(module.hparams["net"]) is dict
+    """Hydra passes DictConfig/ListConfig (with interpolations): hparams must hold plain python types."""
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create(
+        {"net": CONVLSTM, "preprocess": PREPROCESS | {"mean": [0.1, 0.2, 0.3], "crop_size": "${.num_frames}"}}
+    )
+    module = make_module(net=cfg.net, preprocess=cfg.preprocess, class_names=omegaconf.ListConfig(CLASS_NAMES))
+    assert type(module.hparams["net"]) is dict and type(module.hparams["net"]["hidden_channels"]) is list
     assert module.hparams["preprocess"]["mean"] == [0.1, 0.2, 0.3]
+    assert module.hparams["preprocess"]["crop_size"] == T  # interpolation resolved
+    assert type(module.hparams["class_names"]) is list
     assert "optimizer" not in module.hparams and "scheduler" not in module.hparams
 
 
