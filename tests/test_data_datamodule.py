@@ -62,9 +62,10 @@ def test_state_dict_carries_the_split(tiny_synthetic: Path, tmp_path: Path) -> N
     assert state["class_names"] == dm.class_names
     assert all(not Path(p).is_absolute() for p in state["split"]["test"])
     other = _dm(tiny_synthetic, tmp_path, seed=5)
-    assert [e.record.path for e in other.split_entries("test")] != [e.record.path for e in dm.records_for("test")]
+    expected = [e.record.path for e in dm.records_for("test")]
+    assert [e.record.path for e in other.split_entries("test")] != expected
     other.load_state_dict(state)
-    assert [e.record.path for e in other.split_entries("test")] == [e.record.path for e in dm.records_for("test")]
+    assert [e.record.path for e in other.split_entries("test")] == expected
     with pytest.raises(ValueError, match="trained on classes"):
         other.load_state_dict({**state, "class_names": ["a", "b"]})
 
@@ -99,3 +100,14 @@ def test_synthetic_is_generated_by_prepare_data(tmp_path: Path) -> None:
     dm = _dm(tmp_path / "syn", tmp_path, synthetic=small, val_fraction=0.34, test_fraction=0.34)
     assert (tmp_path / "syn" / "_COMPLETE.json").is_file()
     assert sum(len(dm.records_for(s)) for s in ("train", "val", "test")) == 12
+
+
+def test_default_synthetic_set_with_pyav_backend(tmp_path: Path) -> None:
+    """The default synthetic set (4 classes x 10 groups x 3 clips) through the PyAV fallback."""
+    dm = _dm(tmp_path / "syn", tmp_path, synthetic={}, backend="pyav", num_frames=8, size=(40, 40),
+             val_fraction=0.1, test_fraction=0.2)
+    sizes = {s: len(dm.records_for(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 84, "val": 12, "test": 24}
+    assert {e.num_frames for e in dm.records_for("train")} == {16}
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["video"].shape == (4, 8, 3, 40, 40) and batch["video"].dtype == torch.uint8

@@ -89,3 +89,26 @@ def test_installed_decord_is_cpu_only() -> None:
     if not decoders.decord_has_cuda():
         with pytest.raises(ValueError, match="decode_device=cuda"):
             resolve_backend("decord", "cuda")
+
+
+def test_auto_falls_back_to_pyav_without_decord(monkeypatch: pytest.MonkeyPatch, video: Path) -> None:
+    monkeypatch.setattr(decoders, "decord_available", lambda: False)
+    assert resolve_backend("auto") == "pyav"
+    with open_video(video, backend="auto") as dec:
+        assert isinstance(dec, PyAVDecoder)
+    with pytest.raises(ValueError, match="decord is not installed"):
+        resolve_backend("decord")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_file_never_returns_fewer_frames(tmp_path: Path, backend: str) -> None:
+    """Frames past the decodable end are clamped to the last decodable frame."""
+    full = make_video(tmp_path / "full.avi", num_frames=24, size=(32, 32))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.9)])
+    with open_video(cut, backend=backend) as dec:
+        frames = dec.get_frames(list(range(24)))
+        n = dec.num_frames
+    assert frames.shape == (24, 32, 32, 3)
+    assert 0 < n < 24
+    np.testing.assert_array_equal(frames[-1], frames[n - 1])

@@ -75,7 +75,7 @@ def _decoded(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(frames).astype(np.float64), np.array(labels), np.array(groups)
 
 
-def test_single_frames_do_not_tell_the_class_but_colour_order_does(tiny_synthetic: Path) -> None:  # noqa: F811
+def test_one_frame_does_not_tell_the_class_but_colour_order_does(tiny_synthetic: Path) -> None:  # noqa: F811
     frames, labels, groups = _decoded(tiny_synthetic)
     train, test = groups <= 2, groups > 2  # group-disjoint, like the real splits
     n, t = frames.shape[:2]
@@ -94,6 +94,7 @@ def test_single_frames_do_not_tell_the_class_but_colour_order_does(tiny_syntheti
         return np.array([np.argmax(frames[i, k][sat[i, k]].mean(0)) for i in range(n)])
 
     key = dominant(0) * 3 + dominant(t - 1)
-    lookup = {int(k): int(np.bincount(labels[train][key[train] == k]).argmax()) for k in np.unique(key[train])}
+    lookup = {int(k): int(np.bincount(labels[train][key[train] == k]).argmax())
+              for k in np.unique(key[train])}
     order_acc = float(np.mean([lookup.get(int(k), -1) == y for k, y in zip(key[test], labels[test])]))
     assert order_acc >= 0.95, order_acc

@@ -18,7 +18,8 @@ def test_normalisation_is_exact() -> None:
     video = torch.randint(0, 256, (2, 3, 3, 4, 4), dtype=torch.uint8)
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
     out = VideoTransform(mean, std, crop_size=None, flip=False)(video, train=False)
-    expected = (video.float() / 255 - torch.tensor(mean).view(1, 1, 3, 1, 1)) / torch.tensor(std).view(1, 1, 3, 1, 1)
+    shape = (1, 1, 3, 1, 1)
+    expected = (video.float() / 255 - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected)
 

@@ -107,9 +107,11 @@ class VideoDataModule(pl.LightningDataModule):
             _, report = manifest_paths(records, self.cache_dir, self.backend)
             if self.on_bad_video == "raise":
                 path, reason = bad[0]
-                raise VideoDecodeError(f"{reason} ({len(bad)} bad video(s) listed in {report}): fix or remove "
+                raise VideoDecodeError(f"{reason} ({len(bad)} bad video(s) listed in {report}): "
+                                       "fix or remove "
                                        "the file, or set data.on_bad_video=skip")
-            log.warning("skipping %d unreadable, zero-frame or corrupt video(s) listed in %s", len(bad), report)
+            log.warning("skipping %d unreadable, zero-frame or corrupt video(s) listed in %s",
+                        len(bad), report)
         return entries, class_names
 
     def setup(self, stage: str | None = None) -> None:
@@ -142,8 +144,8 @@ class VideoDataModule(pl.LightningDataModule):
                              f"data.root={self.root!r}: check data.root")
         inner = group_split([records[i] for i in train_pool], self.val_fraction, 0.0, self.seed,
                             self.group_disjoint)
-        return {"train": [train_pool[i] for i in inner["train"]], "val": [train_pool[i] for i in inner["val"]],
-                "test": test}
+        return {"train": [train_pool[i] for i in inner["train"]],
+                "val": [train_pool[i] for i in inner["val"]], "test": test}
 
     def _relative(self, path: str) -> str:
         try:
@@ -231,9 +233,13 @@ class VideoDataModule(pl.LightningDataModule):
                                 device=self.decode_device)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        workers = self.num_workers > 0
+        # CUDA cannot be used in forked workers: GPU decoding needs spawned worker processes.
+        context = "spawn" if workers and self.decode_device == "cuda" else None
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+                          persistent_workers=self.persistent_workers and workers,
+                          multiprocessing_context=context)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training clips (jittered segment sampling)."""

@@ -9,6 +9,7 @@ fewer frames than asked: indices past the last decodable frame are clamped to it
 from __future__ import annotations
 
 import importlib.util
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
 DEVICES = ("cpu", "cuda")
@@ -178,12 +181,17 @@ class DecordDecoder(VideoDecoder):
             try:
                 return np.ascontiguousarray(self._read(idx.tolist()), dtype=np.uint8)
             except Exception as exc:
-                # Container frame counts can lie: retry with indices clamped below the failing tail.
-                if self._usable > 1 and int(idx.max()) == self._usable - 1:
-                    self._usable -= 1
-                    idx = np.clip(idx, 0, self._usable - 1)
+                # Container frame counts can lie: treat the highest requested frame and everything after
+                # it as undecodable and retry (at most one retry per distinct requested index).
+                top = int(idx.max())
+                if top > 0:
+                    log.warning("%s: frame %d does not decode (%s); clamping to the frames before it",
+                                self.path, top, _short(exc))
+                    self._usable = top
+                    idx = np.clip(idx, 0, top - 1)
                     continue
-                raise VideoDecodeError(f"{self.path}: decord failed to decode frames ({_short(exc)})") from exc
+                raise VideoDecodeError(
+                    f"{self.path}: decord failed to decode frames ({_short(exc)})") from exc
 
     def _read(self, idx: list[int]) -> np.ndarray:
         if not self._row_padded:

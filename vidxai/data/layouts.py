@@ -84,7 +84,8 @@ def discover(layout: str, root: str | Path) -> tuple[list[VideoRecord], list[str
     base = _check_root(layout, root)
     per_class: dict[str, list[tuple[Path, str]]] = {}
     for class_dir in _subdirs(base):
-        found = _ucf101(class_dir, class_dir.name) if layout == "ucf101" else _grouped(class_dir, class_dir.name)
+        find = _ucf101 if layout == "ucf101" else _grouped
+        found = find(class_dir, class_dir.name)
         if found:
             per_class[class_dir.name] = found
     if not per_class:
@@ -117,7 +118,8 @@ def split_lists(root: str | Path, split_id: int = 1) -> dict[str, list[str]] | N
     for split, stem in (("train", "trainlist"), ("test", "testlist")):
         file = list_dir / f"{stem}0{split_id}.txt"
         if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing: the UCF101 split lists in {list_dir} are incomplete; "
+            raise FileNotFoundError(f"{file} is missing: the UCF101 split lists in {list_dir} are "
+                                    "incomplete; "
                                     "restore ucfTrainTestlist or remove classInd.txt to use random splits")
         # lines are "Class/v_Class_g01_c01.avi [label]"
         out[split] = [line.split()[0].replace("\\", "/") for line in file.read_text().splitlines()

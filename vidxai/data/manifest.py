@@ -120,4 +120,5 @@ def scan(records: Sequence[VideoRecord], cache_dir: str | Path | None = None,
 
 def _write_report(path: Path, bad: Sequence[tuple[str, str]]) -> None:
     """One ``path<TAB>reason`` line per bad video."""
-    path.write_text("".join(f"{p}\t{r}\n" for p, r in bad) or "# no unreadable, zero-frame or corrupt videos\n")
+    text = "".join(f"{p}\t{r}\n" for p, r in bad)
+    path.write_text(text or "# no unreadable, zero-frame or corrupt videos\n")

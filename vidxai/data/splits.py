@@ -73,7 +73,8 @@ def group_split(records: Sequence[VideoRecord], val_fraction: float = 0.1, test_
         if n_test + n_val >= len(order):
             raise ValueError(
                 f"{block!r} has {len(order)} group(s), too few for group-disjoint train/val/test splits with "
-                f"val_fraction={val_fraction}, test_fraction={test_fraction}: add data or lower the fractions")
+                f"val_fraction={val_fraction}, test_fraction={test_fraction}: add data or lower the "
+                "fractions")
         for g in order[:n_test]:
             assignment[g] = "test"
         for g in order[n_test:n_test + n_val]:

@@ -46,7 +46,8 @@ def class_sequences(num_classes: int) -> list[tuple[str, ...]]:
     n_colours = 3 if num_classes <= 6 else 4
     perms = list(itertools.permutations(list(COLOURS)[:n_colours]))
     if num_classes > len(perms):
-        raise ValueError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} colour orders")
+        raise ValueError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} "
+                         "colour orders")
     return [tuple(p) for p in perms[:num_classes]]
 
 
@@ -82,7 +83,8 @@ def _group_style(rng: np.random.Generator, h: int, w: int) -> dict[str, Any]:
         y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
         grey = rng.uniform(90, 170)
         tint = rng.uniform(-30, 30, size=3)  # muted: far from the saturated actor colours
-        distractors.append({"box": [x0, y0, x0 + side, y0 + side], "colour": (grey + tint).clip(0, 255).tolist()})
+        colour = (grey + tint).clip(0, 255).tolist()
+        distractors.append({"box": [x0, y0, x0 + side, y0 + side], "colour": colour})
     return {
         "texture_freq": float(rng.uniform(0.15, 0.6)),
         "texture_angle": float(rng.uniform(0, np.pi)),
@@ -122,7 +124,8 @@ def _phase_starts(n_frames: int, n_phases: int, rng: np.random.Generator) -> lis
     starts = [0]
     for k in range(1, n_phases):
         nominal = int(round(k * n_frames / n_phases))
-        starts.append(int(np.clip(nominal + rng.integers(-1, 2), starts[-1] + 2, n_frames - 2 * (n_phases - k))))
+        latest = n_frames - 2 * (n_phases - k)  # every phase keeps at least two frames
+        starts.append(int(np.clip(nominal + rng.integers(-1, 2), starts[-1] + 2, latest)))
     return starts
 
 
@@ -174,7 +177,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
         stream.options = {"qscale": "2"}  # high quality: colours must survive compression
         stream.thread_count = 1  # byte-identical output for the same seed
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(image):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -216,8 +220,8 @@ def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_clas
         except ValueError:
             pass
     if root.is_dir() and not (marker.is_file() or (root / _IN_PROGRESS).is_file()) and any(root.iterdir()):
-        raise ValueError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: point data.root "
-                         "at an empty or new folder to generate synthetic data there")
+        raise ValueError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: "
+                         "point data.root at an empty or new folder to generate synthetic data there")
     if root.is_dir():
         _clear_previous(root)
     root.mkdir(parents=True, exist_ok=True)
