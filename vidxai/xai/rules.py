@@ -1,0 +1,480 @@
+"""LRP rules as small objects (zennit style), composites mapping them onto layers, and the rule registry.
+
+Every rule follows the definition of the same-named rule in zennit 0.5.1 (``zennit.rules``), so that
+zennit can serve as an independent test oracle. A rule for a linear-type layer (``Conv2d``,
+``Linear``) has a ``forward`` that computes the layer output and keeps what the relevance needs, and a
+``relevance`` that maps the upper relevance to the layer input. :class:`LRPLinearFunction` wraps the
+pair in a custom autograd Function, so one call of ``torch.autograd.grad`` propagates relevance
+("modified gradient"): the epsilon rule costs one transposed convolution per layer, like a gradient.
+
+Stabilisers add ``eps * sign(z)`` with ``sign(0) = +1`` (zennit's :func:`zennit.core.stabilize`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "RULES",
+    "AlphaBeta",
+    "Composite",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "LinearOp",
+    "LinearRule",
+    "Norm",
+    "Pass",
+    "RuleSpec",
+    "WinnerTakeAll",
+    "ZPlus",
+    "make_composite",
+    "stabilize",
+]
+
+#: Stabiliser of the rules that are not the epsilon rule (gamma, alpha-beta, z-plus, flat, norm); zennit's default.
+STABILIZER = 1e-6
+#: Epsilon of the ``z`` rule (LRP-0): only a stabiliser.
+Z_EPSILON = 1e-9
+#: Epsilon of the linear layers under the composite rules (DESIGN.md table).
+LINEAR_EPSILON = 0.1
+
+
+def stabilize(z: Tensor, eps: float) -> Tensor:
+    """``z + eps * sign(z)`` with ``sign(0) = +1``, bit for bit as ``zennit.core.stabilize``."""
+    sign = (z == 0.0).to(z) + z.sign()
+    return z + sign * eps
+
+
+# ----------------------------------------------------------------------------------------- layer ops
+@dataclass(frozen=True)
+class LinearOp:
+    """The affine map of a ``Conv2d`` or ``Linear`` layer with given weights: forward and input gradient."""
+
+    kind: str  # "conv2d" or "linear"
+    stride: tuple[int, ...] = (1, 1)
+    padding: Any = (0, 0)
+    dilation: tuple[int, ...] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def of(cls, module: nn.Module) -> LinearOp:
+        """The op of ``module`` (``nn.Conv2d`` with zero padding, or ``nn.Linear``)."""
+        if isinstance(module, nn.Conv2d):
+            return cls("conv2d", module.stride, module.padding, module.dilation, module.groups)
+        if isinstance(module, nn.Linear):
+            return cls("linear")
+        raise TypeError(f"LinearOp supports nn.Conv2d and nn.Linear, got {type(module).__name__}")
+
+    @property
+    def channel_dim(self) -> int:
+        """Dimension of the output channels / features."""
+        return 1 if self.kind == "conv2d" else -1
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The layer output ``W x + b``."""
+        if self.kind == "conv2d":
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.linear(x, weight, bias)
+
+    def input_grad(self, input_shape: torch.Size, weight: Tensor, grad: Tensor) -> Tensor:
+        """``W^T grad``: the gradient of ``W x`` w.r.t. ``x`` (a transposed convolution), input part only."""
+        if self.kind == "conv2d":
+            return torch.nn.grad.conv2d_input(
+                input_shape, weight, grad, self.stride, self.padding, self.dilation, self.groups
+            )
+        return grad @ weight
+
+
+# ----------------------------------------------------------------------------------------- rules
+class LinearRule:
+    """Base class of the rules for linear-type layers: ``forward`` (output, saved) and ``relevance``."""
+
+    name = "rule"
+
+    def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
+        """Return the layer output and the tensors ``relevance`` needs."""
+        raise NotImplementedError
+
+    def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
+        """Map the relevance of the layer output to its input."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
+
+
+class Epsilon(LinearRule):
+    """LRP-epsilon: ``R_i = x_i sum_j w_ij R_j / (z_j + eps sign(z_j))`` with ``z`` including the bias."""
+
+    name = "epsilon"
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        self.epsilon = float(epsilon)
+
+    def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
+        z = op(x, weight, bias)
+        return z, (x, weight, z)
+
+    def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
+        x, weight, z = saved
+        return x * op.input_grad(x.shape, weight, relevance / stabilize(z, self.epsilon))
+
+
+class _SignSplitRule(LinearRule):
+    """Rules that split the contributions ``x_i w_ij`` by sign into two groups ``a`` and ``b``.
+
+    Group ``a`` is ``x+ wa + x- wb + ba``, group ``b`` is ``x+ wb + x- wa + bb``. Both are computed by one
+    convolution with the stacked weights ``[wa; wb]`` (a second one only if the input has negative
+    entries), and so is the layer output, ``(a + b) / scale``; the relevance needs one transposed
+    convolution with the stacked weights, so the cost is about twice that of a gradient.
+    """
+
+    scale = 1.0
+
+    def __init__(self, stabilizer: float = STABILIZER) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """The weights and biases ``(wa, wb, ba, bb)`` of the two groups."""
+        raise NotImplementedError
+
+    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
+        """The messages ``(sa, sb)`` that the transposed convolution sends back through ``wa`` and ``wb``."""
+        raise NotImplementedError
+
+    def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
+        wa, wb, ba, bb = self.split_params(weight, bias)
+        w_ab = torch.cat([wa, wb], dim=0)
+        b_ab = None if ba is None else torch.cat([ba, bb], dim=0)
+        has_negative = bool((x < 0).any())
+        out = op(x.clamp(min=0) if has_negative else x, w_ab, b_ab)
+        w_ba = None
+        if has_negative:
+            w_ba = torch.cat([wb, wa], dim=0)
+            out = out + op(x.clamp(max=0), w_ba, None)
+        da, db = out.chunk(2, dim=op.channel_dim)
+        z = da + db if self.scale == 1.0 else (da + db) / self.scale
+        return z, (x, w_ab, w_ba, da, db, z)
+
+    def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
+        x, w_ab, w_ba, da, db, z = saved
+        sa, sb = self.scales(z, relevance, da, db)
+        s_ab = torch.cat([sa, sb], dim=op.channel_dim)
+        if w_ba is None:  # no negative inputs
+            return x * op.input_grad(x.shape, w_ab, s_ab)
+        return x.clamp(min=0) * op.input_grad(x.shape, w_ab, s_ab) + x.clamp(max=0) * op.input_grad(
+            x.shape, w_ba, s_ab
+        )
+
+
+class AlphaBeta(_SignSplitRule):
+    """LRP-alpha-beta (zennit convention, ``alpha - beta = 1``): ``alpha`` x positive part - ``beta`` x negative part.
+
+    Positive contributions (``x+ w+``, ``x- w-``, ``b+``) share ``alpha R_j``, negative ones take ``-beta R_j``.
+    """
+
+    name = "alpha_beta"
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = STABILIZER) -> None:
+        super().__init__(stabilizer)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        bp = None if bias is None else bias.clamp(min=0)
+        bn = None if bias is None else bias.clamp(max=0)
+        return weight.clamp(min=0), weight.clamp(max=0), bp, bn
+
+    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
+        sa = relevance / stabilize(da, self.stabilizer)
+        sb = relevance / stabilize(db, self.stabilizer)
+        return self.alpha * sa, -self.beta * sb
+
+
+class ZPlus(AlphaBeta):
+    """LRP-z-plus as in zennit: alpha-beta with ``alpha=1, beta=0`` (negative inputs allowed)."""
+
+    name = "zplus"
+
+    def __init__(self, stabilizer: float = STABILIZER) -> None:
+        super().__init__(1.0, 0.0, stabilizer)
+
+    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
+        return relevance / stabilize(da, self.stabilizer), torch.zeros_like(db)
+
+
+class Gamma(_SignSplitRule):
+    """Generalised LRP-gamma (zennit): weights ``w + gamma w+`` for the contributions of the output's sign.
+
+    Where ``z_j > 0`` the relevance goes to ``x+ (w + gamma w+) + x- (w + gamma w-)``, where ``z_j < 0``
+    to ``x+ (w + gamma w-) + x- (w + gamma w+)``; the bias gets ``b + gamma b+`` resp. ``b + gamma b-``.
+    """
+
+    name = "gamma"
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = STABILIZER) -> None:
+        super().__init__(stabilizer)
+        self.gamma = float(gamma)
+        self.scale = 2.0 + self.gamma  # group a + group b = (2 + gamma) z
+
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        g = self.gamma
+        wa = weight + g * weight.clamp(min=0)
+        wb = weight + g * weight.clamp(max=0)
+        if bias is None:
+            return wa, wb, None, None
+        return wa, wb, bias + g * bias.clamp(min=0), bias + g * bias.clamp(max=0)
+
+    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
+        sa = (z > 0.0) * relevance / stabilize(da, self.stabilizer)
+        sb = (z < 0.0) * relevance / stabilize(db, self.stabilizer)
+        return sa, sb
+
+
+class Flat(LinearRule):
+    """LRP-flat: relevance spread over the receptive field regardless of inputs and weights (all ones, no bias)."""
+
+    name = "flat"
+
+    def __init__(self, stabilizer: float = STABILIZER) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
+        return op(x, weight, bias), (x, weight)
+
+    def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
+        x, weight = saved
+        ones = torch.ones_like(weight)
+        fan_in = op(torch.ones_like(x[:1]), ones, None)  # the same for every sample
+        return op.input_grad(x.shape, ones, relevance / stabilize(fan_in, self.stabilizer))
+
+
+class LRPLinearFunction(torch.autograd.Function):
+    """Autograd Function: forward is the layer, backward maps relevance with a :class:`LinearRule`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, rule: LinearRule, op: LinearOp) -> Tensor:
+        z, saved = rule.forward(op, x, weight, bias)
+        ctx.rule, ctx.op = rule, op
+        ctx.save_for_backward(*saved)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        return ctx.rule.relevance(ctx.op, ctx.saved_tensors, relevance), None, None, None, None
+
+
+class _PassFunction(torch.autograd.Function):
+    """Elementwise activation whose backward passes relevance through unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        return relevance, None
+
+
+class _NormFunction(torch.autograd.Function):
+    """Parameter-free linear map (average pooling) with the proportional (epsilon) rule as backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], stabilizer: float) -> Tensor:
+        z = fn(x)
+        ctx.fn, ctx.stabilizer = fn, stabilizer
+        ctx.save_for_backward(x, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        x, z = ctx.saved_tensors
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(ctx.fn(xg), xg, relevance / stabilize(z, ctx.stabilizer))
+        return x * grad, None, None
+
+
+class Pass:
+    """Activation rule: the relevance passes through elementwise activations unchanged."""
+
+    name = "pass"
+
+    def apply(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Apply ``fn`` with the pass-through backward."""
+        return _PassFunction.apply(x, fn)
+
+    def __repr__(self) -> str:
+        return "Pass()"
+
+
+class Norm:
+    """Average-pooling rule: relevance distributed in proportion to the inputs (epsilon with a stabiliser)."""
+
+    name = "norm"
+
+    def __init__(self, stabilizer: float = STABILIZER) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def apply(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Apply the pooling ``fn`` with the proportional backward."""
+        return _NormFunction.apply(x, fn, self.stabilizer)
+
+    def __repr__(self) -> str:
+        return f"Norm(stabilizer={self.stabilizer!r})"
+
+
+class WinnerTakeAll:
+    """Max-pooling rule: all relevance of a pool goes to its maximum (the plain gradient of max pooling)."""
+
+    name = "winner_take_all"
+
+    def apply(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """Apply the max pooling ``fn``; autograd's own backward routes relevance to the winner."""
+        return fn(x)
+
+    def __repr__(self) -> str:
+        return "WinnerTakeAll()"
+
+
+# ----------------------------------------------------------------------------------------- composites
+@dataclass(frozen=True)
+class Composite:
+    """Which rule each layer type of a CNN gets (zennit's ``SpecialFirstLayerMapComposite``, in small).
+
+    ``first`` (if set) replaces the rule of the first conv / linear layer of the encoder.
+    """
+
+    conv: LinearRule
+    linear: LinearRule
+    first: LinearRule | None = None
+    activation: Pass = field(default_factory=Pass)
+    avgpool: Norm = field(default_factory=Norm)
+    maxpool: WinnerTakeAll = field(default_factory=WinnerTakeAll)
+
+    def rule_for(self, module: nn.Module, is_first: bool) -> LinearRule:
+        """The rule of a ``Conv2d`` / ``Linear`` layer; ``is_first`` marks the encoder's first such layer."""
+        if is_first and self.first is not None:
+            return self.first
+        return self.conv if isinstance(module, nn.Conv2d) else self.linear
+
+
+def _z(**_: Any) -> Composite:
+    rule = Epsilon(Z_EPSILON)
+    return Composite(conv=rule, linear=rule)
+
+
+def _epsilon(epsilon: float, **_: Any) -> Composite:
+    rule = Epsilon(epsilon)
+    return Composite(conv=rule, linear=rule)
+
+
+def _gamma(gamma: float, epsilon: float, **_: Any) -> Composite:
+    return Composite(conv=Gamma(gamma), linear=Epsilon(epsilon))
+
+
+def _alpha_beta(alpha: float, beta: float, epsilon: float, **_: Any) -> Composite:
+    return Composite(conv=AlphaBeta(alpha, beta), linear=Epsilon(epsilon))
+
+
+def _preset_a_flat(epsilon: float, **_: Any) -> Composite:
+    return Composite(conv=ZPlus(), linear=Epsilon(epsilon), first=Flat())
+
+
+def _preset_b_flat(epsilon: float, **_: Any) -> Composite:
+    return Composite(conv=AlphaBeta(2.0, 1.0), linear=Epsilon(epsilon), first=Flat())
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One entry of :data:`RULES`: a rule name, its parameters with defaults, and its composite factory."""
+
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    factory: Callable[..., Composite]
+
+    def resolve(self, **params: Any) -> dict[str, Any]:
+        """Validate ``params`` against this rule and return them merged with the defaults (our convention)."""
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(f"rule {self.name!r} has no parameter(s) {unknown}; its parameters are: {valid}")
+        values = {**self.defaults, **params}
+        for key, value in values.items():
+            if key == "beta_sign":
+                if value not in ("standard", "paper"):
+                    raise ValueError(
+                        f"rule {self.name!r}: beta_sign={value!r} is invalid; use 'standard' (alpha - beta = 1) "
+                        f"or 'paper' (alpha + beta = 1, the paper's plus-signed beta)"
+                    )
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"rule {self.name!r}: parameter {key}={value!r} must be a finite number")
+            values[key] = float(value)
+        if values.get("beta_sign") == "paper":
+            alpha, beta = values["alpha"], values["beta"]
+            if not math.isclose(alpha + beta, 1.0, abs_tol=1e-9) or beta > 0:
+                raise ValueError(
+                    f"rule {self.name!r} with beta_sign='paper' needs alpha + beta = 1 and beta <= 0 (the paper's beta "
+                    f"is minus ours), got alpha={alpha}, beta={beta}; e.g. alpha=2, beta=-1"
+                )
+            values["beta"] = -beta + 0.0  # paper's plus-signed beta -> our convention (+0.0 avoids -0.0)
+            values["beta_sign"] = "standard"
+        for key in ("epsilon", "gamma", "alpha", "beta"):
+            if key in values and values[key] < 0:
+                raise ValueError(f"rule {self.name!r}: parameter {key}={values[key]} must be >= 0")
+        if "epsilon" in values and values["epsilon"] == 0:
+            raise ValueError(f"rule {self.name!r}: epsilon must be > 0 (use rule='z' for LRP-0)")
+        if "alpha" in values and not math.isclose(values["alpha"] - values["beta"], 1.0, abs_tol=1e-9):
+            raise ValueError(
+                f"rule {self.name!r} needs alpha - beta = 1, got alpha={values['alpha']}, beta={values['beta']}; "
+                f"e.g. alpha=2, beta=1 or alpha=1, beta=0 (for the paper's alpha + beta = 1 pass beta_sign='paper')"
+            )
+        return values
+
+    def build(self, **params: Any) -> Composite:
+        """The composite for ``params`` (validated)."""
+        return self.factory(**self.resolve(**params))
+
+
+#: The one rule registry: rule name -> :class:`RuleSpec` (see DESIGN.md "LRP definitions").
+RULES: Mapping[str, RuleSpec] = MappingProxyType(
+    {
+        "z": RuleSpec("z", "LRP-0: epsilon rule with a tiny stabiliser on every layer", {}, _z),
+        "epsilon": RuleSpec("epsilon", "LRP-epsilon on conv and linear layers", {"epsilon": 0.1}, _epsilon),
+        "gamma": RuleSpec(
+            "gamma", "LRP-gamma on conv layers, epsilon on linear layers",
+            {"gamma": 0.25, "epsilon": LINEAR_EPSILON}, _gamma,
+        ),
+        "alpha_beta": RuleSpec(
+            "alpha_beta", "LRP-alpha-beta on conv layers (alpha - beta = 1), epsilon on linear layers",
+            {"alpha": 2.0, "beta": 1.0, "epsilon": LINEAR_EPSILON, "beta_sign": "standard"}, _alpha_beta,
+        ),
+        "preset_a_flat": RuleSpec(
+            "preset_a_flat", "iNNvestigate PresetAFlat: z-plus on conv, epsilon on linear, flat on the first layer",
+            {"epsilon": LINEAR_EPSILON}, _preset_a_flat,
+        ),
+        "preset_b_flat": RuleSpec(
+            "preset_b_flat", "iNNvestigate PresetBFlat: alpha 2 beta 1 on conv, epsilon on linear, flat on the first layer",
+            {"epsilon": LINEAR_EPSILON}, _preset_b_flat,
+        ),
+    }
+)
+
+
+def make_composite(rule: str, **params: Any) -> Composite:
+    """Build the composite of the rule named ``rule`` with ``params``; one clear ``ValueError`` if invalid."""
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ValueError(f"unknown LRP rule {rule!r}; choose one of {sorted(RULES)}")
+    return RULES[rule].build(**params)
