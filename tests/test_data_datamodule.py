@@ -111,3 +111,35 @@ def test_default_synthetic_set_with_pyav_backend(tmp_path: Path) -> None:
     assert {e.num_frames for e in dm.records_for("train")} == {16}
     batch = next(iter(dm.val_dataloader()))
     assert batch["video"].shape == (4, 8, 3, 40, 40) and batch["video"].dtype == torch.uint8
+
+
+def test_inside_a_lightning_trainer(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The Trainer calls on_after_batch_transfer: train batches are augmented floats, val batches eval."""
+    import pytorch_lightning as pl
+
+    seen: list[tuple[bool, torch.dtype, tuple[int, ...]]] = []
+
+    class Probe(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch: dict, _: int) -> torch.Tensor:
+            seen.append((True, batch["video"].dtype, tuple(batch["video"].shape)))
+            return (self.w * batch["video"].mean()).sum()
+
+        def validation_step(self, batch: dict, _: int) -> None:
+            seen.append((False, batch["video"].dtype, tuple(batch["video"].shape)))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = VideoDataModule(root=str(tiny_synthetic), num_frames=4, size=(36, 36), crop_size=32, batch_size=4,
+                         cache_dir=str(tmp_path / "cache"), val_fraction=0.25, test_fraction=0.25)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer.fit(Probe(), datamodule=dm)
+    shape = (4, 4, 3, 32, 32)
+    assert (True, torch.float32, shape) in seen and (False, torch.float32, shape) in seen
+    assert dm.state_dict()["class_names"] == dm.class_names
