@@ -140,7 +140,6 @@ class DecordDecoder(VideoDecoder):
             kwargs["height"], kwargs["width"] = self.size
         try:
             self._reader = decord.VideoReader(self.path, **kwargs)
-            # The source size needs a reader without resizing; read it from the container lazily.
             self._length = len(self._reader)
             self._fps = float(self._reader.get_avg_fps())
         except Exception as exc:  # decord raises DECORDError / RuntimeError with C++ traces
@@ -176,6 +175,8 @@ class DecordDecoder(VideoDecoder):
         return self._source_size()[1]
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        if self._reader is None:
+            raise VideoDecodeError(f"{self.path}: the decoder is closed")
         idx = self._clamp(indices, self._usable)
         while True:
             try:
