@@ -92,6 +92,8 @@ def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
         dm = VideoDataModule(**data)
     except TypeError as exc:
         raise UserError(f"checkpoint {ck.path}: its data config does not fit this vidxai version ({exc})") from None
+    if ck.datamodule_state:
+        dm.load_state_dict(ck.datamodule_state)  # the checkpoint's own split, not a recomputed one
     dm.prepare_data()
     dm.setup(None)
     if list(dm.class_names) != list(ck.class_names):
@@ -211,7 +213,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 def _dataset(dm: Any, split: str) -> Any:
     if split not in ("train", "val", "test"):
         raise UserError(f"split={split!r}; choose val, test or train")
-    return dm.eval_dataset(split)
+    return dm.dataset(split, train=False)
 
 
 def _wandb_run(loggers: list[Any]) -> Any:

@@ -34,7 +34,8 @@ def build_model(cfg: DictConfig, datamodule: Any) -> pl.LightningModule:
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
         preprocess=dict(datamodule.preprocess),
-        data=to_plain(cfg.data),
+        # plain values only (no _target_): checkpoints must load with weights_only=True and name no code
+        data={k: v for k, v in to_plain(cfg.data).items() if not k.startswith("_")},
         _convert_="all",
     )
 
