@@ -16,7 +16,9 @@ from vidxai.models import ConvLSTM, VGG16LSTM, VideoClassifier
 
 NUM_CLASSES, T, SIZE = 3, 4, 32
 CLASS_NAMES = ["walk", "run", "jump"]
-PREPROCESS = {"num_frames": T, "size": [SIZE, SIZE], "crop_size": None, "mean": [0.45] * 3, "std": [0.225] * 3}
+PREPROCESS = {
+    "num_frames": T, "size": [SIZE, SIZE], "crop_size": None, "mean": [0.45] * 3, "std": [0.225] * 3
+}  # fmt: skip
 CONVLSTM = {"arch": "convlstm", "hidden_channels": [8], "stem_channels": 4, "dropout": 0.0}
 
 
@@ -38,14 +40,27 @@ class RandomVideos(Dataset):
 
 
 def make_module(**kwargs) -> VideoClassifier:
-    defaults = dict(net=dict(CONVLSTM), num_classes=NUM_CLASSES, class_names=CLASS_NAMES, preprocess=PREPROCESS,
-                    data={"name": "random", "root": None})  # fmt: skip
+    defaults = dict(
+        net=dict(CONVLSTM),
+        num_classes=NUM_CLASSES,
+        class_names=CLASS_NAMES,
+        preprocess=PREPROCESS,
+        data={"name": "random", "root": None},
+    )
     return VideoClassifier(**(defaults | kwargs))
 
 
 def make_trainer(tmp_path: Path, **kwargs) -> pl.Trainer:
-    options = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False, max_epochs=1)  # fmt: skip
+    options = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=1,
+    )
     return pl.Trainer(**(options | kwargs))
 
 
@@ -84,7 +99,8 @@ def test_hparams_are_plain_python() -> None:
     cfg = omegaconf.OmegaConf.create(
         {"net": CONVLSTM, "preprocess": PREPROCESS | {"mean": [0.1, 0.2, 0.3], "crop_size": "${.num_frames}"}}
     )
-    module = make_module(net=cfg.net, preprocess=cfg.preprocess, class_names=omegaconf.ListConfig(CLASS_NAMES))
+    names = omegaconf.ListConfig(CLASS_NAMES)
+    module = make_module(net=cfg.net, preprocess=cfg.preprocess, class_names=names)
     assert type(module.hparams["net"]) is dict and type(module.hparams["net"]["hidden_channels"]) is list
     assert module.hparams["preprocess"]["mean"] == [0.1, 0.2, 0.3]
     assert module.hparams["preprocess"]["crop_size"] == T  # interpolation resolved
@@ -191,7 +207,9 @@ def test_fit_test_checkpoint_roundtrip(tmp_path: Path) -> None:
     assert torch.equal(module(video), restored(video))
 
 
-def test_pretrained_checkpoint_loads_without_imagenet_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_pretrained_checkpoint_loads_without_imagenet_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A model trained from ImageNet weights reloads on a machine without them (the checkpoint has them)."""
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))

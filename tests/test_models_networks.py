@@ -93,7 +93,9 @@ def test_pretrained_missing_file_gives_clear_error(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize("full_model", [True, False])
-def test_pretrained_loads_local_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, full_model: bool) -> None:
+def test_pretrained_loads_local_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, full_model: bool
+) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     reference = tv_features()
     state = reference.state_dict()

@@ -60,7 +60,8 @@ def test_figures_render_and_save(tmp_path: Path, num_classes: int) -> None:
     assert len(fig.axes[0].lines) == num_classes + 1  # one per class + chance diagonal
     assert f"{np.mean(aucs):.3f}" in fig.axes[0].get_title()
     legend = fig.axes[0].get_legend()
-    assert (legend is not None and f"AUC {aucs[0]:.3f}" in legend.get_texts()[0].get_text()) == (num_classes <= 25)
+    has_legend = legend is not None and f"AUC {aucs[0]:.3f}" in legend.get_texts()[0].get_text()
+    assert has_legend == (num_classes <= 25)
     w, h = saved_size(fig, tmp_path / "roc.png")
     assert (w, h) == tuple(round(v) for v in fig.get_size_inches() * 100)
 

@@ -5,4 +5,12 @@ from vidxai.models.convlstm import ConvLSTM, ConvLSTMCell
 from vidxai.models.registry import NETWORKS, build_network
 from vidxai.models.vgg16_lstm import VGG16LSTM, vgg16_weights_file
 
-__all__ = ["NETWORKS", "ConvLSTM", "ConvLSTMCell", "VGG16LSTM", "VideoClassifier", "build_network", "vgg16_weights_file"]
+__all__ = [
+    "NETWORKS",
+    "ConvLSTM",
+    "ConvLSTMCell",
+    "VGG16LSTM",
+    "VideoClassifier",
+    "build_network",
+    "vgg16_weights_file",
+]

@@ -37,7 +37,9 @@ DEFAULT_WEIGHT_DECAY = 1e-4
 
 #: Set while ``load_from_checkpoint`` rebuilds the module: weights come from the checkpoint, so
 #: ``pretrained=True`` must not look for ImageNet files on this machine.
-_RESTORING_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar("_RESTORING_CHECKPOINT", default=False)
+_RESTORING_CHECKPOINT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "_RESTORING_CHECKPOINT", default=False
+)
 
 
 def _plain(value: Any, name: str) -> Any:
@@ -105,7 +107,9 @@ class VideoClassifier(pl.LightningModule):
         data = _plain(data, "data")
         num_classes = int(num_classes)
         if not isinstance(net, dict) or "arch" not in net:
-            raise ValueError(f"net must be a dict with an 'arch' key (e.g. {{'arch': 'convlstm'}}), got {net!r}")
+            raise ValueError(
+                f"net must be a dict with an 'arch' key (e.g. {{'arch': 'convlstm'}}), got {net!r}"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
@@ -143,11 +147,15 @@ class VideoClassifier(pl.LightningModule):
         self.test_artifacts: dict[str, Path] = {}
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> VideoClassifier:  # type: ignore[override]
-        """Lightning's ``load_from_checkpoint``; ImageNet weights are not looked for (the checkpoint has them)."""
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, *args: Any, **kwargs: Any
+    ) -> VideoClassifier:
+        """Lightning's ``load_from_checkpoint``, but ImageNet weights are not looked for (the checkpoint
+        holds the trained ones), so ``pretrained=True`` checkpoints load on machines without them."""
         token = _RESTORING_CHECKPOINT.set(True)
         try:
-            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)  # type: ignore[return-value]
+            restored = super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+            return restored  # type: ignore[return-value]
         finally:
             _RESTORING_CHECKPOINT.reset(token)
 
@@ -159,13 +167,14 @@ class VideoClassifier(pl.LightningModule):
 
     # ----------------------------------------------------------------------------------- forward
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, C)`` for ``(B, T, 3, H, W)``; for ``(B, K, T, 3, H, W)`` the K clips' logits are averaged."""
+        """Logits ``(B, C)`` for ``(B, T, 3, H, W)``; ``(B, K, T, 3, H, W)`` averages the K clips' logits."""
         if video.ndim == 6:
             b, k = video.shape[:2]
             return self.net(video.flatten(0, 1)).reshape(b, k, -1).mean(dim=1)
         if video.ndim != 5:
             raise ValueError(
-                f"video must be (B, T, 3, H, W) or (B, K, T, 3, H, W) for K clips, got shape {tuple(video.shape)}"
+                f"video must be (B, T, 3, H, W) or (B, K, T, 3, H, W) for K clips, "
+                f"got shape {tuple(video.shape)}"
             )
         return self.net(video)
 
@@ -214,7 +223,7 @@ class VideoClassifier(pl.LightningModule):
         self.log("test/f1", self.test_f1, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class report, confusion matrix and ROC curves: logged, and saved under ``<log_dir>/figures``."""
+        """Per-class report, confusion matrix and ROC curves: logged and saved in ``<log_dir>/figures``."""
         results = self.test_per_class.compute()
         self.test_per_class.reset()
         auroc = results["auroc"].float()
@@ -247,7 +256,10 @@ class VideoClassifier(pl.LightningModule):
         figures = {
             "confusion_matrix": confusion_matrix_figure(confmat, names),
             "roc": roc_figure(
-                [f.cpu().numpy() for f in fpr], [t.cpu().numpy() for t in tpr], results["auroc"].cpu().numpy(), names
+                [f.cpu().numpy() for f in fpr],
+                [t.cpu().numpy() for t in tpr],
+                results["auroc"].float().cpu().numpy(),
+                names,
             ),
             "classification_report": classification_report_figure(report),
         }
@@ -267,7 +279,7 @@ class VideoClassifier(pl.LightningModule):
             for key in ("confusion_matrix", "roc", "classification_report"):
                 logger.log_image(key=f"test/{key}", images=[str(paths[key])])
             columns = ["class", "precision", "recall", "f1-score", "support"]
-            rows = [[name, *(report[name][c] for c in columns[1:])] for name in self.class_names if name in report]
+            rows = [[name, *(report[name][c] for c in columns[1:])] for name in self.class_names]
             logger.log_table(key="test/classification_report_table", columns=columns, data=rows)
 
     # ------------------------------------------------------------------------------- prediction

@@ -29,7 +29,9 @@ class ConvLSTMCell(nn.Module):
         bias: learn a bias for the gate convolution (it plays ``b_ih + b_hh`` of ``nn.LSTM``).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3, bias: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, hidden_channels: int, kernel_size: int = 3, bias: bool = True
+    ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"ConvLSTMCell kernel_size must be odd and positive, got {kernel_size}")
@@ -41,7 +43,11 @@ class ConvLSTMCell(nn.Module):
         self.hidden_channels = hidden_channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv2d(
-            in_channels + hidden_channels, 4 * hidden_channels, kernel_size, padding=kernel_size // 2, bias=bias
+            in_channels + hidden_channels,
+            4 * hidden_channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            bias=bias,
         )
 
     def init_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,11 +111,16 @@ class ConvLSTM(nn.Module):
                 f"got num_classes={num_classes}, hidden_channels={hidden_channels}"
             )
         if stem_channels < 0 or stem_pool < 1:
-            raise ValueError(f"ConvLSTM needs stem_channels >= 0 and stem_pool >= 1, got {stem_channels}, {stem_pool}")
+            raise ValueError(
+                f"ConvLSTM needs stem_channels >= 0 and stem_pool >= 1, got {stem_channels}, {stem_pool}"
+            )
         self.num_classes = num_classes
         self.in_channels = in_channels
         if stem_channels > 0:
-            stem: list[nn.Module] = [nn.Conv2d(in_channels, stem_channels, 3, padding=1), nn.ReLU(inplace=False)]
+            stem: list[nn.Module] = [
+                nn.Conv2d(in_channels, stem_channels, 3, padding=1),
+                nn.ReLU(inplace=False),
+            ]
             if stem_pool > 1:
                 stem.append(nn.MaxPool2d(stem_pool))
             self.encoder: nn.Module = nn.Sequential(*stem)
@@ -132,7 +143,9 @@ class ConvLSTM(nn.Module):
         check_video(x)
         b, t, c, h, w = x.shape
         if c != self.in_channels:
-            raise ValueError(f"ConvLSTM expects {self.in_channels} input channels, got {c} (shape {tuple(x.shape)})")
+            raise ValueError(
+                f"ConvLSTM expects {self.in_channels} input channels, got {c} (shape {tuple(x.shape)})"
+            )
         y = self.encoder(x.reshape(b * t, c, h, w))
         return y.reshape(b, t, *y.shape[1:])
 

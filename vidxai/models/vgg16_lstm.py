@@ -66,7 +66,7 @@ def vgg16_weights_file(batch_norm: bool = False) -> Path:
 
 
 def _load_vgg16_state(path: Path, batch_norm: bool) -> dict[str, torch.Tensor]:
-    """Read a VGG16 state dict (full torchvision model or ``features`` only) and return the conv-stack part."""
+    """Read a VGG16 state dict (full torchvision model or ``features`` only); return the conv-stack part."""
     from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
     url = (VGG16_BN_Weights if batch_norm else VGG16_Weights).IMAGENET1K_V1.url
@@ -155,7 +155,8 @@ class VGG16LSTM(nn.Module):
         try:
             conv_stack.load_state_dict(state)
         except RuntimeError as err:
-            raise ValueError(f"VGG16 weights {path} have wrong shapes: {str(err).splitlines()[-1].strip()}") from err
+            detail = str(err).splitlines()[-1].strip()
+            raise ValueError(f"VGG16 weights {path} have wrong shapes: {detail}") from err
 
     def train(self, mode: bool = True) -> VGG16LSTM:
         """Set training mode; a frozen encoder stays in eval mode."""

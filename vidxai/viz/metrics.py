@@ -67,9 +67,11 @@ def confusion_matrix_figure(
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class" if normalize else "count")
+    label = "fraction of true class" if normalize else "count"
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
     fs = _fontsize(n)
-    ax.set_xticks(range(n), names, rotation=90 if n > 10 else 45, ha="center" if n > 10 else "right", fontsize=fs)
+    rotation, align = (90, "center") if n > 10 else (45, "right")
+    ax.set_xticks(range(n), names, rotation=rotation, ha=align, fontsize=fs)
     ax.set_yticks(range(n), names, fontsize=fs)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -144,18 +146,24 @@ def classification_report(
     arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (precision, recall, f1, support)]
     n = arrays[0].size
     if any(a.size != n for a in arrays):
-        raise ValueError(f"precision, recall, f1, support must have one entry per class, got {[a.size for a in arrays]}")
+        sizes = [a.size for a in arrays]
+        raise ValueError(f"precision, recall, f1, support must have one entry per class, got sizes {sizes}")
     names = _check_names(n, class_names, "classification report")
     p, r, f, s = (np.nan_to_num(a, nan=0.0) for a in arrays)
     total = float(s.sum())
     report: dict[str, Any] = {}
     for k, name in enumerate(names):
-        report[name] = {"precision": float(p[k]), "recall": float(r[k]), "f1-score": float(f[k]), "support": int(s[k])}
+        report[name] = {
+            "precision": float(p[k]), "recall": float(r[k]), "f1-score": float(f[k]), "support": int(s[k])
+        }  # fmt: skip
     weights = s / total if total > 0 else np.full(n, 1.0 / max(n, 1))
     report["accuracy"] = float((r * weights).sum())
     report["macro avg"] = {
-        "precision": float(p.mean()), "recall": float(r.mean()), "f1-score": float(f.mean()), "support": int(total)
-    }  # fmt: skip
+        "precision": float(p.mean()),
+        "recall": float(r.mean()),
+        "f1-score": float(f.mean()),
+        "support": int(total),
+    }
     report["weighted avg"] = {
         "precision": float((p * weights).sum()),
         "recall": float((r * weights).sum()),
@@ -167,7 +175,8 @@ def classification_report(
 
 def _report_rows(report: dict[str, Any]) -> list[str]:
     """Row names of a report: its classes, then the averages."""
-    return [k for k in report if k != "accuracy" and k not in _AVERAGES] + [a for a in _AVERAGES if a in report]
+    classes = [k for k in report if k != "accuracy" and k not in _AVERAGES]
+    return classes + [a for a in _AVERAGES if a in report]
 
 
 def classification_report_text(report: dict[str, Any], digits: int = 3) -> str:
@@ -179,7 +188,8 @@ def classification_report_text(report: dict[str, Any], digits: int = 3) -> str:
     for row in rows:
         if row == _AVERAGES[0]:
             total = report[row]["support"]
-            lines += ["", f"{'accuracy':>{width}} " + f"{'':>10} {'':>10} {report['accuracy']:>10.{digits}f} {total:>10}"]
+            accuracy = f"{report['accuracy']:>10.{digits}f}"
+            lines += ["", f"{'accuracy':>{width}} {'':>10} {'':>10} {accuracy} {total:>10}"]
         vals = " ".join(f"{report[row][m]:>10.{digits}f}" for m in _METRICS)
         lines.append(f"{row:>{width}} {vals} {report[row]['support']:>10}")
     return "\n".join(lines) + "\n"
