@@ -72,9 +72,13 @@ def _ours(enc: nn.Module, rule: str, x: torch.Tensor, relevance: torch.Tensor) -
     return out.detach(), r
 
 
-@pytest.mark.parametrize("batch_norm", [False, True], ids=["vgg16", "vgg16_bn"])
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize(
+    ("rule", "batch_norm"),
+    [(rule, False) for rule in sorted(RULES)] + [("epsilon", True), ("preset_b_flat", True)],
+    ids=lambda v: {False: "vgg16", True: "vgg16_bn"}.get(v, v) if isinstance(v, bool) else v,
+)
 def test_cnn_rule_equals_zennit(rule: str, batch_norm: bool) -> None:
+    """Every rule on VGG16; BatchNorm folding (rule-independent) on VGG16-BN with two rules incl. flat."""
     enc = _encoder(batch_norm)
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)  # one frame: float64 VGG16 is slow on 2 CPU cores
     start = torch.randn(1, 512, dtype=torch.float64)  # the same starting relevance at the encoder output

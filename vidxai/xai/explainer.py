@@ -47,7 +47,8 @@ class Explanation:
         logits: ``(C,)`` the logits of the clip.
         target: the explained class.
         rule: the rule name; ``params`` its resolved parameters.
-        initial_state: relevance of the recurrent initial states, ``{"h0": (L, ...), "c0": (L, ...)}``.
+        initial_state: relevance of the recurrent initial states per layer ``k``: ``"h0_l{k}"``, ``"c0_l{k}"``
+            (zero states receive relevance only through ``bias_factor=1``).
         relevance: ``(T, 3, H, W)`` the full input relevance.
     """
 
@@ -72,7 +73,7 @@ class Explanation:
         return self.total - float(self.logits[self.target])
 
     def to_numpy(self) -> dict[str, np.ndarray]:
-        """Arrays for ``np.savez``: pixel, frame, feature, logits, target, relevance, initial_h0, initial_c0."""
+        """Arrays for ``np.savez``: pixel, frame, feature, logits, target, relevance, initial_h0_l0, ..."""
         out = {
             "pixel": self.pixel.numpy(),
             "frame": self.frame.numpy(),
@@ -219,7 +220,9 @@ class VideoLRP(Attribution):
             logits=out["logits"][0].detach().cpu(),
             target=int(out["target"][0]),
             rule=self.rule_name,
-            initial_state={k: torch.stack([r[0] for r in v]).detach().cpu() for k, v in out["initial"].items()},
+            initial_state={
+                f"{k}_l{layer}": r[0].detach().cpu() for k, v in out["initial"].items() for layer, r in enumerate(v)
+            },
             relevance=relevance,
             params=dict(self.rule_params),
         )
