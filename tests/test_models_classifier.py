@@ -187,7 +187,7 @@ def test_fit_test_checkpoint_roundtrip(tmp_path: Path) -> None:
     (results,) = trainer.test(module, clips_loader)
     for key in ("test/loss", "test/acc", "test/f1", "test/auroc"):
         assert 0.0 <= results[key] < 10.0, key
-    figures = Path(trainer.log_dir) / "figures"
+    figures = Path(trainer.default_root_dir) / "figures"
     assert module.test_artifacts["confusion_matrix"] == figures / "confusion_matrix.png"
     for name in ("confusion_matrix.png", "roc.png", "classification_report.png"):
         with Image.open(figures / name) as image:

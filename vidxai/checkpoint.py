@@ -85,6 +85,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     # weights come from the checkpoint: never look for ImageNet weights when rebuilding
     if "pretrained" in kwargs:
         kwargs["pretrained"] = False
+    kwargs.pop("weights_path", None)
     try:
         net = build_network(arch, num_classes=num_classes, **kwargs)
     except ValueError as exc:

@@ -223,7 +223,7 @@ class VideoClassifier(pl.LightningModule):
         self.log("test/f1", self.test_f1, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class report, confusion matrix and ROC curves: logged and saved in ``<log_dir>/figures``."""
+        """Per-class report, confusion matrix and ROC curves: logged and saved in ``<default_root_dir>/figures`` (the run folder)."""
         results = self.test_per_class.compute()
         self.test_per_class.reset()
         auroc = results["auroc"].float()
@@ -252,7 +252,7 @@ class VideoClassifier(pl.LightningModule):
             confmat.sum(axis=1),
             names,
         )
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "figures"
+        out_dir = Path(self.trainer.default_root_dir) / "figures"
         figures = {
             "confusion_matrix": confusion_matrix_figure(confmat, names),
             "roc": roc_figure(

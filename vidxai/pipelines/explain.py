@@ -112,14 +112,17 @@ def _clip_from_uint8(video: torch.Tensor, transform: Any, device: torch.device) 
 
 def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: torch.device) -> Clip:
     from vidxai.data import VideoDecodeError, open_video
+    from vidxai.data.decoders import decord_available
     from vidxai.data.sampling import uniform_indices
 
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"video not found: {p}; pass video=path/to/file.avi")
     pre = ck.preprocess
+    # the training backend when it is installed here too, else whichever is
+    backend = pre.get("backend", "auto") if pre.get("backend") != "decord" or decord_available() else "auto"
     try:
-        with open_video(str(p), backend=pre.get("backend", "auto"), size=pre.get("size")) as dec:
+        with open_video(str(p), backend=backend, size=pre.get("size")) as dec:
             if dec.num_frames < 1:
                 raise VideoDecodeError(f"{p}: no decodable frames")
             idx = uniform_indices(dec.num_frames, int(pre["num_frames"]))
