@@ -183,13 +183,12 @@ def _run_explain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_explain_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Path) -> None:
-    ckpt = trained_run / "checkpoints" / "best.ckpt"
+def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     cases = {
         "missing": ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found"),
-        "rule": ([f"ckpt={ckpt}", "rule=nonsense"], "unknown rule"),
         "class": ([f"ckpt={ckpt}", "target=no_such_class"], "unknown class"),
         "video": ([f"ckpt={ckpt}", f"video={tmp_path}/missing.avi"], "video not found"),
+        "index": ([f"ckpt={ckpt}", "split=val", "index=999"], "out of range"),
     }
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
@@ -200,12 +199,38 @@ def test_explain_cli_errors_are_one_line_exit_2(trained_run: Path, tmp_path: Pat
     other = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}, "hyper_parameters": {"lr": 1.0}}, other)
     cases["other_arch"] = ([f"ckpt={other}"], "not written by vidxai")
-    for name, (args, needle) in cases.items():
+    wrong = tmp_path / "wrong_arch.ckpt"
+    good = torch.load(ckpt, map_location="cpu", weights_only=True)
+    good["hyper_parameters"]["net"] = {"arch": "convlstm"}
+    torch.save(good, wrong)
+    cases["mismatch"] = ([f"ckpt={wrong}"], "does not match architecture")
+    return cases
+
+
+def test_explain_errors_are_one_line_exit_2(
+    trained_run: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from vidxai.pipelines._common import run_entry_point
+    from vidxai.pipelines.explain import explain_entry
+
+    for name, (args, needle) in _error_cases(trained_run / "checkpoints" / "best.ckpt", tmp_path).items():
+        cfg = compose_cfg("explain", tmp_path / name, ["logger=csv", *args], data_dir=data_dir)
+        with pytest.raises(SystemExit) as exc:
+            run_entry_point(explain_entry, cfg)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2, name
+        assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], (name, err)
+
+
+def test_explain_cli_exit_code_2_without_traceback(trained_run: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    for args, needle in (([f"ckpt={ckpt}", "rule=nonsense"], "unknown rule"),
+                         ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found")):
         proc = _run_explain(*args, cwd=tmp_path)
         err = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2, (name, proc.returncode, proc.stderr[-2000:])
-        assert err and err[-1].startswith("error:") and needle in err[-1], (name, err[-3:])
-        assert "Traceback" not in proc.stderr, name
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert err and err[-1].startswith("error:") and needle in err[-1], err[-3:]
+        assert "Traceback" not in proc.stderr
 
 
 class _Exploit:

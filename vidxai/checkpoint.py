@@ -44,19 +44,29 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)
+        if "unsupported global" not in text.lower():  # garbage bytes, not a forbidden object
+            raise UserError(
+                f"checkpoint {path} is unreadable (not a torch checkpoint); "
+                "pass a complete .ckpt file written by train.py"
+            ) from None
         raise UserError(
             f"checkpoint {path} refused by safe loading (weights_only=True): it holds Python objects beyond "
-            f"tensors and plain containers ({first[:160]}); use a checkpoint written by vidxai's train.py"
+            "tensors and plain containers, which could run code; use a checkpoint written by vidxai's train.py"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise UserError(
-            f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {_first_line(str(exc))}); "
             "pass a complete .ckpt file written by train.py"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict'); pass one written by train.py")
     return ckpt
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "no details"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
