@@ -61,7 +61,9 @@ def np_lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, rh_out, eps, bias_factor):
         rc[t - 1] = np_lrp_linear(gates[t, f] * c[t - 1], eye, zeros, c[t], rc[t], 2 * d, eps, bias_factor)
         rg[t] = np_lrp_linear(gates[t, i] * gates[t, g], eye, zeros, c[t], rc[t], 2 * d, eps, bias_factor)
         rx[t] = np_lrp_linear(x[t], w_ih[g].T, bias_g, gates_pre[t, g], rg[t], d + e, eps, bias_factor)
-        rh[t - 1] += np_lrp_linear(h[t - 1], w_hh[g].T, bias_g, gates_pre[t, g], rg[t], d + e, eps, bias_factor)
+        rh[t - 1] += np_lrp_linear(
+            h[t - 1], w_hh[g].T, bias_g, gates_pre[t, g], rg[t], d + e, eps, bias_factor
+        )
     return h[:steps], rx, rh[-1], rc[-1]
 
 
@@ -69,7 +71,8 @@ def np_lstm_lrp(x, params, h0, c0, w_out, b_out, target, eps, bias_factor):
     """Stacked LSTM + linear head on the last hidden state; relevance starts at the target logit."""
     seqs, hs = [x], []
     for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):  # forward, to get each layer's input
-        h, *_ = np_lstm_layer(seqs[-1], w_ih, w_hh, b_ih, b_hh, h0[k], c0[k], np.zeros((len(x), w_hh.shape[1])), eps, 0)
+        no_relevance = np.zeros((len(x), w_hh.shape[1]))
+        h, *_ = np_lstm_layer(seqs[-1], w_ih, w_hh, b_ih, b_hh, h0[k], c0[k], no_relevance, eps, 0)
         seqs.append(h)
         hs.append(h)
     logits = w_out @ hs[-1][-1] + b_out
@@ -80,7 +83,9 @@ def np_lstm_lrp(x, params, h0, c0, w_out, b_out, target, eps, bias_factor):
     r_h0, r_c0 = [None] * len(params), [None] * len(params)
     for k in reversed(range(len(params))):
         w_ih, w_hh, b_ih, b_hh = params[k]
-        _, rx, r_h0[k], r_c0[k] = np_lstm_layer(seqs[k], w_ih, w_hh, b_ih, b_hh, h0[k], c0[k], rh_out, eps, bias_factor)
+        _, rx, r_h0[k], r_c0[k] = np_lstm_layer(
+            seqs[k], w_ih, w_hh, b_ih, b_hh, h0[k], c0[k], rh_out, eps, bias_factor
+        )
         rh_out = rx
     return logits, rh_out, np.stack(r_h0), np.stack(r_c0)
 
@@ -109,14 +114,19 @@ def test_lstm_relevance_equals_numpy_arras(bias_factor: float, num_layers: int) 
     h0 = torch.randn(num_layers, batch, hidden, dtype=torch.float64)  # random non-zero initial states
     c0 = torch.randn(num_layers, batch, hidden, dtype=torch.float64)
     eps, target = 1e-3, 1
-    hid, logits, r_x, r_h0, r_c0 = engine(lstm_layers(lstm), head, x, list(h0), list(c0), target, eps, bias_factor)
+    hid, logits, r_x, r_h0, r_c0 = engine(
+        lstm_layers(lstm), head, x, list(h0), list(c0), target, eps, bias_factor
+    )
 
     out, _ = lstm(x, (h0, c0))
     torch.testing.assert_close(hid, out.detach())
     torch.testing.assert_close(logits, head(out[:, -1]).detach())
 
     params = [
-        tuple(getattr(lstm, f"{n}_l{k}").detach().numpy() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        tuple(
+            getattr(lstm, f"{n}_l{k}").detach().numpy()
+            for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
         for k in range(num_layers)
     ]
     w_out, b_out = head[1].weight.detach().numpy(), head[1].bias.detach().numpy()

@@ -33,7 +33,8 @@ from vidxai.xai.rules import stabilize  # noqa: E402
 def _encoder(batch_norm: bool, bn_eps: float = 0.0) -> nn.Sequential:
     """VGG16(-BN) encoder as in VGG16LSTM, float64, random weights, biases and BN statistics (built once)."""
     torch.manual_seed(0)
-    enc = nn.Sequential(*make_vgg16_features(batch_norm), nn.AdaptiveAvgPool2d(1), nn.Flatten()).double().eval()
+    enc = nn.Sequential(*make_vgg16_features(batch_norm), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    enc = enc.double().eval()
     with torch.no_grad():
         for m in enc.modules():
             if isinstance(m, nn.Conv2d):
@@ -43,7 +44,7 @@ def _encoder(batch_norm: bool, bn_eps: float = 0.0) -> nn.Sequential:
                 m.bias.normal_(0, 0.1)
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
-                # zennit's MergeBatchNorm leaves an "identity" BN computing x / sqrt(1 + eps): exact only for eps=0
+                # zennit's MergeBatchNorm leaves an "identity" BN computing x / sqrt(1 + eps): exact for eps=0
                 m.eps = bn_eps
     return enc
 
@@ -65,7 +66,7 @@ def _zennit_composite(rule: str) -> LayerMapComposite:
     return LayerMapComposite(layer_map)
 
 
-def _ours(enc: nn.Module, rule: str, x: torch.Tensor, relevance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _ours(enc: nn.Module, rule: str, x: torch.Tensor, relevance: torch.Tensor) -> tuple[torch.Tensor, ...]:
     leaf = x.clone().requires_grad_(True)
     out = run_steps(compile_sequential(enc, "encoder"), make_composite(rule), leaf)
     (r,) = torch.autograd.grad(out, leaf, relevance)
@@ -149,7 +150,8 @@ def test_stabilize_matches_zennit() -> None:
 # ------------------------------------------------------------------------------ registry errors
 def test_registry_names_and_defaults() -> None:
     assert set(RULES) == {"z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat"}
-    assert RULES["alpha_beta"].resolve() == {"alpha": 2.0, "beta": 1.0, "epsilon": 0.1, "beta_sign": "standard"}
+    expected = {"alpha": 2.0, "beta": 1.0, "epsilon": 0.1, "beta_sign": "standard"}
+    assert RULES["alpha_beta"].resolve() == expected
     assert RULES["epsilon"].resolve(epsilon=0.25)["epsilon"] == 0.25
 
 
@@ -184,7 +186,8 @@ def test_paper_spelling_of_alpha_beta_converts_to_ours() -> None:
     start = torch.randn(1, 512, dtype=torch.float64)
     _, ours = _ours(enc, "alpha_beta", x, start)
     leaf = x.clone().requires_grad_(True)
-    paper = run_steps(compile_sequential(enc, "e"), make_composite("alpha_beta", alpha=2, beta=-1, beta_sign="paper"), leaf)
+    paper_composite = make_composite("alpha_beta", alpha=2, beta=-1, beta_sign="paper")
+    paper = run_steps(compile_sequential(enc, "e"), paper_composite, leaf)
     (rel,) = torch.autograd.grad(paper, leaf, start)
     torch.testing.assert_close(rel, ours, rtol=0, atol=0)
 

@@ -26,7 +26,10 @@ _AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPoo
 _SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
-SUPPORTED = "Conv2d (zero padding), Linear, BatchNorm after them, ReLU-like activations, max/avg pooling, Flatten, Dropout, Identity"
+SUPPORTED = (
+    "Conv2d (zero padding), Linear, BatchNorm after them, ReLU-like activations, max/avg pooling, "
+    "Flatten, Dropout, Identity"
+)
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Step:
 
 
 def fold_batch_norm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
-    """Weights of ``bn(layer(x))`` as one layer (eval-mode statistics), as zennit's ``MergeBatchNorm`` does."""
+    """Weights of ``bn(layer(x))`` as one layer (eval-mode statistics), as zennit's ``MergeBatchNorm``."""
     mean, var = bn.running_mean.detach(), bn.running_var.detach()
     gamma = torch.ones_like(mean) if bn.weight is None else bn.weight.detach()
     beta = torch.zeros_like(mean) if bn.bias is None else bn.bias.detach()
@@ -81,19 +84,22 @@ def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
     for name, leaf in _leaves(module, prefix):
         if isinstance(leaf, (nn.Conv2d, nn.Linear)):
             if isinstance(leaf, nn.Conv2d) and leaf.padding_mode != "zeros":
-                raise ValueError(f"VideoLRP cannot explain {name}: padding_mode={leaf.padding_mode!r}; only 'zeros'")
+                raise ValueError(
+                    f"VideoLRP cannot explain {name}: padding_mode={leaf.padding_mode!r}; only 'zeros'"
+                )
             steps.append(Step("linear", name, leaf, is_first=not seen_linear))
             seen_linear = True
         elif isinstance(leaf, _BATCHNORMS):
             if not steps or steps[-1].kind != "linear" or steps[-1].bn is not None:
                 raise ValueError(
-                    f"VideoLRP cannot explain {name}: a BatchNorm must directly follow a Conv2d/Linear to be folded"
+                    f"VideoLRP cannot explain {name}: a BatchNorm must directly follow a Conv2d/Linear "
+                    "to be folded"
                 )
             if leaf.running_mean is None:
                 raise ValueError(f"VideoLRP cannot explain {name}: BatchNorm without running statistics")
             steps[-1].bn = leaf
         elif isinstance(leaf, _ACTIVATIONS):
-            if getattr(leaf, "inplace", False):  # in place would overwrite the saved output of the layer before
+            if getattr(leaf, "inplace", False):  # would overwrite the saved output of the layer before
                 leaf = copy.copy(leaf)
                 leaf.inplace = False
             steps.append(Step("activation", name, leaf))

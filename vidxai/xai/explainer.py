@@ -155,12 +155,14 @@ class VideoLRP(Attribution):
         lstm, cells = getattr(net, "lstm", None), getattr(net, "cells", None)
         if not isinstance(encoder, nn.Module) or not isinstance(head, nn.Module):
             raise ValueError(
-                f"VideoLRP cannot explain {kind}: it needs `encoder` and `head` modules plus `lstm` or `cells` "
+                f"VideoLRP cannot explain {kind}: it needs `encoder` and `head` modules plus `lstm` or "
+                "`cells` "
                 "(the structure of vidxai's VGG16LSTM / ConvLSTM)"
             )
         if not isinstance(lstm, nn.LSTM) and not isinstance(cells, nn.ModuleList):
             raise ValueError(
-                f"VideoLRP cannot explain {kind}: it has neither an nn.LSTM `lstm` nor an nn.ModuleList `cells`"
+                f"VideoLRP cannot explain {kind}: it has neither an nn.LSTM `lstm` nor an nn.ModuleList "
+                "`cells`"
             )
 
     def _recurrent_layers(self) -> list[RecurrentLayer]:
@@ -194,14 +196,14 @@ class VideoLRP(Attribution):
         per sample (Captum's LRP returns the opposite sign).
         """
         out = self._propagate(inputs, target)
-        relevance = out["relevance"].to(inputs.device)
+        relevance = out["relevance"].to(device=inputs.device, dtype=inputs.dtype)
         if return_convergence_delta:
             target_logits = out["logits"].gather(1, out["target"][:, None])[:, 0]
             return relevance, self.compute_convergence_delta(relevance, target_logits.to(relevance.device))
         return relevance
 
     def explain(self, clip: Tensor, target: int | None = None) -> Explanation:
-        """Explain one clip ``(T, C, H, W)`` (or ``(1, T, C, H, W)``); ``target=None``: the predicted class."""
+        """Explain one clip ``(T, C, H, W)`` (or ``(1, T, C, H, W)``); ``target=None``: predicted class."""
         if isinstance(clip, Tensor) and clip.ndim == 5 and clip.shape[0] == 1:
             clip = clip[0]
         if not isinstance(clip, Tensor) or clip.ndim != 4:
@@ -221,7 +223,9 @@ class VideoLRP(Attribution):
             target=int(out["target"][0]),
             rule=self.rule_name,
             initial_state={
-                f"{k}_l{layer}": r[0].detach().cpu() for k, v in out["initial"].items() for layer, r in enumerate(v)
+                f"{k}_l{layer}": r[0].detach().cpu()
+                for k, v in out["initial"].items()
+                for layer, r in enumerate(v)
             },
             relevance=relevance,
             params=dict(self.rule_params),
@@ -260,7 +264,8 @@ class VideoLRP(Attribution):
             raise ValueError(f"VideoLRP expects clips (B, T, C, H, W), got {shape}")
         if not inputs.is_floating_point():
             raise ValueError(
-                f"VideoLRP expects float (normalised) clips, got {inputs.dtype}: apply the data module's VideoTransform"
+                f"VideoLRP expects float (normalised) clips, got {inputs.dtype}: apply the data module's "
+                "VideoTransform"
             )
         ref = self._model_tensor()
         with torch.inference_mode(False), torch.enable_grad():
@@ -293,7 +298,9 @@ class VideoLRP(Attribution):
             r_last = head_relevance(self._head_steps, head_trace, r_logits, self.lstm_eps, self.bias_factor)
             r_hidden = torch.zeros_like(hidden)
             r_hidden[:, -1] = r_last
-            r_feats, r_h0, r_c0 = recurrent_relevance(layers, traces, r_hidden, self.lstm_eps, self.bias_factor)
+            r_feats, r_h0, r_c0 = recurrent_relevance(
+                layers, traces, r_hidden, self.lstm_eps, self.bias_factor
+            )
             r_feats_flat = r_feats.reshape(feats.shape)
 
             if not self._encoder_steps:

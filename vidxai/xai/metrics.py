@@ -28,7 +28,7 @@ def positive_share(pixel: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def temporal_profile(frame: np.ndarray | torch.Tensor, bins: int = 10) -> np.ndarray:
-    """Mean of ``frame`` relevance in ``bins`` equal bins of normalised time ``[0, 1)``; NaN for empty bins."""
+    """Mean ``frame`` relevance in ``bins`` equal bins of normalised time ``[0, 1)``; NaN for empty bins."""
     f = _array(frame).reshape(-1)
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")

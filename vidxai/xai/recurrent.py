@@ -84,7 +84,8 @@ def lstm_layers(lstm: nn.LSTM) -> list[RecurrentLayer]:
     if lstm.bidirectional or getattr(lstm, "proj_size", 0) or not lstm.batch_first:
         raise ValueError(
             "VideoLRP explains unidirectional nn.LSTM with batch_first=True and proj_size=0; "
-            f"got bidirectional={lstm.bidirectional}, batch_first={lstm.batch_first}, proj_size={lstm.proj_size}"
+            f"got bidirectional={lstm.bidirectional}, batch_first={lstm.batch_first}, "
+            f"proj_size={lstm.proj_size}"
         )
     layers = []
     for k in range(lstm.num_layers):
@@ -94,7 +95,9 @@ def lstm_layers(lstm: nn.LSTM) -> list[RecurrentLayer]:
         if lstm.bias:
             bias = getattr(lstm, f"bias_ih_l{k}").detach() + getattr(lstm, f"bias_hh_l{k}").detach()
         layers.append(
-            RecurrentLayer(torch.cat([w_ih, w_hh], dim=1), bias, w_ih.shape[1], lstm.hidden_size, LinearOp("linear"))
+            RecurrentLayer(
+                torch.cat([w_ih, w_hh], dim=1), bias, w_ih.shape[1], lstm.hidden_size, LinearOp("linear")
+            )
         )
     return layers
 
@@ -106,7 +109,8 @@ def convlstm_layers(cells: nn.ModuleList) -> list[RecurrentLayer]:
         conv = getattr(cell, "conv", None)
         if not isinstance(conv, nn.Conv2d) or conv.out_channels % 4 or conv.padding_mode != "zeros":
             raise ValueError(
-                f"VideoLRP cannot explain cells.{k} ({type(cell).__name__}): expected a ConvLSTMCell with one "
+                f"VideoLRP cannot explain cells.{k} ({type(cell).__name__}): expected a ConvLSTMCell with "
+                "one "
                 "nn.Conv2d `conv` (zero padding) producing 4*hidden gate channels"
             )
         hidden = conv.out_channels // 4

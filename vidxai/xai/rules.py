@@ -40,7 +40,7 @@ __all__ = [
     "stabilize",
 ]
 
-#: Stabiliser of the rules that are not the epsilon rule (gamma, alpha-beta, z-plus, flat, norm); zennit's default.
+#: Stabiliser of the rules other than epsilon (gamma, alpha-beta, z-plus, flat, norm); zennit's default.
 STABILIZER = 1e-6
 #: Epsilon of the ``z`` rule (LRP-0): only a stabiliser.
 Z_EPSILON = 1e-9
@@ -50,8 +50,8 @@ LINEAR_EPSILON = 0.1
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
     """``z + eps * sign(z)`` with ``sign(0) = +1``, bit for bit as ``zennit.core.stabilize``."""
-    sign = (z == 0.0).to(z) + z.sign()
-    return z + sign * eps
+    e = torch.full((), eps, dtype=z.dtype, device=z.device)
+    return torch.where(z >= 0, e, -e).add_(z)
 
 
 # ----------------------------------------------------------------------------------------- layer ops
@@ -127,7 +127,12 @@ class Epsilon(LinearRule):
 
     def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
         x, weight, z = saved
-        return x * op.input_grad(x.shape, weight, relevance / stabilize(z, self.epsilon))
+        s = stabilize(z, self.epsilon)
+        torch.div(relevance, s, out=s)  # in place: one buffer less per layer
+        return op.input_grad(x.shape, weight, s).mul_(x)
+
+
+_Split = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 
 
 class _SignSplitRule(LinearRule):
@@ -144,7 +149,7 @@ class _SignSplitRule(LinearRule):
     def __init__(self, stabilizer: float = STABILIZER) -> None:
         self.stabilizer = float(stabilizer)
 
-    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> _Split:
         """The weights and biases ``(wa, wb, ba, bb)`` of the two groups."""
         raise NotImplementedError
 
@@ -178,9 +183,9 @@ class _SignSplitRule(LinearRule):
 
 
 class AlphaBeta(_SignSplitRule):
-    """LRP-alpha-beta (zennit convention, ``alpha - beta = 1``): ``alpha`` x positive part - ``beta`` x negative part.
+    """LRP-alpha-beta (zennit convention, ``alpha - beta = 1``): alpha x positive minus beta x negative part.
 
-    Positive contributions (``x+ w+``, ``x- w-``, ``b+``) share ``alpha R_j``, negative ones take ``-beta R_j``.
+    Positive contributions (``x+ w+``, ``x- w-``, ``b+``) share ``alpha R_j``, negative ones ``-beta R_j``.
     """
 
     name = "alpha_beta"
@@ -190,7 +195,7 @@ class AlphaBeta(_SignSplitRule):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> _Split:
         bp = None if bias is None else bias.clamp(min=0)
         bn = None if bias is None else bias.clamp(max=0)
         return weight.clamp(min=0), weight.clamp(max=0), bp, bn
@@ -227,7 +232,7 @@ class Gamma(_SignSplitRule):
         self.gamma = float(gamma)
         self.scale = 2.0 + self.gamma  # group a + group b = (2 + gamma) z
 
-    def split_params(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def split_params(self, weight: Tensor, bias: Tensor | None) -> _Split:
         g = self.gamma
         wa = weight + g * weight.clamp(min=0)
         wb = weight + g * weight.clamp(max=0)
@@ -242,7 +247,7 @@ class Gamma(_SignSplitRule):
 
 
 class Flat(LinearRule):
-    """LRP-flat: relevance spread over the receptive field regardless of inputs and weights (all ones, no bias)."""
+    """LRP-flat: relevance spread over the receptive field regardless of inputs and weights."""
 
     name = "flat"
 
@@ -263,7 +268,9 @@ class LRPLinearFunction(torch.autograd.Function):
     """Autograd Function: forward is the layer, backward maps relevance with a :class:`LinearRule`."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, rule: LinearRule, op: LinearOp) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, rule: LinearRule, op: LinearOp
+    ) -> Tensor:
         z, saved = rule.forward(op, x, weight, bias)
         ctx.rule, ctx.op = rule, op
         ctx.save_for_backward(*saved)
@@ -415,8 +422,8 @@ class RuleSpec:
             if key == "beta_sign":
                 if value not in ("standard", "paper"):
                     raise ValueError(
-                        f"rule {self.name!r}: beta_sign={value!r} is invalid; use 'standard' (alpha - beta = 1) "
-                        f"or 'paper' (alpha + beta = 1, the paper's plus-signed beta)"
+                        f"rule {self.name!r}: beta_sign={value!r} is invalid; use 'standard' "
+                        "(alpha - beta = 1) or 'paper' (alpha + beta = 1, the paper's plus-signed beta)"
                     )
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -426,8 +433,8 @@ class RuleSpec:
             alpha, beta = values["alpha"], values["beta"]
             if not math.isclose(alpha + beta, 1.0, abs_tol=1e-9) or beta > 0:
                 raise ValueError(
-                    f"rule {self.name!r} with beta_sign='paper' needs alpha + beta = 1 and beta <= 0 (the paper's beta "
-                    f"is minus ours), got alpha={alpha}, beta={beta}; e.g. alpha=2, beta=-1"
+                    f"rule {self.name!r} with beta_sign='paper' needs alpha + beta = 1 and beta <= 0 "
+                    f"(the paper's beta is minus ours), got alpha={alpha}, beta={beta}; e.g. alpha=2, beta=-1"
                 )
             values["beta"] = -beta + 0.0  # paper's plus-signed beta -> our convention (+0.0 avoids -0.0)
             values["beta_sign"] = "standard"
@@ -438,8 +445,9 @@ class RuleSpec:
             raise ValueError(f"rule {self.name!r}: epsilon must be > 0 (use rule='z' for LRP-0)")
         if "alpha" in values and not math.isclose(values["alpha"] - values["beta"], 1.0, abs_tol=1e-9):
             raise ValueError(
-                f"rule {self.name!r} needs alpha - beta = 1, got alpha={values['alpha']}, beta={values['beta']}; "
-                f"e.g. alpha=2, beta=1 or alpha=1, beta=0 (for the paper's alpha + beta = 1 pass beta_sign='paper')"
+                f"rule {self.name!r} needs alpha - beta = 1, got alpha={values['alpha']}, "
+                f"beta={values['beta']}; e.g. alpha=2, beta=1 or alpha=1, beta=0 "
+                "(for the paper's alpha + beta = 1 pass beta_sign='paper')"
             )
         return values
 
@@ -462,11 +470,13 @@ RULES: Mapping[str, RuleSpec] = MappingProxyType(
             {"alpha": 2.0, "beta": 1.0, "epsilon": LINEAR_EPSILON, "beta_sign": "standard"}, _alpha_beta,
         ),
         "preset_a_flat": RuleSpec(
-            "preset_a_flat", "iNNvestigate PresetAFlat: z-plus on conv, epsilon on linear, flat on the first layer",
+            "preset_a_flat",
+            "iNNvestigate PresetAFlat: z-plus on conv, epsilon on linear, flat on the first layer",
             {"epsilon": LINEAR_EPSILON}, _preset_a_flat,
         ),
         "preset_b_flat": RuleSpec(
-            "preset_b_flat", "iNNvestigate PresetBFlat: alpha 2 beta 1 on conv, epsilon on linear, flat on the first layer",
+            "preset_b_flat",
+            "iNNvestigate PresetBFlat: alpha 2 beta 1 on conv, epsilon on linear, flat on the first layer",
             {"epsilon": LINEAR_EPSILON}, _preset_b_flat,
         ),
     }

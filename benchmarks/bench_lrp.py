@@ -1,0 +1,293 @@
+"""Benchmark the LRP engine: explain time relative to one plain gradient, and peak memory on long clips.
+
+Speed (VGG16+LSTM, ``--frames`` frames of ``--size``, random weights): ``VideoLRP(rule).attribute``
+divided by one plain gradient of the target logit w.r.t. the input (forward + backward of the same clip
+through the same model), timed alternately with it after a warm-up; the median of ``--repeats``
+per-repeat ratios (robust to load on shared machines). Two baselines are reported:
+``grad_input`` (parameters frozen: input gradient only, the strict floor) and ``grad_full``
+(parameters require grad as in a training-ready model, so the backward also computes weight gradients).
+Peers on the VGG16 part alone (frames folded into the batch): Captum ``LRP`` and zennit's ``Epsilon``
+and ``EpsilonAlpha2Beta1Flat`` composites, our engine on the same encoder, each divided by the input
+gradient of that encoder.
+
+Memory (``--memory``, slow on small CPUs): in a fresh subprocess, explain one ``--memory-frames`` clip of
+``--memory-size`` with ``chunk_frames=--chunk-frames`` and report the peak resident set size
+(``VmHWM`` of ``/proc/self/status``, Linux) and its growth over the model-only baseline; on CUDA the
+peak allocated device memory.
+
+Results go to ``benchmarks/results/bench_lrp-<time>.json`` (git-ignored) and are printed.
+
+    python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
+    python benchmarks/bench_lrp.py --device cuda --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vidxai.models import VGG16LSTM  # noqa: E402
+from vidxai.xai import VideoLRP  # noqa: E402
+from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
+from vidxai.xai.rules import make_composite  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds(fn: Callable[[], object], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _paired(
+    method: Callable[[], object], baseline: Callable[[], object], repeats: int, device: torch.device
+) -> dict:
+    """Time ``method`` and ``baseline`` alternately (robust to load drift on shared machines).
+
+    Returns the medians of both times and the median of the per-repeat ratios method / baseline.
+    """
+    method(), baseline()  # warm-up
+    tm, tb = [], []
+    for _ in range(repeats):
+        tb.append(_seconds(baseline, device))
+        tm.append(_seconds(method, device))
+    return {
+        "seconds": statistics.median(tm),
+        "baseline_seconds": statistics.median(tb),
+        "ratio": statistics.median(m / b for m, b in zip(tm, tb)),
+    }
+
+
+def _machine(device: torch.device) -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _model(device: torch.device, seed: int = 0) -> VGG16LSTM:
+    torch.manual_seed(seed)
+    model = VGG16LSTM(11, hidden_size=256).to(device).eval()
+    with torch.no_grad():  # non-zero biases, like a trained network
+        for m in model.encoder.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.bias.normal_(0, 0.01)
+    return model
+
+
+def speed(args: argparse.Namespace, device: torch.device) -> dict:
+    """Explain time / gradient time, full model and VGG16 alone with peers."""
+    model = _model(device)
+    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    target = 3
+    params = list(model.parameters())
+
+    def set_requires_grad(flag: bool) -> None:
+        for p in params:
+            p.requires_grad_(flag)
+
+    def grad_input() -> None:  # parameters frozen: the input gradient only
+        x = clip.clone().requires_grad_(True)
+        model(x)[0, target].backward()
+
+    def grad_full() -> None:  # parameters require grad: weight gradients too
+        set_requires_grad(True)
+        try:
+            grad_input()
+        finally:
+            set_requires_grad(False)
+
+    results: dict = {"full_model": {}, "encoder_only": {}}
+    full = results["full_model"]
+    # cuDNN's LSTM backward needs training mode; a one-layer LSTM has no dropout, so it computes the same
+    model.lstm.train(device.type == "cuda")
+    set_requires_grad(False)
+    full["grad_full_vs_grad_input"] = _paired(grad_full, grad_input, args.repeats, device)
+    full_over_input = full["grad_full_vs_grad_input"]["ratio"]
+    for rule in args.rules:
+        explainer = VideoLRP(model, rule)
+        res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)
+        res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
+        full[f"vidxai_{rule}"] = res
+
+    # --- VGG16 part alone, frames folded into the batch, starting relevance = ones at the features
+    encoder = model.encoder
+    frames = clip[0]
+    start = torch.ones(args.frames, 512, device=device)
+    enc = results["encoder_only"]
+
+    def enc_gradient() -> None:
+        x = frames.clone().requires_grad_(True)
+        torch.autograd.grad(encoder(x), x, start)
+
+    steps = compile_sequential(encoder, "encoder")
+    for rule in args.rules:
+
+        def ours(composite=make_composite(rule)) -> None:
+            x = frames.clone().requires_grad_(True)
+            torch.autograd.grad(run_steps(steps, composite, x), x, start)
+
+        enc[f"vidxai_{rule}"] = _paired(ours, enc_gradient, args.repeats, device)
+    try:
+        from captum.attr import LRP
+
+        lrp = LRP(copy.deepcopy(encoder[:-1]))  # Captum's LRP has no rule for Flatten: output (N, 512, 1, 1)
+        enc["captum_lrp_epsilon"] = _paired(
+            lambda: lrp.attribute(frames.clone(), target=(0, 0, 0)), enc_gradient, args.repeats, device
+        )
+    except Exception as err:  # peers are optional
+        enc["captum_lrp_error"] = repr(err)
+    try:
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonAlpha2Beta1Flat, LayerMapComposite
+        from zennit.rules import Epsilon, Norm, Pass
+        from zennit.types import Activation, AvgPool, Convolution
+
+        composites = {
+            "epsilon": LayerMapComposite(
+                [
+                    (Activation, Pass()),
+                    (AvgPool, Norm()),
+                    (Convolution, Epsilon(0.1)),
+                    (torch.nn.Linear, Epsilon(0.1)),
+                ]
+            ),
+            "epsilon_alpha2_beta1_flat": EpsilonAlpha2Beta1Flat(),
+        }
+        zennit_encoder = copy.deepcopy(encoder)
+        for name, composite in composites.items():
+            with Gradient(zennit_encoder, composite) as attributor:
+                enc[f"zennit_{name}"] = _paired(
+                    lambda: attributor(frames.clone(), attr_output=start), enc_gradient, args.repeats, device
+                )
+    except Exception as err:
+        enc["zennit_error"] = repr(err)
+    model.lstm.eval()
+    return results
+
+
+def _vm_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
+    """Run in a fresh process: peak memory of one chunked explanation."""
+    model = _model(device)
+    clip = torch.randn(1, args.memory_frames, 3, args.memory_size, args.memory_size, device=device)
+    explainer = VideoLRP(model, args.memory_rule, chunk_frames=args.chunk_frames)
+    out: dict = {"frames": args.memory_frames, "size": args.memory_size, "chunk_frames": args.chunk_frames}
+    out["rule"] = args.memory_rule
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    rss_before = _vm_kib("VmRSS")
+    start = time.perf_counter()
+    explainer.attribute(clip, target=0)
+    _sync(device)
+    out["seconds"] = time.perf_counter() - start
+    out["rss_before_gib"] = rss_before / 2**20
+    out["peak_rss_gib"] = _vm_kib("VmHWM") / 2**20
+    out["peak_growth_gib"] = out["peak_rss_gib"] - out["rss_before_gib"]
+    if device.type == "cuda":
+        out["cuda_peak_alloc_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        out["cuda_peak_growth_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    return out
+
+
+def memory(args: argparse.Namespace) -> dict:
+    """Run :func:`memory_child` in a subprocess so that VmHWM is this run's peak alone."""
+    cmd = [
+        sys.executable, __file__, "--memory-child", "--device", args.device,
+        "--memory-frames", str(args.memory_frames), "--memory-size", str(args.memory_size),
+        "--chunk-frames", str(args.chunk_frames), "--memory-rule", args.memory_rule,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rules", nargs="+", default=["epsilon", "alpha_beta"])
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed part")
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory on a long clip")
+    parser.add_argument("--memory-frames", type=int, default=70)
+    parser.add_argument("--memory-size", type=int, default=224)
+    parser.add_argument("--memory-rule", default="epsilon")
+    parser.add_argument("--chunk-frames", type=int, default=8)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} but CUDA is not available")
+    device = torch.device(args.device)
+
+    if args.memory_child:
+        print(json.dumps(memory_child(args, device)))
+        return
+
+    report: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "machine": _machine(device),
+        "config": {"frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules},
+    }
+    if not args.no_speed:
+        report["speed"] = speed(args, device)
+    if args.memory:
+        report["memory"] = memory(args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
