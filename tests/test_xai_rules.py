@@ -197,3 +197,21 @@ def test_unsupported_layers_raise_one_clear_error() -> None:
         compile_sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(dim=1)), "encoder")
     with pytest.raises(ValueError, match="must directly follow a Conv2d/Linear"):
         compile_sequential(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)), "encoder")
+
+
+@pytest.mark.parametrize("rule", ["gamma", "alpha_beta", "preset_a_flat"])
+def test_sign_split_rules_with_negative_inputs_inside_the_network_equal_zennit(rule: str) -> None:
+    """After a Tanh the inputs of a conv are negative too: the x- branch of the split rules is exercised."""
+    torch.manual_seed(5)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(5, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).double()  # fmt: skip
+    steps = compile_sequential(net, "net")
+    assert [s.op.nonnegative_input for s in steps if s.kind == "linear"] == [False, False, True]
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    start = torch.randn(2, 4, dtype=torch.float64)
+    with Gradient(net, _zennit_composite(rule)) as attributor:
+        _, z_rel = attributor(x.clone(), attr_output=start)
+    _, rel = _ours(net, rule, x, start)
+    torch.testing.assert_close(rel, z_rel, rtol=1e-9, atol=1e-12)

@@ -45,6 +45,7 @@ class Step:
     module: nn.Module
     bn: nn.Module | None = None
     is_first: bool = False
+    op: LinearOp | None = None
 
     def params(self) -> tuple[Tensor, Tensor | None]:
         """Current (detached) weight and bias of a linear step, with its BatchNorm folded in."""
@@ -81,14 +82,16 @@ def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
     """Compile ``module`` (a layer or nested ``nn.Sequential``) into steps; one clear error if unsupported."""
     steps: list[Step] = []
     seen_linear = False
+    nonnegative = False  # whether the current tensor is known to be >= 0 (after ReLU / sigmoid)
     for name, leaf in _leaves(module, prefix):
         if isinstance(leaf, (nn.Conv2d, nn.Linear)):
             if isinstance(leaf, nn.Conv2d) and leaf.padding_mode != "zeros":
                 raise ValueError(
                     f"VideoLRP cannot explain {name}: padding_mode={leaf.padding_mode!r}; only 'zeros'"
                 )
-            steps.append(Step("linear", name, leaf, is_first=not seen_linear))
-            seen_linear = True
+            op = LinearOp.of(leaf, nonnegative_input=nonnegative)
+            steps.append(Step("linear", name, leaf, is_first=not seen_linear, op=op))
+            seen_linear, nonnegative = True, False
         elif isinstance(leaf, _BATCHNORMS):
             if not steps or steps[-1].kind != "linear" or steps[-1].bn is not None:
                 raise ValueError(
@@ -103,6 +106,7 @@ def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
                 leaf = copy.copy(leaf)
                 leaf.inplace = False
             steps.append(Step("activation", name, leaf))
+            nonnegative = isinstance(leaf, (nn.ReLU, nn.ReLU6, nn.Sigmoid))
         elif isinstance(leaf, _MAXPOOLS):
             if getattr(leaf, "return_indices", False):
                 raise ValueError(f"VideoLRP cannot explain {name}: max pooling with return_indices=True")
@@ -126,7 +130,7 @@ def run_steps(steps: list[Step], composite: Composite, x: Tensor) -> Tensor:
         if step.kind == "linear":
             weight, bias = step.params()
             rule = composite.rule_for(step.module, step.is_first)
-            x = LRPLinearFunction.apply(x, weight, bias, rule, LinearOp.of(step.module))
+            x = LRPLinearFunction.apply(x, weight, bias, rule, step.op)
         elif step.kind == "activation":
             x = composite.activation.apply(x, step.module.forward)
         elif step.kind == "maxpool":

@@ -125,12 +125,18 @@ def convlstm_layers(cells: nn.ModuleList) -> list[RecurrentLayer]:
 class RecurrentTrace:
     """What the forward pass of one layer keeps for the relevance pass (lists over time)."""
 
-    inputs: list[Tensor] = field(default_factory=list)  # [x_t; h_{t-1}]
+    x: Tensor  # the layer's input sequence (B, T, ...)
+    h_prev: list[Tensor] = field(default_factory=list)  # h_{t-1}
     i: list[Tensor] = field(default_factory=list)
     f: list[Tensor] = field(default_factory=list)
     g: list[Tensor] = field(default_factory=list)
     g_pre: list[Tensor] = field(default_factory=list)
     c: list[Tensor] = field(default_factory=list)  # T + 1 entries, c[0] = c0
+
+
+def _fold(seq: Tensor) -> Tensor:
+    """``(B, T, ...) -> (B*T, ...)``."""
+    return seq.reshape(seq.shape[0] * seq.shape[1], *seq.shape[2:])
 
 
 def recurrent_forward(
@@ -141,7 +147,8 @@ def recurrent_forward(
 ) -> tuple[Tensor, list[RecurrentTrace]]:
     """Run the stacked layers over ``x (B, T, ...)``; return the top layer's hidden sequence and the traces.
 
-    ``h0`` / ``c0``: per-layer initial states (default zeros, as the models use).
+    ``h0`` / ``c0``: per-layer initial states (default zeros, as the models use). The input part of the
+    gate map, ``W_x x_t + b``, is computed for all steps at once; only ``W_h h_{t-1}`` runs per step.
     """
     traces = []
     seq = x
@@ -150,15 +157,17 @@ def recurrent_forward(
         state_shape = (b, layer.hidden, *seq.shape[3:])
         h = seq.new_zeros(state_shape) if h0 is None else h0[k]
         c = seq.new_zeros(state_shape) if c0 is None else c0[k]
-        trace = RecurrentTrace(c=[c])
+        w_x, w_h = layer.weight[:, : layer.input_size], layer.weight[:, layer.input_size :]
+        pre_x = layer.op(_fold(seq), w_x, layer.bias)
+        pre_x = pre_x.reshape(b, steps, *pre_x.shape[1:])
+        trace = RecurrentTrace(x=seq, c=[c])
         outputs = []
         for t in range(steps):
-            inp = torch.cat([seq[:, t], h], dim=1)
-            i, f, g_pre, o = layer.pre(inp).chunk(4, dim=1)
+            trace.h_prev.append(h)
+            i, f, g_pre, o = (pre_x[:, t] + layer.op(h, w_h, None)).chunk(4, dim=1)
             i, f, o, g = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g_pre)
             c = f * c + i * g
             h = o * torch.tanh(c)
-            trace.inputs.append(inp)
             trace.i.append(i)
             trace.f.append(f)
             trace.g.append(g)
@@ -180,36 +189,45 @@ def recurrent_relevance(
     """Propagate ``r_out`` (relevance of the top layer's hidden sequence, ``(B, T, ...)``) to the inputs.
 
     Returns the input relevance ``(B, T, ...)`` and, per layer, the relevance of ``h0`` and ``c0``.
+    Only the ``h`` part of ``g``'s map runs per step; the ``x`` part runs for all steps at once after.
     """
     r_h0: list[Tensor] = []
     r_c0: list[Tensor] = []
     r_seq = r_out
     for layer, trace in zip(reversed(layers), reversed(traces)):
-        steps = len(trace.inputs)
+        steps = len(trace.h_prev)
         rh = torch.zeros_like(r_seq[:, 0])
         rc = torch.zeros_like(rh)
+        w_g = layer.g_weight
+        w_gx, w_gh = w_g[:, : layer.input_size], w_g[:, layer.input_size :]
         g_bias = None if layer.g_bias is None else _channel_view(layer.g_bias, rh.ndim)
-        r_inputs: list[Tensor] = [rh] * steps
+        n_inputs = (layer.input_size + layer.hidden) * rh[0, 0].numel()  # units of [x_t; h_{t-1}]
+        messages: list[Tensor] = [rh] * steps  # sg_t: relevance / stabilised pre-activation of g
+        shares: list[Tensor | float] = [0.0] * steps
         for t in reversed(range(steps)):
             rc = rc + rh + r_seq[:, t]  # R(h_t) goes to c_t whole
             c_t, c_prev = trace.c[t + 1], trace.c[t]
             s = rc / stabilize(c_t, eps)
-            fc, ig = trace.f[t] * c_prev, trace.i[t] * trace.g[t]
-            r_c_prev, r_ig = fc * s, ig * s
+            r_c_prev, r_ig = trace.f[t] * c_prev * s, trace.i[t] * trace.g[t] * s
             if bias_factor:
                 share = bias_factor * _per_sample_sum(eps * _sign(c_t) * s) / (2 * c_t[0].numel())
                 r_c_prev, r_ig = r_c_prev + share, r_ig + share
-            g_pre, inp = trace.g_pre[t], trace.inputs[t]
+            g_pre, h_prev = trace.g_pre[t], trace.h_prev[t]
             sg = r_ig / stabilize(g_pre, eps)
-            r_inp = inp * layer.op.input_grad(inp.shape, layer.g_weight, sg)
+            rh = h_prev * layer.op.input_grad(h_prev.shape, w_gh, sg)
             if bias_factor:
                 absorbed = eps * _sign(g_pre) if g_bias is None else g_bias + eps * _sign(g_pre)
-                r_inp = r_inp + bias_factor * _per_sample_sum(absorbed * sg) / inp[0].numel()
-            r_inputs[t], rh = r_inp.split([layer.input_size, layer.hidden], dim=1)
+                shares[t] = bias_factor * _per_sample_sum(absorbed * sg) / n_inputs
+                rh = rh + shares[t]
+            messages[t] = sg
             rc = r_c_prev
         r_h0.insert(0, rh)
         r_c0.insert(0, rc)
-        r_seq = torch.stack(r_inputs, dim=1)
+        x = _fold(trace.x)
+        r_x = x * layer.op.input_grad(x.shape, w_gx, _fold(torch.stack(messages, dim=1)))
+        r_seq = r_x.reshape(trace.x.shape)
+        if bias_factor:
+            r_seq = r_seq + torch.stack([torch.as_tensor(v).to(r_seq) for v in shares], dim=1)
     return r_seq, r_h0, r_c0
 
 
@@ -228,7 +246,7 @@ def head_forward(steps: list[Step], x: Tensor) -> tuple[Tensor, HeadTrace]:
         trace.inputs.append(x)
         if step.kind == "linear":
             weight, bias = step.params()
-            x = LinearOp.of(step.module)(x, weight, bias)
+            x = step.op(x, weight, bias)
         else:
             x = step.module.forward(x)
         trace.outputs.append(x)
@@ -251,7 +269,7 @@ def head_relevance(
             continue
         if step.kind == "linear":
             weight, bias = step.params()
-            op = LinearOp.of(step.module)
+            op = step.op
             s = relevance / stabilize(z, eps)
             new = xin * op.input_grad(xin.shape, weight, s)
             absorbed = eps * _sign(z) if bias is None else bias + eps * _sign(z)  # linear: channels last

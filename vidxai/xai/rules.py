@@ -64,14 +64,17 @@ class LinearOp:
     padding: Any = (0, 0)
     dilation: tuple[int, ...] = (1, 1)
     groups: int = 1
+    nonnegative_input: bool = False  # known from the layer before (ReLU): saves a device sync per layer
 
     @classmethod
-    def of(cls, module: nn.Module) -> LinearOp:
+    def of(cls, module: nn.Module, nonnegative_input: bool = False) -> LinearOp:
         """The op of ``module`` (``nn.Conv2d`` with zero padding, or ``nn.Linear``)."""
         if isinstance(module, nn.Conv2d):
-            return cls("conv2d", module.stride, module.padding, module.dilation, module.groups)
+            return cls(
+                "conv2d", module.stride, module.padding, module.dilation, module.groups, nonnegative_input
+            )
         if isinstance(module, nn.Linear):
-            return cls("linear")
+            return cls("linear", nonnegative_input=nonnegative_input)
         raise TypeError(f"LinearOp supports nn.Conv2d and nn.Linear, got {type(module).__name__}")
 
     @property
@@ -161,7 +164,7 @@ class _SignSplitRule(LinearRule):
         wa, wb, ba, bb = self.split_params(weight, bias)
         w_ab = torch.cat([wa, wb], dim=0)
         b_ab = None if ba is None else torch.cat([ba, bb], dim=0)
-        has_negative = bool((x < 0).any())
+        has_negative = not op.nonnegative_input and bool((x < 0).any())
         out = op(x.clamp(min=0) if has_negative else x, w_ab, b_ab)
         w_ba = None
         if has_negative:
