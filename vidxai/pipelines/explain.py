@@ -259,8 +259,11 @@ def _explain_one(
         class_names=np.array(names), frame_indices=np.array(clip.frame_indices, dtype=np.int64), frames=clip.frames,
     )
     summary = relevance_summary(e["frame"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices)
-    summary.update({"video": clip.source, "checkpoint": str(ck.path), "rule": rule, "rule_params": params,
-                    "seconds": seconds, "fps": clip.fps})
+    summary.update({"video": clip.source, "checkpoint": str(ck.path), "rule": rule,
+                    "rule_params": dict(expl.params), "seconds": seconds, "fps": clip.fps,
+                    # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
+                    "conservation": {"total": expl.total(), "target_logit": float(e["logits"][expl.target]),
+                                     "delta": expl.delta()}})
 
     figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
     if compare:
