@@ -172,14 +172,19 @@ class _SignSplitRule(LinearRule):
             out = out + op(x.clamp(max=0), w_ba, None)
         da, db = out.chunk(2, dim=op.channel_dim)
         z = da + db if self.scale == 1.0 else (da + db) / self.scale
-        return z, (x, w_ab, w_ba, da, db, z)
+        return z, (x, w_ab, w_ba, out, z)
+
+    def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
+        """The stacked messages ``[sa; sb]`` (shaped like ``out``) sent back through ``[wa; wb]``."""
+        da, db = out.chunk(2, dim=op.channel_dim)
+        sa, sb = self.scales(z, relevance, da, db)
+        return torch.cat([sa, sb], dim=op.channel_dim)
 
     def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
-        x, w_ab, w_ba, da, db, z = saved
-        sa, sb = self.scales(z, relevance, da, db)
-        s_ab = torch.cat([sa, sb], dim=op.channel_dim)
+        x, w_ab, w_ba, out, z = saved
+        s_ab = self.messages(op, z, relevance, out)
         if w_ba is None:  # no negative inputs
-            return x * op.input_grad(x.shape, w_ab, s_ab)
+            return op.input_grad(x.shape, w_ab, s_ab).mul_(x)
         return x.clamp(min=0) * op.input_grad(x.shape, w_ab, s_ab) + x.clamp(max=0) * op.input_grad(
             x.shape, w_ba, s_ab
         )
@@ -208,6 +213,17 @@ class AlphaBeta(_SignSplitRule):
         sb = relevance / stabilize(db, self.stabilizer)
         return self.alpha * sa, -self.beta * sb
 
+    def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
+        """``[alpha R / stab(a); -beta R / stab(b)]`` computed in place on one buffer (no concatenation)."""
+        pair_dim = op.channel_dim % out.ndim
+        s = stabilize(out, self.stabilizer)
+        pairs = s.unflatten(pair_dim, (2, -1))  # a view: (..., 2, C, ...)
+        torch.div(relevance.unsqueeze(pair_dim), pairs, out=pairs)
+        coef_shape = [1] * pairs.ndim
+        coef_shape[pair_dim] = 2
+        pairs.mul_(torch.tensor([self.alpha, -self.beta], dtype=s.dtype, device=s.device).view(coef_shape))
+        return s
+
 
 class ZPlus(AlphaBeta):
     """LRP-z-plus as in zennit: alpha-beta with ``alpha=1, beta=0`` (negative inputs allowed)."""
@@ -216,9 +232,6 @@ class ZPlus(AlphaBeta):
 
     def __init__(self, stabilizer: float = STABILIZER) -> None:
         super().__init__(1.0, 0.0, stabilizer)
-
-    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
-        return relevance / stabilize(da, self.stabilizer), torch.zeros_like(db)
 
 
 class Gamma(_SignSplitRule):
