@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
 
 log = logging.getLogger(__name__)
+
+# With OnExceptionCheckpoint among the callbacks, Lightning turns fit(ckpt_path=None) into "last" and warns
+# twice when the (fresh) run folder has none yet; resuming is explicit here (ckpt_path=...), so say nothing.
+warnings.filterwarnings("ignore", message=r".*\.fit\(ckpt_path=None\)` was called without a model.*")
+warnings.filterwarnings("ignore", message=r".*fit\(ckpt_path=\"last\"\) is set, but there is no last checkpoint.*")
 
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
