@@ -52,7 +52,7 @@ def test_vgg16_lstm_pixel_relevance_sums_to_target_logit_without_biases() -> Non
         expl = explainer.explain(clip, target=target)
         logit = float(model(clip[None])[0, target].detach())
         assert abs(logit) > 1e-6
-        assert expl.total == pytest.approx(logit, rel=1e-4)
+        assert expl.total() == pytest.approx(logit, rel=1e-4)
         assert expl.frame.sum().item() == pytest.approx(logit, rel=1e-4)
         assert float(expl.feature.sum()) == pytest.approx(logit, rel=1e-6)  # the LSTM part alone
 
@@ -64,7 +64,7 @@ def test_convlstm_pixel_relevance_sums_to_target_logit_without_biases() -> None:
     expl = VideoLRP(model, "z", lstm_eps=1e-12).explain(clip, target=1)
     logit = float(model(clip[None])[0, 1].detach())
     assert abs(logit) > 1e-6
-    assert expl.total == pytest.approx(logit, rel=1e-4)
+    assert expl.total() == pytest.approx(logit, rel=1e-4)
     assert expl.feature.shape == (4, 5)
 
 

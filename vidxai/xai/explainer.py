@@ -62,15 +62,13 @@ class Explanation:
     relevance: Tensor
     params: dict[str, Any] = field(default_factory=dict)
 
-    @property
     def total(self) -> float:
         """Sum of the input relevance."""
         return float(self.pixel.sum())
 
-    @property
     def delta(self) -> float:
         """Conservation error: total input relevance minus the target logit."""
-        return self.total - float(self.logits[self.target])
+        return self.total() - float(self.logits[self.target])
 
     def to_numpy(self) -> dict[str, np.ndarray]:
         """Arrays for ``np.savez``: pixel, frame, feature, logits, target, relevance, initial_h0_l0, ..."""
