@@ -80,3 +80,12 @@ def test_relevance_curve_seconds_and_single_frame():
     assert 1 <= len(peaks) <= 3
     fig, peaks = relevance_curve_figure(pixel[:1])
     assert peaks == [0]
+
+
+def test_find_peaks_min_height_drops_negligible_maxima() -> None:
+    scores = [0.001, 0.0, 0.5, 0.4, 1.0]
+    assert find_peaks(scores, k=3) == [0, 2, 4]
+    assert find_peaks(scores, k=3, min_height=0.1) == [2, 4]
+    assert find_peaks([0.0, 0.0, 0.0], k=2, min_height=0.5) == [1]  # nothing positive: plateau kept
+    with pytest.raises(ValueError, match="min_height"):
+        find_peaks(scores, min_height=2.0)

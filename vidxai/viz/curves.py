@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +32,8 @@ def frame_scores(pixel: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def find_peaks(scores: Sequence[float] | np.ndarray, k: int = 3, min_distance: int = 1) -> list[int]:
+def find_peaks(scores: Sequence[float] | np.ndarray, k: int = 3, min_distance: int = 1,
+               min_height: float = 0.0) -> list[int]:
     """Frame ids (ascending) of the ``k`` highest local maxima of a 1-D score sequence.
 
     A local maximum is a maximal run of equal values (a plateau, possibly one frame long) whose
@@ -38,7 +41,9 @@ def find_peaks(scores: Sequence[float] | np.ndarray, k: int = 3, min_distance: i
     sequence is one plateau); a plateau is represented by its middle frame (the left one of two
     middles). Maxima are taken by decreasing score, ties broken by earlier frame, skipping any
     within ``min_distance - 1`` frames of one already taken (``min_distance=1`` suppresses
-    nothing). Fewer than ``k`` ids are returned when there are fewer local maxima.
+    nothing). Maxima below ``min_height`` times the sequence maximum are ignored (``0.0`` keeps all),
+    so a flat, near-zero stretch is not marked as a peak. Fewer than ``k`` ids are returned when
+    there are fewer local maxima.
     """
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
@@ -49,7 +54,10 @@ def find_peaks(scores: Sequence[float] | np.ndarray, k: int = 3, min_distance: i
         raise ValueError(f"k must be >= 1, got {k}")
     if min_distance < 1:
         raise ValueError(f"min_distance must be >= 1, got {min_distance}")
+    if not 0.0 <= min_height <= 1.0:
+        raise ValueError(f"min_height must be a fraction in [0, 1], got {min_height}")
     n = arr.shape[0]
+    floor = min_height * float(arr.max()) if n and arr.max() > 0 else -np.inf
     candidates: list[int] = []
     start = 0
     while start < n:
@@ -58,7 +66,7 @@ def find_peaks(scores: Sequence[float] | np.ndarray, k: int = 3, min_distance: i
             end += 1
         left_lower = start == 0 or arr[start - 1] < arr[start]
         right_lower = end == n - 1 or arr[end + 1] < arr[end]
-        if left_lower and right_lower:
+        if left_lower and right_lower and arr[start] >= floor:
             candidates.append((start + end) // 2)
         start = end + 1
     candidates.sort(key=lambda i: (-arr[i], i))
@@ -89,13 +97,14 @@ def relevance_curve_figure(
     k: int = 3,
     title: str | None = None,
     min_distance: int = 1,
+    min_height: float = 0.1,
 ) -> tuple[Figure, list[int]]:
     """The paper's relevance-over-time plot; returns ``(figure, peaks)``.
 
     Mean positive relevance per frame (blue, left axis) and maximum relevance per frame (red,
     right twin axis, since the scales differ) against the source frame index (or seconds). The
     top-``k`` local maxima of the mean positive relevance are marked and annotated with their
-    frame index; ``peaks`` are their positions in the clip (``0..T-1``), ready for
+    frame index (maxima under ``min_height`` times the highest one are not marked); ``peaks`` are their positions in the clip (``0..T-1``), ready for
     :func:`vidxai.viz.heatmaps.peaks_figure`.
     """
     rel = _as_relevance(pixel)
@@ -103,7 +112,7 @@ def relevance_curve_figure(
     frame_indices = _check_optional_per_frame(frame_indices, t, "frame_indices")
     timestamps = _check_optional_per_frame(timestamps, t, "timestamps")
     scores = frame_scores(rel)
-    peaks = find_peaks(scores["mean_pos"], k=k, min_distance=min_distance)
+    peaks = find_peaks(scores["mean_pos"], k=k, min_distance=min_distance, min_height=min_height)
     x, xlabel = _x_axis(t, frame_indices, timestamps)
 
     fig = Figure(figsize=(8.0, 3.6), layout="constrained")
@@ -145,5 +154,5 @@ def relevance_curve_figure(
         ax.set_xlim(x[0] - 1, x[0] + 1)
     handles = [mean_line, max_line] + ([peak_handle] if peak_handle is not None else [])
     ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.8)
-    ax.set_title(title or "Relevance over time")
+    ax.set_title(textwrap.fill(title or "Relevance over time", width=80), fontsize=10)
     return fig, peaks
