@@ -271,9 +271,7 @@ def _explain_one(
         for name in compare:
             other = type(explainer)(ck.net, rule=name, chunk_frames=cfg.get("chunk_frames"))
             relevances[name] = other.explain(clip.video, target=expl.target).pixel.detach().cpu().float().numpy()
-        t = len(clip.frame_indices)
-        picks = sorted(set(files.peaks)) or list(range(min(t, 4)))
-        cols = sorted(set(picks) | {t - 1})[:6]
+        cols = _comparison_frames(len(clip.frame_indices), files.peaks)
         fig = rule_comparison_figure(clip.frames, relevances, cols, frame_indices=clip.frame_indices)
         figures["compare"] = save_figure(fig, out_dir / "compare.png") or out_dir / "compare.png"
         summary["compare"] = {"rules": compare, "frames": [clip.frame_indices[c] for c in cols]}
@@ -291,6 +289,18 @@ def _explain_one(
                                              if isinstance(v, float)}})
         run.save(str(out_dir / "summary.json"), base_path=str(out_dir), policy="now")
     return summary
+
+
+def _comparison_frames(t: int, peaks: list[int], most: int = 8) -> list[int]:
+    """Frames for the rule comparison: every frame of short clips, else the peaks plus evenly spaced ones."""
+    if t <= most:
+        return list(range(t))
+    chosen = set(peaks[:most // 2]) | {t - 1}
+    for i in np.linspace(0, t - 1, most).round().astype(int):
+        if len(chosen) >= most:
+            break
+        chosen.add(int(i))
+    return sorted(chosen)
 
 
 def _explain_split(
@@ -328,7 +338,8 @@ def _explain_split(
             log.info("explained %d/%d videos", i + 1, n)
     seconds = time.perf_counter() - start
     prof = temporal_profile(
-        shares, labels, ck.class_names, n_bins=int(cfg.profile.n_bins), n_boot=int(cfg.profile.n_boot),
+        # no more bins than frames per clip, so no bin is empty by construction
+        shares, labels, ck.class_names, n_bins=min(int(cfg.profile.n_bins), int(ck.preprocess["num_frames"])), n_boot=int(cfg.profile.n_boot),
         seed=int(cfg.get("seed", 0)),
     )
     prof.update({"split": split, "videos": n, "rule": explainer.rule_name if hasattr(explainer, "rule_name") else str(cfg.rule.name),

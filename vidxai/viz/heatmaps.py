@@ -17,6 +17,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import textwrap
+
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -311,7 +313,7 @@ def heatmap_grid(
         fig, axes.ravel().tolist(), float(vmax[0]) if scale == "video" else None, shrink=min(1.0, 4.0 / nrows)
     )
     if title:
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, width=110))
     return fig
 
 
@@ -406,5 +408,5 @@ def rule_comparison_figure(
         cbar.ax.tick_params(labelsize=7)
     for ax in axes.flat:
         _hide_ticks(ax)
-    fig.suptitle(title or "LRP rule comparison (each rule on its own symmetric scale)")
+    fig.suptitle(textwrap.fill(title or "LRP rule comparison (each rule on its own symmetric scale)", width=60))
     return fig
