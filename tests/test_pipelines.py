@@ -160,6 +160,11 @@ def test_explain_single_video_writes_all_files(trained_run: Path, data_dir: Path
         assert im.n_frames == t
     saved = json.loads((out / "summary.json").read_text())
     assert saved["rule"] == "alpha_beta" and saved["target"] == summary["target"]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "explain.py must log to an offline W&B run"
+    logged = {p.name.split("_")[0] for p in runs[0].rglob("media/images/explain/*.png")}
+    assert {"heatmaps", "curve", "peaks", "compare"} <= logged, logged
+    assert list(runs[0].rglob("media/videos/explain/*.gif")), "overlay GIF not logged"
     shares = saved["positive_share"]
     if shares["first_half"] is not None:
         assert abs(shares["first_half"] + shares["second_half"] - 1.0) < 1e-6

@@ -1,0 +1,38 @@
+"""The explanation callback's selection and scheduling (its full run is covered by the training test)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vidxai.callbacks import ExplanationCallback, stratified_indices
+
+
+def test_stratified_indices_round_robin_over_classes() -> None:
+    labels = [2, 0, 0, 1, 2, 1, 0]
+    assert stratified_indices(labels, 3) == [1, 3, 0]
+    assert stratified_indices(labels, 5) == [1, 3, 0, 2, 5]
+    assert stratified_indices(labels, 100) == [1, 3, 0, 2, 5, 4, 6]
+    assert stratified_indices([], 4) == []
+
+
+def _trainer(epoch: int, zero: bool = True, sanity: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(current_epoch=epoch, is_global_zero=zero, sanity_checking=sanity)
+
+
+def test_callback_runs_on_schedule_and_rank_zero_only() -> None:
+    cb = ExplanationCallback(every_n_epochs=2)
+    assert [cb._due(_trainer(e)) for e in range(4)] == [False, True, False, True]
+    assert not cb._due(_trainer(1, zero=False))  # other ranks never run (nor wait on) it
+    assert not cb._due(_trainer(1, sanity=True))
+    assert not ExplanationCallback(every_n_epochs=0)._due(_trainer(0))
+
+
+def test_callback_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="unknown rule"):
+        ExplanationCallback(rules={"nope": {}})
+    with pytest.raises(ValueError, match="num_clips"):
+        ExplanationCallback(num_clips=0)
+    with pytest.raises(ValueError, match="scale"):
+        ExplanationCallback(scale="global")
