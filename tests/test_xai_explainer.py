@@ -13,7 +13,7 @@ from torch import nn
 
 from vidxai.models import ConvLSTM, VGG16LSTM
 from vidxai.xai import RULES, Explanation, VideoLRP
-from vidxai.xai.metrics import mass_in_box, pointing_game, positive_share, temporal_profile
+from vidxai.xai.metrics import mass_in_box, pointing_game
 
 
 @functools.cache
@@ -279,7 +279,5 @@ def test_metrics_on_a_known_heatmap() -> None:
     boxes = np.array([[0, 0, 2, 2], [np.nan] * 4])
     np.testing.assert_allclose(mass_in_box(pixel, boxes), [0.75, np.nan])
     np.testing.assert_allclose(pointing_game(pixel, boxes), [1.0, np.nan])
-    np.testing.assert_allclose(positive_share(pixel), [1.0, 0.0])
-    np.testing.assert_allclose(temporal_profile(np.arange(4.0), bins=2), [0.5, 2.5])
     with pytest.raises(ValueError, match="boxes"):
         mass_in_box(pixel, boxes[:1])

@@ -18,7 +18,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExplanationFiles", "denormalize", "relevance_summary", "render_explanation", "write_json"]
+__all__ = [
+    "ExplanationFiles", "denormalize", "positive_mass", "relevance_summary", "render_explanation", "write_json",
+]
 
 
 @dataclass
@@ -81,8 +83,17 @@ def render_explanation(
     return ExplanationFiles(heat, curve, peaks_png, gif, mp4, [int(p) for p in peaks])
 
 
+def positive_mass(pixel: np.ndarray) -> np.ndarray:
+    """Positive relevance per frame, ``sum over pixels of max(R, 0)`` for ``(T,H,W)`` relevance -> ``(T,)``.
+
+    Positive evidence is counted per pixel (as in the paper's "only consider the positive"), so a frame with
+    strong positive and negative regions is not mistaken for an irrelevant one.
+    """
+    return np.clip(np.asarray(pixel, dtype=np.float64), 0.0, None).reshape(len(pixel), -1).sum(axis=1)
+
+
 def relevance_summary(
-    frame_relevance: np.ndarray,
+    pixel: np.ndarray,
     logits: np.ndarray,
     target: int,
     class_names: Sequence[str],
@@ -90,14 +101,15 @@ def relevance_summary(
     peaks: Sequence[int] = (),
     frame_indices: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Prediction, probabilities, target and where the positive relevance sits in time."""
+    """Prediction, probabilities, target and where the positive relevance (see :func:`positive_mass`) sits in time."""
     from vidxai.viz.profile import positive_share
 
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     pred = int(probs.argmax())
-    share = positive_share(np.asarray(frame_relevance, dtype=np.float64))
+    pixel = np.asarray(pixel, dtype=np.float64)
+    share = positive_share(positive_mass(pixel))
     t = len(share)
     half = t // 2
     defined = bool(np.all(np.isfinite(share)))
@@ -117,7 +129,7 @@ def relevance_summary(
             "uniform_last_frame": 1.0 / t,
             "per_frame": [float(s) for s in share] if defined else None,
         },
-        "relevance_per_frame": [float(r) for r in np.asarray(frame_relevance)],
+        "relevance_per_frame": [float(r) for r in pixel.reshape(len(pixel), -1).sum(axis=1)],
     }
 
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
-from vidxai.reporting import denormalize, relevance_summary, render_explanation, write_json
+from vidxai.reporting import denormalize, positive_mass, relevance_summary, render_explanation, write_json
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ def _explain_one(
         pixel=e["pixel"], frame=e["frame"], feature=e["feature"], logits=e["logits"], target=np.int64(expl.target),
         class_names=np.array(names), frame_indices=np.array(clip.frame_indices, dtype=np.int64), frames=clip.frames,
     )
-    summary = relevance_summary(e["frame"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices)
+    summary = relevance_summary(e["pixel"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices)
     summary.update({"video": clip.source, "checkpoint": str(ck.path), "rule": rule,
                     "rule_params": dict(expl.params), "seconds": seconds, "fps": clip.fps,
                     # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
@@ -329,7 +329,7 @@ def _explain_split(
         expl = explainer.explain(clip.video, target=target)
         frame = expl.frame.detach().cpu().double().numpy()
         logits = expl.logits.detach().cpu().double().numpy()
-        shares.append(positive_share(frame))
+        shares.append(positive_share(positive_mass(expl.pixel.detach().cpu().double().numpy())))
         labels.append(int(clip.label))
         rows.append({"video": clip.source, "label": ck.class_names[clip.label], "target": ck.class_names[expl.target],
                      "prediction": ck.class_names[int(np.argmax(logits))], "frame_relevance": frame.tolist(),

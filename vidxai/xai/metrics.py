@@ -1,4 +1,4 @@
-"""Small metrics over explanations: temporal profiles and relevance-in-box checks against ground truth.
+"""Relevance-in-box checks of explanations against ground truth (temporal statistics: ``vidxai.viz.profile``).
 
 All functions take plain arrays or tensors (an :class:`~vidxai.xai.Explanation`'s ``pixel`` ``(T, H, W)``
 or ``frame`` ``(T,)``) and return NumPy arrays. Boxes are ``(T, 4)`` rows ``(x0, y0, x1, y1)`` in pixel
@@ -11,33 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["mass_in_box", "pointing_game", "positive_share", "temporal_profile"]
+__all__ = ["mass_in_box", "pointing_game"]
 
 
 def _array(x: np.ndarray | torch.Tensor) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
-
-
-def positive_share(pixel: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Per frame: its share of all positive relevance of the clip, ``(T,)`` summing to 1 (zeros if none)."""
-    p = np.clip(_array(pixel), 0, None).reshape(len(pixel), -1).sum(1)
-    total = p.sum()
-    return p / total if total > 0 else np.zeros_like(p)
-
-
-def temporal_profile(frame: np.ndarray | torch.Tensor, bins: int = 10) -> np.ndarray:
-    """Mean ``frame`` relevance in ``bins`` equal bins of normalised time ``[0, 1)``; NaN for empty bins."""
-    f = _array(frame).reshape(-1)
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    pos = (np.arange(len(f)) + 0.5) / len(f)  # frame centres in [0, 1)
-    idx = np.minimum((pos * bins).astype(int), bins - 1)
-    sums = np.bincount(idx, weights=f, minlength=bins)
-    counts = np.bincount(idx, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _box_mask(shape: tuple[int, int], box: np.ndarray) -> np.ndarray | None:
