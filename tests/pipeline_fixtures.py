@@ -51,3 +51,17 @@ def compose_cfg(config_name: str, tmp: Path, overrides: list[str], data_dir: Pat
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+class InterruptAt:
+    """A callback that simulates Ctrl-C at the end of the first training batch of ``epoch``."""
+
+    def __new__(cls, epoch: int = 1):
+        from pytorch_lightning.callbacks import Callback
+
+        class _Interrupt(Callback):
+            def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+                if trainer.current_epoch == epoch:
+                    raise KeyboardInterrupt
+
+        return _Interrupt()

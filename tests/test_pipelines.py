@@ -14,6 +14,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
 from PIL import Image
 
 from pipeline_fixtures import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
@@ -253,3 +254,30 @@ def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "weights_only" in proc.stderr
     assert not marker.exists(), "unpickling the crafted checkpoint ran code"
+
+
+def test_interrupted_training_leaves_a_checkpoint_to_resume_from(tmp_path: Path, data_dir: Path) -> None:
+    import signal
+
+    base = TINY_DATA + TINY_TRAIN + ["model=convlstm", "model.net.hidden_channels=[8]", "logger=csv",
+                                     "callbacks.explanation.every_n_epochs=0", "trainer.max_epochs=3"]
+    cfg = compose_cfg("train", tmp_path / "a", base, data_dir=data_dir)
+    with open_dict(cfg):
+        cfg.callbacks.interrupt = {"_target_": "pipeline_fixtures.InterruptAt", "epoch": 1}
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C handling exits after saving
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    saved = tmp_path / "a" / "run" / "checkpoints" / "on_exception.ckpt"
+    assert saved.is_file()
+    ckpt = torch.load(saved, map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["hyper_parameters"]["net"]["arch"] == "convlstm"
+
+    resumed = compose_cfg("train", tmp_path / "b", base + [f"ckpt_path={saved}"], data_dir=data_dir)
+    assert train(resumed) is not None
+    import csv
+
+    with open(tmp_path / "b" / "run" / "csv" / "metrics.csv") as fh:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(fh) if row.get("val/acc")}
+    assert epochs == {1, 2}  # continued from the interrupted epoch 1 to the end, not from scratch

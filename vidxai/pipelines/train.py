@@ -67,7 +67,10 @@ def train(cfg: DictConfig) -> float | None:
             _link_best(trainer)
         train_metrics = dict(trainer.callback_metrics)
 
-        if cfg.get("test", True) and not trainer.interrupted:
+        if trainer.interrupted:
+            _report_interruption(trainer)
+            return None
+        if cfg.get("test", True):
             ckpt_path = _best_checkpoint(trainer)
             if ckpt_path is None:
                 log.warning("no best checkpoint found; testing the current weights")
@@ -92,6 +95,13 @@ def train(cfg: DictConfig) -> float | None:
         )
     value = summary[name]
     return value if math.isfinite(value) else float("nan")
+
+
+def _report_interruption(trainer: pl.Trainer) -> None:
+    ckpts = [cb for cb in trainer.callbacks if type(cb).__name__ == "OnExceptionCheckpoint"]
+    saved = [Path(cb.ckpt_path) for cb in ckpts if Path(cb.ckpt_path).is_file()]
+    where = saved[0] if saved else (_best_checkpoint(trainer) or "no checkpoint")
+    log.warning("training was interrupted at epoch %d; resume with ckpt_path=%s", trainer.current_epoch, where)
 
 
 def _link_best(trainer: pl.Trainer) -> None:
