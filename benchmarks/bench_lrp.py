@@ -142,7 +142,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
     full_over_input = full["grad_full_vs_grad_input"]["ratio"]
     for rule in args.rules:
         explainer = VideoLRP(model, rule)
-        res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)
+        res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)  # noqa: B023
         res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
         full[f"vidxai_{rule}"] = res
 
@@ -159,7 +159,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
     steps = compile_sequential(encoder, "encoder")
     for rule in args.rules:
 
-        def ours(composite=make_composite(rule)) -> None:
+        def ours(composite=make_composite(rule)) -> None:  # noqa: B008 - binds this loop's rule
             x = frames.clone().requires_grad_(True)
             torch.autograd.grad(run_steps(steps, composite, x), x, start)
 

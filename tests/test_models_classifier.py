@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vidxai.models import ConvLSTM, VGG16LSTM, VideoClassifier
+from vidxai.models import VGG16LSTM, ConvLSTM, VideoClassifier
 
 NUM_CLASSES, T, SIZE = 3, 4, 32
 CLASS_NAMES = ["walk", "run", "jump"]

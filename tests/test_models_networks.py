@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
-from vidxai.models import NETWORKS, ConvLSTM, ConvLSTMCell, VGG16LSTM, build_network, vgg16_weights_file
+from vidxai.models import NETWORKS, VGG16LSTM, ConvLSTM, ConvLSTMCell, build_network, vgg16_weights_file
 
 B, T, H, W = 2, 4, 32, 32
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from PIL import Image
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
 from sklearn.metrics import classification_report as sk_report
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score, roc_curve
 
 from vidxai.viz.metrics import (
     classification_report,

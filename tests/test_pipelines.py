@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 from PIL import Image
-
 from pipeline_fixtures import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
+
 from vidxai.pipelines.explain import explain
 from vidxai.pipelines.train import train
 

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from vidxai.models import ConvLSTM, VGG16LSTM
+from vidxai.models import VGG16LSTM, ConvLSTM
 from vidxai.xai import RULES, Explanation, VideoLRP
 from vidxai.xai.metrics import mass_in_box, pointing_game
 

@@ -60,7 +60,9 @@ def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
             "pass a complete .ckpt file written by train.py"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise UserError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict'); pass one written by train.py")
+        raise UserError(
+            f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict'); pass one written by train.py"
+        )
     return ckpt
 
 
@@ -100,7 +102,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         net = build_network(arch, num_classes=num_classes, **kwargs)
     except ValueError as exc:
         raise UserError(f"checkpoint {path}: cannot rebuild network: {exc}") from None
-    state = {k[len(_NET_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
+    state = {k[len(_NET_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(_NET_PREFIX)}
     missing, unexpected = _load_state(net, state)
     if missing or unexpected:
         raise UserError(

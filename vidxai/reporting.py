@@ -19,7 +19,12 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ExplanationFiles", "denormalize", "positive_mass", "relevance_summary", "render_explanation", "write_json",
+    "ExplanationFiles",
+    "denormalize",
+    "positive_mass",
+    "relevance_summary",
+    "render_explanation",
+    "write_json",
 ]
 
 

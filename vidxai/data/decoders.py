@@ -109,7 +109,7 @@ class VideoDecoder(ABC):
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Frames at ``indices`` as ``uint8 (N, H, W, 3)``; indices past the end are clamped."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: decoders without handles need nothing
         """Release the underlying file handle."""
 
     def __enter__(self) -> VideoDecoder:

@@ -91,4 +91,4 @@ class VideoTransform:
         n = clips.shape[0]
         tops = torch.randint(0, h - ch + 1, (n,), generator=generator).tolist()
         lefts = torch.randint(0, w - cw + 1, (n,), generator=generator).tolist()
-        return torch.stack([c[..., t:t + ch, l:l + cw] for c, t, l in zip(clips, tops, lefts)])
+        return torch.stack([c[..., t:t + ch, x:x + cw] for c, t, x in zip(clips, tops, lefts)])

@@ -223,7 +223,7 @@ class VideoClassifier(pl.LightningModule):
         self.log("test/f1", self.test_f1, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class report, confusion matrix and ROC curves: logged and saved in ``<default_root_dir>/figures`` (the run folder)."""
+        """Per-class report, confusion matrix and ROC curves: logged, and saved in the run folder's ``figures/``."""
         results = self.test_per_class.compute()
         self.test_per_class.reset()
         auroc = results["auroc"].float()

@@ -70,7 +70,9 @@ def _target(value: Any, class_names: list[str]) -> int | None:
     if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
         idx = int(value)
         if not 0 <= idx < len(class_names):
-            raise UserError(f"target={idx} is out of range; the model has {len(class_names)} classes (0..{len(class_names) - 1})")
+            raise UserError(
+                f"target={idx} is out of range; the model has {len(class_names)} classes (0..{len(class_names) - 1})"
+            )
         return idx
     if value not in class_names:
         raise UserError(f"unknown class {value!r} for target=; the checkpoint's classes are {class_names}")
@@ -129,7 +131,9 @@ def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: tor
             frames = dec.get_frames(idx)
             fps = float(dec.fps or 0.0)
     except VideoDecodeError as exc:
-        raise UserError(f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)") from None
+        raise UserError(
+            f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
+        ) from None
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     x, shown = _clip_from_uint8(video, transform, device)
     # the label is known when the file sits in a folder named after a class
@@ -160,7 +164,9 @@ def _pick_index(dataset: Any, cfg: DictConfig, class_names: list[str], split: st
             raise UserError(f"split={split} has no video of class {class_names[label]!r}; try another split=")
         k = int(cfg.get("index") or 0)
         if not 0 <= k < len(hits):
-            raise UserError(f"index={k} out of range: split={split} has {len(hits)} videos of class {class_names[label]!r}")
+            raise UserError(
+                f"index={k} out of range: split={split} has {len(hits)} videos of class {class_names[label]!r}"
+            )
         return hits[k]
     k = int(cfg.get("index") or 0)
     if not 0 <= k < n:
@@ -179,7 +185,9 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     device = _device(str(cfg.get("device", "auto")))
     ck = load_checkpoint(cfg.ckpt, map_location=device)
     if not ck.preprocess or "num_frames" not in ck.preprocess:
-        raise UserError(f"checkpoint {ck.path} carries no preprocessing (num_frames, size, mean, std); retrain with train.py")
+        raise UserError(
+            f"checkpoint {ck.path} carries no preprocessing (num_frames, size, mean, std); retrain with train.py"
+        )
     transform = VideoTransform.from_preprocess(ck.preprocess)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,7 +200,12 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     target = _target(cfg.get("target"), ck.class_names)
     explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **params)
 
-    dataset_mode = cfg.get("video") is None and cfg.get("split") is not None and cfg.get("index") is None and cfg.get("class") is None
+    dataset_mode = (
+        cfg.get("video") is None
+        and cfg.get("split") is not None
+        and cfg.get("index") is None
+        and cfg.get("class") is None
+    )
     loggers = instantiate_group(cfg.get("logger"))
     run = _wandb_run(loggers)
     try:
@@ -250,20 +263,45 @@ def _explain_one(
     true = f" · true {names[clip.label]}" if clip.label is not None else ""
     title = f"{Path(clip.source).name} · {rule} · target {names[expl.target]} · pred {names[pred]}{true}"
     files = render_explanation(
-        out_dir, clip.frames, e["pixel"], frame_indices=clip.frame_indices, fps=clip.fps, title=title,
-        top_k=int(cfg.get("top_k", 3)), scale=str(cfg.get("scale", "video")),
+        out_dir,
+        clip.frames,
+        e["pixel"],
+        frame_indices=clip.frame_indices,
+        fps=clip.fps,
+        title=title,
+        top_k=int(cfg.get("top_k", 3)),
+        scale=str(cfg.get("scale", "video")),
     )
     np.savez_compressed(
         out_dir / "relevance.npz",
-        pixel=e["pixel"], frame=e["frame"], feature=e["feature"], logits=e["logits"], target=np.int64(expl.target),
-        class_names=np.array(names), frame_indices=np.array(clip.frame_indices, dtype=np.int64), frames=clip.frames,
+        pixel=e["pixel"],
+        frame=e["frame"],
+        feature=e["feature"],
+        logits=e["logits"],
+        target=np.int64(expl.target),
+        class_names=np.array(names),
+        frame_indices=np.array(clip.frame_indices, dtype=np.int64),
+        frames=clip.frames,
     )
-    summary = relevance_summary(e["pixel"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices)
-    summary.update({"video": clip.source, "checkpoint": str(ck.path), "rule": rule,
-                    "rule_params": dict(expl.params), "seconds": seconds, "fps": clip.fps,
-                    # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
-                    "conservation": {"total": expl.total(), "target_logit": float(e["logits"][expl.target]),
-                                     "delta": expl.delta()}})
+    summary = relevance_summary(
+        e["pixel"], e["logits"], expl.target, names, clip.label, files.peaks, clip.frame_indices
+    )
+    summary.update(
+        {
+            "video": clip.source,
+            "checkpoint": str(ck.path),
+            "rule": rule,
+            "rule_params": dict(expl.params),
+            "seconds": seconds,
+            "fps": clip.fps,
+            # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
+            "conservation": {
+                "total": expl.total(),
+                "target_logit": float(e["logits"][expl.target]),
+                "delta": expl.delta(),
+            },
+        }
+    )
 
     figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
     if compare:
@@ -284,9 +322,14 @@ def _explain_one(
         if files.gif is not None:
             payload["explain/overlay"] = wandb.Video(str(files.gif), format="gif")
         run.log(payload)
-        run.summary.update({"prediction": summary["prediction"]["class"], "target": summary["target"]["class"],
-                            "rule": rule, **{f"share/{k}": v for k, v in summary["positive_share"].items()
-                                             if isinstance(v, float)}})
+        run.summary.update(
+            {
+                "prediction": summary["prediction"]["class"],
+                "target": summary["target"]["class"],
+                "rule": rule,
+                **{f"share/{k}": v for k, v in summary["positive_share"].items() if isinstance(v, float)},
+            }
+        )
         run.save(str(out_dir / "summary.json"), base_path=str(out_dir), policy="now")
     return summary
 
@@ -295,7 +338,7 @@ def _comparison_frames(t: int, peaks: list[int], most: int = 8) -> list[int]:
     """Frames for the rule comparison: every frame of short clips, else the peaks plus evenly spaced ones."""
     if t <= most:
         return list(range(t))
-    chosen = set(peaks[:most // 2]) | {t - 1}
+    chosen = set(peaks[: most // 2]) | {t - 1}
     for i in np.linspace(0, t - 1, most).round().astype(int):
         if len(chosen) >= most:
             break
@@ -331,20 +374,38 @@ def _explain_split(
         logits = expl.logits.detach().cpu().double().numpy()
         shares.append(positive_share(positive_mass(expl.pixel.detach().cpu().double().numpy())))
         labels.append(int(clip.label))
-        rows.append({"video": clip.source, "label": ck.class_names[clip.label], "target": ck.class_names[expl.target],
-                     "prediction": ck.class_names[int(np.argmax(logits))], "frame_relevance": frame.tolist(),
-                     "frame_indices": clip.frame_indices})
+        rows.append(
+            {
+                "video": clip.source,
+                "label": ck.class_names[clip.label],
+                "target": ck.class_names[expl.target],
+                "prediction": ck.class_names[int(np.argmax(logits))],
+                "frame_relevance": frame.tolist(),
+                "frame_indices": clip.frame_indices,
+            }
+        )
         if (i + 1) % 10 == 0:
             log.info("explained %d/%d videos", i + 1, n)
     seconds = time.perf_counter() - start
     prof = temporal_profile(
         # no more bins than frames per clip, so no bin is empty by construction
-        shares, labels, ck.class_names, n_bins=min(int(cfg.profile.n_bins), int(ck.preprocess["num_frames"])), n_boot=int(cfg.profile.n_boot),
+        shares,
+        labels,
+        ck.class_names,
+        n_bins=min(int(cfg.profile.n_bins), int(ck.preprocess["num_frames"])),
+        n_boot=int(cfg.profile.n_boot),
         seed=int(cfg.get("seed", 0)),
     )
-    prof.update({"split": split, "videos": n, "rule": explainer.rule_name if hasattr(explainer, "rule_name") else str(cfg.rule.name),
-                 "checkpoint": str(ck.path), "seconds": seconds,
-                 "accuracy": float(np.mean([r["label"] == r["prediction"] for r in rows]))})
+    prof.update(
+        {
+            "split": split,
+            "videos": n,
+            "rule": explainer.rule_name if hasattr(explainer, "rule_name") else str(cfg.rule.name),
+            "checkpoint": str(ck.path),
+            "seconds": seconds,
+            "accuracy": float(np.mean([r["label"] == r["prediction"] for r in rows])),
+        }
+    )
     write_json(out_dir / "profile.json", prof)
     write_json(out_dir / "videos.json", rows)
     fig_path = out_dir / "profile.png"

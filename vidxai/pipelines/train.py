@@ -90,9 +90,7 @@ def train(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if name not in summary:
-        raise ValueError(
-            f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}"
-        )
+        raise ValueError(f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}")
     value = summary[name]
     return value if math.isfinite(value) else float("nan")
 

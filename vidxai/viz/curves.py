@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-
 from collections.abc import Sequence
 
 import numpy as np
@@ -104,8 +103,8 @@ def relevance_curve_figure(
     Mean positive relevance per frame (blue, left axis) and maximum relevance per frame (red,
     right twin axis, since the scales differ) against the source frame index (or seconds). The
     top-``k`` local maxima of the mean positive relevance are marked and annotated with their
-    frame index (maxima under ``min_height`` times the highest one are not marked); ``peaks`` are their positions in the clip (``0..T-1``), ready for
-    :func:`vidxai.viz.heatmaps.peaks_figure`.
+    frame index (maxima under ``min_height`` times the highest one are not marked); ``peaks`` are
+    their positions in the clip (``0..T-1``), ready for :func:`vidxai.viz.heatmaps.peaks_figure`.
     """
     rel = _as_relevance(pixel)
     t = rel.shape[0]

@@ -17,9 +17,8 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-import textwrap
-
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
