@@ -26,6 +26,7 @@ from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
 from vidxai.reporting import denormalize, positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.xai import RULES, VideoLRP
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,6 @@ def _device(name: str) -> torch.device:
 
 
 def _rule(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
-    from vidxai.xai import RULES
-
     node = cfg.get("rule")
     if isinstance(node, str):
         name, params = node, {}
@@ -87,7 +86,6 @@ def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
     if not data:
         raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
     data["num_workers"] = 0
-    data["synthetic"] = data.get("synthetic")  # regenerate the embedded data if it was removed
     if cache_dir:
         data["cache_dir"] = cache_dir
     try:
@@ -178,10 +176,13 @@ def _pick_index(dataset: Any, cfg: DictConfig, class_names: list[str], split: st
 def explain(cfg: DictConfig) -> dict[str, Any]:
     """Run the explanation described by ``cfg`` and return its summary."""
     from vidxai.data.transforms import VideoTransform
-    from vidxai.xai import VideoLRP
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     rule, params = _rule(cfg)
+    compare = list(to_plain(cfg.get("compare")) or [])
+    bad = [r for r in compare if r not in RULES]
+    if bad:
+        raise UserError(f"unknown rule(s) {bad} in compare=; choose from {sorted(RULES)}")
     device = _device(str(cfg.get("device", "auto")))
     ck = load_checkpoint(cfg.ckpt, map_location=device)
     if not ck.preprocess or "num_frames" not in ck.preprocess:
@@ -191,12 +192,6 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     transform = VideoTransform.from_preprocess(ck.preprocess)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    compare = list(to_plain(cfg.get("compare")) or [])
-    from vidxai.xai import RULES
-
-    bad = [r for r in compare if r not in RULES]
-    if bad:
-        raise UserError(f"unknown rule(s) {bad} in compare=; choose from {sorted(RULES)}")
     target = _target(cfg.get("target"), ck.class_names)
     explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **params)
 
