@@ -281,3 +281,29 @@ def test_interrupted_training_leaves_a_checkpoint_to_resume_from(tmp_path: Path,
     with open(tmp_path / "b" / "run" / "csv" / "metrics.csv") as fh:
         epochs = {int(row["epoch"]) for row in csv.DictReader(fh) if row.get("val/acc")}
     assert epochs == {1, 2}  # continued from the interrupted epoch 1 to the end, not from scratch
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.decode_device=cuda", "decord built with CUDA"),
+        ("model.net.pretrained=true", "weights not found"),
+        ("data.root=/nonexistent/videos", "is not a folder"),
+    ],
+)
+def test_train_user_errors_are_one_line_exit_2(
+    override: str, needle: str, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    from vidxai.pipelines._common import run_entry_point
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet file there
+    cfg = compose_cfg("train", tmp_path, [*TINY_DATA, "logger=csv", override], data_dir=data_dir)
+    if override.startswith("data.root"):
+        with open_dict(cfg):
+            cfg.data.synthetic = None
+            cfg.data.root = "/nonexistent/videos"
+    with pytest.raises(SystemExit) as exc:
+        run_entry_point(train, cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
@@ -31,10 +32,12 @@ def run_entry_point(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         errors = USER_ERRORS
     try:
         return fn(cfg)
-    except errors as exc:  # noqa: PERF203
-        if os.environ.get("VIDXAI_DEBUG"):
+    except (InstantiationException, *errors) as exc:
+        # hydra.utils.instantiate wraps what a constructor raised: report the constructor's own message
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
+        if not isinstance(cause, errors) or os.environ.get("VIDXAI_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
 
