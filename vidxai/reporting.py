@@ -49,6 +49,21 @@ def denormalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return frames.permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def prepare_clip(
+    video: torch.Tensor, frame_indices: Any, transform: Any, device: torch.device | str
+) -> tuple[torch.Tensor, np.ndarray, list[int]]:
+    """uint8 ``(T,3,H,W)`` (or ``(K,T,3,H,W)``: the first clip) -> model input on ``device``, display frames, indices.
+
+    The model input goes through ``transform`` in eval mode (centre crop, normalisation); the display frames
+    are that input de-normalised, i.e. exactly what the model saw.
+    """
+    idx = torch.as_tensor(frame_indices)
+    if video.ndim == 5:  # several test clips of one video: explain the first
+        video, idx = video[0], idx[0]
+    x = transform(video.unsqueeze(0).to(device), train=False)[0]
+    return x, denormalize(x, transform.mean, transform.std), [int(i) for i in idx.reshape(-1).tolist()]
+
+
 def render_explanation(
     out_dir: str | Path,
     frames: np.ndarray,

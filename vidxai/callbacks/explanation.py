@@ -117,7 +117,7 @@ class ExplanationCallback(Callback):
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any) -> None:
         from vidxai.data.transforms import VideoTransform
-        from vidxai.reporting import denormalize, render_explanation
+        from vidxai.reporting import prepare_clip, render_explanation
         from vidxai.xai import VideoLRP
 
         hp = pl_module.hparams
@@ -134,12 +134,8 @@ class ExplanationCallback(Callback):
             grids, curves, captions, gifs = [], [], [], []
             for i in self._select(trainer, dataset):
                 sample = dataset[i]
-                video = sample["video"]
-                if video.ndim == 5:  # several test clips: explain the first
-                    video = video[0]
-                x = transform(video.unsqueeze(0).to(device), train=False)[0]
+                x, frames, frame_indices = prepare_clip(sample["video"], sample["frame_indices"], transform, device)
                 expl = explainer.explain(x)
-                frames = denormalize(x, transform.mean, transform.std)
                 label = int(sample["label"])
                 name = f"{class_names[label]}_{i:04d}"
                 caption = (
@@ -150,7 +146,7 @@ class ExplanationCallback(Callback):
                     out_root / rule,
                     frames,
                     expl.pixel.detach().cpu().float().numpy(),
-                    frame_indices=sample["frame_indices"].tolist(),
+                    frame_indices=frame_indices,
                     title=f"epoch {trainer.current_epoch} · {rule} · {caption}",
                     top_k=self.top_k,
                     scale=self.scale,

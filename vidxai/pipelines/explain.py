@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
-from vidxai.reporting import denormalize, positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.reporting import positive_mass, prepare_clip, relevance_summary, render_explanation, write_json
 from vidxai.xai import RULES, VideoLRP
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,6 @@ def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
 
 
 # ---------------------------------------------------------------------------- clips
-def _clip_from_uint8(video: torch.Tensor, transform: Any, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    x = transform(video.unsqueeze(0).to(device), train=False)[0]
-    return x, denormalize(x, transform.mean, transform.std)
-
-
 def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: torch.device) -> Clip:
     from vidxai.data import VideoDecodeError, open_video
     from vidxai.data.decoders import decord_available
@@ -133,21 +128,17 @@ def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: tor
             f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
         ) from None
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    x, shown = _clip_from_uint8(video, transform, device)
+    x, shown, idx = prepare_clip(video, idx, transform, device)
     # the label is known when the file sits in a folder named after a class
     label = next((ck.class_names.index(part) for part in reversed(p.parts[:-1]) if part in ck.class_names), None)
-    return Clip(x, shown, [int(i) for i in idx], fps, label, str(p))
+    return Clip(x, shown, idx, fps, label, str(p))
 
 
 def _clip_from_dataset(dataset: Any, i: int, transform: Any, device: torch.device) -> Clip:
     sample = dataset[i]
-    video = sample["video"]
-    idx = sample["frame_indices"]
-    if video.ndim == 5:
-        video, idx = video[0], idx[0]
-    x, shown = _clip_from_uint8(video, transform, device)
+    x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], transform, device)
     entry = dataset.entries[i]
-    return Clip(x, shown, [int(v) for v in idx], float(entry.fps), int(sample["label"]), entry.record.path)
+    return Clip(x, shown, idx, float(entry.fps), int(sample["label"]), entry.record.path)
 
 
 def _pick_index(dataset: Any, cfg: DictConfig, class_names: list[str], split: str) -> int:
