@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ExplanationFiles",
-    "denormalize",
     "positive_mass",
     "relevance_summary",
     "render_explanation",
@@ -38,30 +36,6 @@ class ExplanationFiles:
     gif: Path | None
     mp4: Path | None
     peaks: list[int] = field(default_factory=list)
-
-
-def denormalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Model input ``(T,3,H,W)`` float, normalised -> display frames ``(T,H,W,3)`` uint8."""
-    v = video.detach().to("cpu", torch.float32)
-    m = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
-    frames = ((v * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def prepare_clip(
-    video: torch.Tensor, frame_indices: Any, transform: Any, device: torch.device | str
-) -> tuple[torch.Tensor, np.ndarray, list[int]]:
-    """uint8 ``(T,3,H,W)`` (or ``(K,T,3,H,W)``: the first clip) -> model input on ``device``, display frames, indices.
-
-    The model input goes through ``transform`` in eval mode (centre crop, normalisation); the display frames
-    are that input de-normalised, i.e. exactly what the model saw.
-    """
-    idx = torch.as_tensor(frame_indices)
-    if video.ndim == 5:  # several test clips of one video: explain the first
-        video, idx = video[0], idx[0]
-    x = transform(video.unsqueeze(0).to(device), train=False)[0]
-    return x, denormalize(x, transform.mean, transform.std), [int(i) for i in idx.reshape(-1).tolist()]
 
 
 def render_explanation(
