@@ -96,7 +96,7 @@ def relevance_summary(
     frame_indices: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Prediction, probabilities, target and where the positive relevance (see :func:`positive_mass`) sits in time."""
-    from vidxai.viz.profile import positive_share
+    from vidxai.viz.profile import positive_share, temporal_shares
 
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max())
@@ -105,8 +105,8 @@ def relevance_summary(
     pixel = np.asarray(pixel, dtype=np.float64)
     share = positive_share(positive_mass(pixel))
     t = len(share)
-    half = t // 2
     defined = bool(np.all(np.isfinite(share)))
+    halves = temporal_shares(share) if defined else dict.fromkeys(("first_half", "second_half", "last_frame"))
     idx = list(range(t)) if frame_indices is None else [int(i) for i in frame_indices]
     return {
         "prediction": {"index": pred, "class": class_names[pred], "probability": float(probs[pred])},
@@ -117,9 +117,7 @@ def relevance_summary(
         "frame_indices": idx,
         "peak_frames": [{"clip_frame": int(p), "video_frame": idx[int(p)]} for p in peaks],
         "positive_share": {
-            "first_half": float(share[:half].sum()) if defined else None,
-            "second_half": float(share[half:].sum()) if defined else None,
-            "last_frame": float(share[-1]) if defined else None,
+            **halves,  # an odd clip's middle frame counts half in each half (viz.profile.first_half_weights)
             "uniform_last_frame": 1.0 / t,
             "per_frame": [float(s) for s in share] if defined else None,
         },
