@@ -150,6 +150,7 @@ class ExplanationCallback(Callback):
         from vidxai.data.clips import prepare_clip
         from vidxai.data.transforms import VideoTransform
         from vidxai.reporting import render_explanation
+        from vidxai.wandb_media import Image, Video, log_media
 
         hp = pl_module.hparams
         preprocess = dict(hp.get("preprocess") or {})
@@ -188,12 +189,9 @@ class ExplanationCallback(Callback):
                 captions.append(caption)
                 if files.gif is not None:
                     gifs.append((str(files.gif), caption))
-            for lg in wandb_loggers:
-                step = trainer.global_step
-                lg.log_image(key=f"explain/{rule}/heatmaps", images=grids, caption=captions, step=step)
-                lg.log_image(key=f"explain/{rule}/curve", images=curves, caption=captions, step=step)
-                if gifs:
-                    import wandb
-
-                    videos = [wandb.Video(path, caption=cap, format="gif") for path, cap in gifs]
-                    lg.log_metrics({f"explain/{rule}/overlay": videos}, step=step)
+            media = {
+                f"explain/{rule}/heatmaps": [Image(path, cap) for path, cap in zip(grids, captions)],
+                f"explain/{rule}/curve": [Image(path, cap) for path, cap in zip(curves, captions)],
+                f"explain/{rule}/overlay": [Video(path, cap) for path, cap in gifs],
+            }
+            log_media(wandb_loggers, media, step=trainer.global_step)

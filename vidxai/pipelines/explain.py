@@ -27,6 +27,7 @@ from vidxai.data.clips import prepare_clip
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
 from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
 
 log = logging.getLogger(__name__)
@@ -306,12 +307,10 @@ def _explain_one(
     write_json(out_dir / "summary.json", summary)
 
     if run is not None:
-        import wandb
-
-        payload: dict[str, Any] = {f"explain/{k}": wandb.Image(str(v)) for k, v in figures.items()}
+        media: dict[str, Any] = {f"explain/{k}": Image(v) for k, v in figures.items()}
         if files.gif is not None:
-            payload["explain/overlay"] = wandb.Video(str(files.gif), format="gif")
-        run.log(payload)
+            media["explain/overlay"] = Video(files.gif)
+        log_media(run, media)
         run.summary.update(
             {
                 "prediction": summary["prediction"]["class"],
@@ -401,9 +400,7 @@ def _explain_split(
     fig_path = out_dir / "profile.png"
     save_figure(profile_figure(prof), fig_path)
     if run is not None:
-        import wandb
-
-        run.log({"explain/profile": wandb.Image(str(fig_path))})
+        log_media(run, {"explain/profile": Image(fig_path)})
         run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
         run.save(str(out_dir / "profile.json"), base_path=str(out_dir), policy="now")
     return prof
