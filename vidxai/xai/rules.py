@@ -36,7 +36,9 @@ __all__ = [
     "RuleSpec",
     "WinnerTakeAll",
     "ZPlus",
+    "get_rule",
     "make_composite",
+    "resolve_rule",
     "stabilize",
 ]
 
@@ -499,8 +501,21 @@ RULES: Mapping[str, RuleSpec] = MappingProxyType(
 )
 
 
+def get_rule(name: Any) -> RuleSpec:
+    """The registry entry of the rule ``name``; one clear ``ValueError`` naming the valid rules otherwise.
+
+    Every place that checks a rule name (explainer, CLI, callback, composites) goes through here.
+    """
+    if not isinstance(name, str) or name not in RULES:
+        raise ValueError(f"unknown LRP rule {name!r}; choose one of {sorted(RULES)}")
+    return RULES[name]
+
+
+def resolve_rule(name: Any, **params: Any) -> dict[str, Any]:
+    """Check the rule ``name`` and its ``params``; return the params merged with the registry defaults."""
+    return get_rule(name).resolve(**params)
+
+
 def make_composite(rule: str, **params: Any) -> Composite:
     """Build the composite of the rule named ``rule`` with ``params``; one clear ``ValueError`` if invalid."""
-    if not isinstance(rule, str) or rule not in RULES:
-        raise ValueError(f"unknown LRP rule {rule!r}; choose one of {sorted(RULES)}")
-    return RULES[rule].build(**params)
+    return get_rule(rule).build(**params)
