@@ -48,6 +48,7 @@ class ExplanationCallback(Callback):
         scale: heatmap colour scale, ``"video"`` or ``"frame"``.
         log_media: also write and log the overlay GIF.
         chunk_frames: CNN stage in chunks of this many frames (bounded memory).
+        lstm_rule: gate rule of the recurrent part: ``signal_take_all``, ``half`` or ``proportional``.
     """
 
     def __init__(
@@ -59,8 +60,10 @@ class ExplanationCallback(Callback):
         scale: str = "video",
         log_media: bool = True,
         chunk_frames: int | None = None,
+        lstm_rule: str = "signal_take_all",
     ) -> None:
         from vidxai.xai import RULES
+        from vidxai.xai.recurrent import check_lstm_rule
 
         self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
         unknown = sorted(set(self.rules) - set(RULES))
@@ -76,6 +79,7 @@ class ExplanationCallback(Callback):
         self.scale = scale
         self.log_media = bool(log_media)
         self.chunk_frames = chunk_frames
+        self.lstm_rule = check_lstm_rule(lstm_rule)
         self._indices: list[int] | None = None
         self.last_duration_s: float | None = None
 
@@ -130,7 +134,7 @@ class ExplanationCallback(Callback):
         device = pl_module.device
 
         for rule, params in self.rules.items():
-            explainer = VideoLRP(net, rule=rule, chunk_frames=self.chunk_frames, **params)
+            explainer = VideoLRP(net, rule=rule, lstm_rule=self.lstm_rule, chunk_frames=self.chunk_frames, **params)
             grids, curves, captions, gifs = [], [], [], []
             for i in self._select(trainer, dataset):
                 sample = dataset[i]

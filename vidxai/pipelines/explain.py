@@ -27,6 +27,7 @@ from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
 from vidxai.reporting import positive_mass, prepare_clip, relevance_summary, render_explanation, write_json
 from vidxai.xai import RULES, VideoLRP
+from vidxai.xai.recurrent import check_lstm_rule
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     rule, params = _rule(cfg)
+    lstm_rule = str(cfg.get("lstm_rule") or "signal_take_all")
+    try:
+        check_lstm_rule(lstm_rule)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     compare = list(to_plain(cfg.get("compare")) or [])
     bad = [r for r in compare if r not in RULES]
     if bad:
@@ -184,7 +190,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = _target(cfg.get("target"), ck.class_names)
-    explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **params)
+    explainer = VideoLRP(ck.net, rule=rule, lstm_rule=lstm_rule, chunk_frames=cfg.get("chunk_frames"), **params)
 
     dataset_mode = (
         cfg.get("video") is None
@@ -293,7 +299,9 @@ def _explain_one(
     if compare:
         relevances = {}
         for name in compare:
-            other = type(explainer)(ck.net, rule=name, chunk_frames=cfg.get("chunk_frames"))
+            other = type(explainer)(
+                ck.net, rule=name, lstm_rule=explainer.lstm_rule, chunk_frames=cfg.get("chunk_frames")
+            )
             relevances[name] = other.explain(clip.video, target=expl.target).pixel.detach().cpu().float().numpy()
         cols = _comparison_frames(len(clip.frame_indices), files.peaks)
         fig = rule_comparison_figure(clip.frames, relevances, cols, frame_indices=clip.frame_indices)
