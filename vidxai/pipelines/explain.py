@@ -29,6 +29,7 @@ from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
 from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
+from vidxai.xai.recurrent import check_lstm_rule
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def _rule(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 
 def _recurrent_params(cfg: DictConfig) -> dict[str, Any]:
-    """``lstm_eps`` / ``bias_factor`` of the recurrent part and head when set (else VideoLRP's defaults)."""
-    return {key: cfg[key] for key in ("lstm_eps", "bias_factor") if cfg.get(key) is not None}
+    """``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the recurrent part and head when set (else VideoLRP's
+    defaults)."""
+    return {key: cfg[key] for key in ("lstm_eps", "bias_factor", "lstm_rule") if cfg.get(key) is not None}
 
 
 def _target(value: Any, class_names: list[str]) -> int | None:
@@ -172,6 +174,10 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     rule, params = _rule(cfg)
+    try:
+        check_lstm_rule(str(cfg.get("lstm_rule") or "signal_take_all"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     compare = list(to_plain(cfg.get("compare")) or [])
     for name in compare:
         try:

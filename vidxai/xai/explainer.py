@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from vidxai.xai.cnn import Step, compile_sequential, run_steps
 from vidxai.xai.recurrent import (
     RecurrentLayer,
+    check_lstm_rule,
     convlstm_layers,
     head_forward,
     head_relevance,
@@ -103,6 +104,9 @@ class VideoLRP(Attribution):
         lstm_eps: epsilon of the recurrent part and the head (Arras et al.: 1e-3).
         bias_factor: 0 (bias and stabiliser absorb their share) or 1 (spread over the inputs, so the
             recurrent part and head conserve relevance exactly, initial states included).
+        lstm_rule: how the LSTM / ConvLSTM products ``i*g`` and ``o*tanh(c)`` split relevance between
+            gate and signal: ``signal_take_all`` (Arras et al. 2017, the gate gets nothing), ``half`` or
+            ``proportional`` (see :mod:`vidxai.xai.recurrent`).
         chunk_frames: run the CNN stage on at most this many frames at a time (bounded memory, same
             result; the CNN forward is then recomputed per chunk). ``None``: all frames at once.
         **rule_params: parameters of ``rule`` (``epsilon``, ``gamma``, ``alpha``, ``beta``,
@@ -119,6 +123,7 @@ class VideoLRP(Attribution):
         *,
         lstm_eps: float = 1e-3,
         bias_factor: float = 0.0,
+        lstm_rule: str = "signal_take_all",
         chunk_frames: int | None = None,
         **rule_params: Any,
     ) -> None:
@@ -136,6 +141,7 @@ class VideoLRP(Attribution):
             isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1
         ):
             raise ValueError(f"chunk_frames must be None or an integer >= 1, got {chunk_frames!r}")
+        self.lstm_rule = check_lstm_rule(lstm_rule)
         self.lstm_eps = float(lstm_eps)
         self.bias_factor = float(bias_factor)
         self.chunk_frames = chunk_frames
@@ -295,7 +301,7 @@ class VideoLRP(Attribution):
             r_hidden = torch.zeros_like(hidden)
             r_hidden[:, -1] = r_last
             r_feats, r_h0, r_c0 = recurrent_relevance(
-                layers, traces, r_hidden, self.lstm_eps, self.bias_factor
+                layers, traces, r_hidden, self.lstm_eps, self.bias_factor, self.lstm_rule
             )
             r_feats_flat = r_feats.reshape(feats.shape)
 
