@@ -288,7 +288,11 @@ def _explain_one(
             "checkpoint": str(ck.path),
             "rule": rule,
             "rule_params": dict(expl.params),
-            "recurrent_params": {"lstm_eps": explainer.lstm_eps, "bias_factor": explainer.bias_factor},
+            "recurrent_params": {
+                "lstm_eps": explainer.lstm_eps,
+                "bias_factor": explainer.bias_factor,
+                "lstm_rule": explainer.lstm_rule,
+            },
             "seconds": seconds,
             "fps": clip.fps,
             # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
