@@ -185,10 +185,6 @@ class VideoDataModule(pl.LightningDataModule):
         assert self._entries is not None and self._split is not None
         return [self._entries[i] for i in self._split[split]]
 
-    def split_entries(self, split: str) -> list[VideoEntry]:
-        """Entries of ``split`` as stored in the checkpoint (after ``load_state_dict``), else as computed."""
-        return self.records_for(split)
-
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """Class names and the split (relative paths per split), saved into checkpoints."""

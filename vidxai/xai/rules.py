@@ -250,11 +250,6 @@ class AlphaBeta(_SignSplitRule):
         bn = None if bias is None else bias.clamp(max=0)
         return weight.clamp(min=0), weight.clamp(max=0), bp, bn
 
-    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
-        sa = relevance / stabilize(da, self.stabilizer)
-        sb = relevance / stabilize(db, self.stabilizer)
-        return self.alpha * sa, -self.beta * sb
-
     def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
         """``[alpha R / stab(a); -beta R / stab(b)]`` computed in place on one buffer (no concatenation)."""
         pair_dim = op.channel_dim % out.ndim
