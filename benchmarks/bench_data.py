@@ -298,7 +298,6 @@ def bench_datamodule(args: argparse.Namespace, root: Path, cache: Path) -> dict:
         start = time.perf_counter()
         n = sum(one_epoch() for _ in range(epochs))
         rate = n / (time.perf_counter() - start)
-        del loader
         return {"clips_per_s": rate, "first_epoch_s": first}
 
     out: dict[str, Any] = {"backend": backend, "train_clips": len(entries), "epochs": epochs,
@@ -309,7 +308,7 @@ def bench_datamodule(args: argparse.Namespace, root: Path, cache: Path) -> dict:
         out["workers"][str(workers)] = delivered(workers)
     decoder_rates.append(raw_decoder())
     out["decoder_clips_per_s"] = statistics.median(decoder_rates)
-    for w, r in out["workers"].items():
+    for r in out["workers"].values():
         r["over_decoder"] = r["clips_per_s"] / out["decoder_clips_per_s"]
     with_workers = [r["over_decoder"] for w, r in out["workers"].items() if int(w) > 0]
     out["datamodule_over_decoder"] = max(with_workers) if with_workers else None
