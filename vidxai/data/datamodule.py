@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from vidxai.data.dataset import VideoClipDataset, check_on_bad_video
 from vidxai.data.decoders import VideoDecodeError, resolve_backend
 from vidxai.data.feature_cache import (
+    CACHED_SAMPLING,
     CachedFeatureDataset,
     FeatureStore,
     check_cacheable,
@@ -100,7 +101,7 @@ class VideoDataModule(pl.LightningDataModule):
         self.group_disjoint = bool(group_disjoint)
         self.split_id = int(split_id)
         self.feature_cache = bool(feature_cache)
-        self._feature_store: FeatureStore | None = None
+        self._feature_store_dir: Path | None = None
         self._entries: list[VideoEntry] | None = None
         self._class_names: list[str] | None = None
         self._split: dict[str, list[int]] | None = None
@@ -272,17 +273,18 @@ class VideoDataModule(pl.LightningDataModule):
                                "model (the cache needs its encoder)")
         net = getattr(module, "net", module)
         check_cacheable(net)
-        if self._feature_store is None:
-            key = feature_cache_key(net, self.preprocess)
-            root = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
-            self._feature_store = FeatureStore(root, key)
-            self._feature_store.write_meta({"network": type(net).__name__, **self.preprocess,
-                                            "sampling": "uniform, centre crop, no flip"})
-            if trainer.is_global_zero:
-                log.info("feature cache %s: training on cached frozen-encoder features of deterministic clips "
-                         "(uniform sampling, centre crop, no flip: random crop, flip and frame jitter are off)",
-                         self._feature_store.dir)
-        store = self._feature_store
+        # the key is recomputed for every loader: another model (or changed weights) gets its own cache
+        root = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+        store = FeatureStore(root, feature_cache_key(net, self.preprocess))
+        store.write_meta({"network": type(net).__name__, **self.preprocess, "sampling": CACHED_SAMPLING})
+        if store.dir != self._feature_store_dir:
+            self._feature_store_dir = store.dir
+            crop = self.transform.crop_size
+            augmented = self.transform.flip or (crop is not None and tuple(crop) != self.size)
+            if trainer.is_global_zero:  # said once, at the start; a warning when augmentation was configured
+                say = log.warning if augmented else log.info
+                say("feature cache %s: training on cached frozen-encoder features of deterministic clips "
+                    "(uniform sampling, centre crop, no flip: random crop, flip and frame jitter are off)", store.dir)
         clips = self.dataset(split, train=False)
         device = trainer.strategy.root_device
         was_training = net.training
