@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.errors import UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
 from vidxai.reporting import positive_mass, prepare_clip, relevance_summary, render_explanation, write_json
 from vidxai.xai import RULES, VideoLRP
 
@@ -192,6 +192,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         and cfg.get("index") is None
         and cfg.get("class") is None
     )
+    sweep_group(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     run = _wandb_run(loggers)
     try:
