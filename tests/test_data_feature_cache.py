@@ -165,3 +165,24 @@ def test_feature_cache_refuses_an_unfrozen_encoder_at_fit(tiny_synthetic: Path, 
     model = VideoClassifier({"arch": "convlstm", "hidden_channels": [4], "stem_channels": 4}, dm.num_classes)
     with pytest.raises(UserError, match="freeze_encoder=true"):
         _fit(dm, model, 1, tmp_path)
+
+
+def test_train_pipeline_with_the_feature_cache(tmp_path: Path) -> None:
+    """``model.net.freeze_encoder=true data.feature_cache=true`` through the real configs: fit on cached
+    features, explanations of the clips behind them, test on clips."""
+    from pipeline_fixtures import TINY_DATA, TINY_TRAIN, compose_cfg
+
+    from vidxai.pipelines.train import train
+
+    cfg = compose_cfg(
+        "train", tmp_path,
+        TINY_DATA + TINY_TRAIN + ["model=convlstm", "model.net.hidden_channels=[4]", "model.net.stem_channels=4",
+                                  "model.net.freeze_encoder=true", "data.feature_cache=true", "logger=csv",
+                                  "callbacks.explanation.num_clips=1"],
+        data_dir=tmp_path / "data",
+    )
+    assert train(cfg) is not None
+    run = tmp_path / "run"
+    assert list((tmp_path / "data" / ".cache" / "features").glob("*/*.npy"))
+    assert list((run / "explanations").rglob("*heatmaps.png"))
+    assert "test/acc" in (run / "csv" / "metrics.csv").read_text()
