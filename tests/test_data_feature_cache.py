@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from data_fixtures import tiny_synthetic  # noqa: F401 (fixture)
 from torch import nn
 
 from vidxai.data import VideoDataModule
@@ -40,7 +39,7 @@ def _datamodule(root: Path, cache: Path, **kw) -> VideoDataModule:
 
 
 @pytest.mark.parametrize("arch", sorted(NETS))
-def test_cached_features_give_the_uncached_logits(arch: str, tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_cached_features_give_the_uncached_logits(arch: str, tiny_synthetic: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     dm = _datamodule(tiny_synthetic, tmp_path)
     net = build_network(arch, dm.num_classes, **NETS[arch]).eval()
@@ -66,7 +65,7 @@ def test_cached_features_give_the_uncached_logits(arch: str, tiny_synthetic: Pat
             torch.testing.assert_close(from_cache, direct, atol=1e-5, rtol=0)
 
 
-def test_key_changes_with_weights_frames_and_size(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_key_changes_with_weights_frames_and_size(tiny_synthetic: Path, tmp_path: Path) -> None:
     dm = _datamodule(tiny_synthetic, tmp_path)
     torch.manual_seed(0)
     net = build_network("convlstm", 4, **NETS["convlstm"])
@@ -143,7 +142,7 @@ def _fit(dm: VideoDataModule, model: VideoClassifier, epochs: int, root: Path) -
 
 
 def test_training_reads_features_from_the_cache_after_computing_them_once(
-    tiny_synthetic: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: F811
+    tiny_synthetic: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     torch.manual_seed(0)
     dm = _datamodule(tiny_synthetic, tmp_path, feature_cache=True)
@@ -160,7 +159,7 @@ def test_training_reads_features_from_the_cache_after_computing_them_once(
     assert again.calls == 0 and again.batch_kinds == {"features"}
 
 
-def test_feature_cache_refuses_an_unfrozen_encoder_at_fit(tiny_synthetic: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_feature_cache_refuses_an_unfrozen_encoder_at_fit(tiny_synthetic: Path, tmp_path: Path) -> None:
     dm = _datamodule(tiny_synthetic, tmp_path, feature_cache=True)
     model = VideoClassifier({"arch": "convlstm", "hidden_channels": [4], "stem_channels": 4}, dm.num_classes)
     with pytest.raises(UserError, match="freeze_encoder=true"):
@@ -170,7 +169,7 @@ def test_feature_cache_refuses_an_unfrozen_encoder_at_fit(tiny_synthetic: Path, 
 def test_train_pipeline_with_the_feature_cache(tmp_path: Path) -> None:
     """``model.net.freeze_encoder=true data.feature_cache=true`` through the real configs: fit on cached
     features, explanations of the clips behind them, test on clips."""
-    from pipeline_fixtures import TINY_DATA, TINY_TRAIN, compose_cfg
+    from helpers import TINY_DATA, TINY_TRAIN, compose_cfg
 
     from vidxai.pipelines.train import train
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipeline_fixtures import ROOT, TINY_DATA
+from helpers import ROOT, TINY_DATA
 
 
 def _train(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def test_ddp_cpu_two_processes_sync_metrics_and_write_once(tmp_path: Path) -> No
         "data.batch_size=2", "model=convlstm", "model.net.hidden_channels=[4]", "model.net.stem_channels=4",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.strategy.timeout.seconds=90",
         "callbacks.explanation.every_n_epochs=2", "callbacks.explanation.num_clips=1",
-        "callbacks.rich_progress_bar=null", "+callbacks.rank_report._target_=pipeline_fixtures.RankReport",
+        "callbacks.rich_progress_bar=null", "+callbacks.rank_report._target_=helpers.RankReport",
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

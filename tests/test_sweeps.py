@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import CONF, ROOT, TINY_DATA
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from pipeline_fixtures import CONF, ROOT, TINY_DATA
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e .[cluster]")
 
@@ -42,7 +42,7 @@ def test_optuna_sweep_of_two_trials_through_submitit_local(tmp_path: Path) -> No
         "hydra.sweeper.n_jobs=2", f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}", *TINY_DATA,
         "model=convlstm", "model.net.hidden_channels=[4]", "model.net.stem_channels=4", "trainer=cpu",
         "trainer.max_epochs=1", "test=false", "logger=wandb", "callbacks.explanation.every_n_epochs=0",
-        "callbacks.rich_progress_bar=null", "+callbacks.rank_report._target_=pipeline_fixtures.RankReport",
+        "callbacks.rich_progress_bar=null", "+callbacks.rank_report._target_=helpers.RankReport",
     ]
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=400)
