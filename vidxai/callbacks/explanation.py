@@ -105,7 +105,9 @@ class ExplanationCallback(Callback):
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0] if loaders else None
-        return None if loaders is None else loaders.dataset
+        dataset = None if loaders is None else loaders.dataset
+        # with data.feature_cache the loader serves encoder features: explain the clips behind them
+        return getattr(dataset, "clips", dataset)
 
     def _select(self, trainer: pl.Trainer, dataset: Any) -> list[int]:
         if self._indices is None:

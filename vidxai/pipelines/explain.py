@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.data.clips import prepare_clip
 from vidxai.errors import UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
 from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
@@ -202,6 +202,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         and cfg.get("index") is None
         and cfg.get("class") is None
     )
+    sweep_group(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     run = _wandb_run(loggers)
     try:
