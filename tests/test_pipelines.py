@@ -37,6 +37,7 @@ from vidxai.pipelines.train import train
         ["experiment=paper_convlstm"],
         ["debug=fast"],
         ["logger=csv", "callbacks=none"],
+        ["data=synthetic_events"],
     ],
 )
 def test_train_configs_compose(overrides: list[str]) -> None:
@@ -49,6 +50,10 @@ def test_train_configs_compose(overrides: list[str]) -> None:
         assert cfg.data.layout == "ucf11" and cfg.data.batch_size == 32
         assert cfg.trainer.max_epochs == 100 and cfg.callbacks.early_stopping.patience == 15
         assert cfg.trainer.precision == "bf16-mixed" and cfg.model.net.pretrained is True
+    if "data=synthetic_events" in overrides:  # its own folder; the flash fills one of num_frames segments
+        assert cfg.data.synthetic.variant == "events" and cfg.data.root.endswith("/synthetic_events")
+        assert cfg.data.synthetic.event_segments == cfg.data.num_frames
+        assert cfg.callbacks.explanation.lstm_rule == "signal_take_all"
 
 
 def test_default_train_config_matches_issue() -> None:
@@ -181,6 +186,7 @@ def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]
     good["hyper_parameters"]["net"] = {"arch": "convlstm"}
     torch.save(good, wrong)
     cases["mismatch"] = ([f"ckpt={wrong}"], "does not match architecture")
+    cases["lstm_rule"] = ([f"ckpt={ckpt}", "lstm_rule=Half"], "lstm_rule='Half' is unknown")
     return cases
 
 
