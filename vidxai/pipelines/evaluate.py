@@ -157,15 +157,13 @@ def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Pat
 
 
 def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_dir: Path, csv_path: Path) -> None:
-    import wandb
-
     from vidxai.evaluation.runner import summary_table
+    from vidxai.wandb_media import Image, Table, log_media
 
     columns, rows = summary_table(result)
-    payload: dict[str, Any] = {"evaluate/table": wandb.Table(columns=columns, data=[[_cell(v) for v in r]
-                                                                                   for r in rows])}
-    payload.update({f"evaluate/{k}": wandb.Image(str(v)) for k, v in figures.items()})
-    run.log(payload)
+    media: dict[str, Any] = {"evaluate/table": Table(columns, [[_cell(v) for v in r] for r in rows])}
+    media.update({f"evaluate/{k}": Image(v) for k, v in figures.items()})
+    log_media(run, media)
     for row in rows:
         for col, value in zip(columns[1:], row[1:]):
             if isinstance(value, float):
