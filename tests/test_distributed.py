@@ -67,3 +67,28 @@ def test_ddp_cpu_two_processes_sync_metrics_and_write_once(tmp_path: Path) -> No
                 for line in (run / log).read_text().splitlines() if "clip(s) computed by rank" in line]
     assert len(computed) == 4  # train and val, on each rank
     assert sum(int(line.split("feature cache: ")[1].split()[0]) for line in computed) == len(cached) > 0
+
+
+def test_ddp_launcher_inside_a_local_multirun_is_refused(tmp_path: Path) -> None:
+    import hydra
+    from helpers import compose_cfg
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from vidxai.errors import UserError
+    from vidxai.pipelines._common import check_launch
+
+    cfg = compose_cfg("train", tmp_path, ["trainer=ddp_cpu", "logger=none", "callbacks=none"])
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    check_launch(trainer)  # a single run is fine
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(UserError, match="hydra/launcher=slurm"):
+            check_launch(trainer)
+    finally:
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.RUN
+        HydraConfig.instance().set_config(cfg)
