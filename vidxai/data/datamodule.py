@@ -42,7 +42,8 @@ class VideoDataModule(pl.LightningDataModule):
         val_fraction, test_fraction: share of groups (per class) held out for val / test.
         fold: leave-one-group-out fold (test = the fold-th group of each class); ``None`` = random split.
         seed: seed of the split and of the training clip sampler.
-        backend: ``"auto"``, ``"decord"`` or ``"pyav"``; decode_device: ``"cpu"`` or ``"cuda"`` (decord+CUDA).
+        backend: ``"auto"``, ``"decord"``, ``"pyav"`` or ``"nvdec"``; decode_device: ``"cpu"`` or ``"cuda"``
+            (NVDEC through PyNvVideoCodec, extra ``gpu``; see :func:`vidxai.data.decoders.resolve_backend`).
         on_bad_video: ``"skip"`` (warn, report file) or ``"raise"`` for unreadable/corrupt videos.
         test_clips: K uniform clips per video at test time, batched as ``(B, K, T, 3, H, W)``.
         mean, std, flip: normalisation and training flip of :class:`VideoTransform`.
@@ -198,10 +199,6 @@ class VideoDataModule(pl.LightningDataModule):
         self._require_setup()
         assert self._entries is not None and self._split is not None
         return [self._entries[i] for i in self._split[split]]
-
-    def split_entries(self, split: str) -> list[VideoEntry]:
-        """Entries of ``split`` as stored in the checkpoint (after ``load_state_dict``), else as computed."""
-        return self.records_for(split)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
