@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
+from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def train(cfg: DictConfig) -> float | None:
     sweep_group(cfg)  # W&B: one run per job, grouped by sweep
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_launch(trainer)
 
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
