@@ -1,11 +1,16 @@
 """Video classification networks (plain ``nn.Module``) and the LightningModule that trains them."""
 
 from vidxai.models.classifier import VideoClassifier
+from vidxai.models.contract import ExplainableVideoNet, Stage, explain_stages, run_stages
 from vidxai.models.convlstm import ConvLSTM, ConvLSTMCell
 from vidxai.models.registry import NETWORKS, build_network
 from vidxai.models.vgg16_lstm import VGG16LSTM, vgg16_weights_file
 
 __all__ = [
+    "ExplainableVideoNet",
+    "Stage",
+    "explain_stages",
+    "run_stages",
     "NETWORKS",
     "ConvLSTM",
     "ConvLSTMCell",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vidxai.models.contract import Stage
 from vidxai.models.vgg16_lstm import check_video
 
 __all__ = ["ConvLSTM", "ConvLSTMCell"]
@@ -164,3 +165,8 @@ class ConvLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from the last layer's final hidden state."""
         return self.head(self.recurrence(self.features(x))[:, -1])
+
+    def explain_stages(self) -> tuple[Stage, ...]:
+        """The explainer contract (:mod:`vidxai.models.contract`): stem per frame, ConvLSTM cells, head."""
+        return (Stage("encoder", "frames", self.encoder), Stage("cells", "recurrent", self.cells),
+                Stage("head", "head", self.head))

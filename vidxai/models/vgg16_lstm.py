@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidxai.models.contract import Stage
+
 __all__ = ["VGG16_CFG", "VGG16LSTM", "check_video", "make_vgg16_features", "vgg16_weights_file"]
 
 #: torchvision's VGG16 configuration "D": conv output channels, "M" = 2x2 max pooling.
@@ -181,3 +183,8 @@ class VGG16LSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` for clips ``(B, T, 3, H, W)``."""
         return self.classify(self.features(x))
+
+    def explain_stages(self) -> tuple[Stage, ...]:
+        """The explainer contract (:mod:`vidxai.models.contract`): VGG16 per frame, LSTM, head."""
+        return (Stage("encoder", "frames", self.encoder), Stage("lstm", "recurrent", self.lstm),
+                Stage("head", "head", self.head))
