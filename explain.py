@@ -15,17 +15,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 
-def _check_rule_args(argv: list[str]) -> None:
-    """`rule=NAME` selects conf/rule/NAME.yaml: an unknown name is a user error (one line, exit code 2)."""
-    known = sorted(p.stem for p in (ROOT / "conf" / "rule").glob("*.yaml"))
-    for arg in argv:
-        if arg.startswith("rule="):
-            for name in arg.split("=", 1)[1].split(","):
-                if name and name not in known:
-                    print(f"error: unknown rule={name!r}; choose one of {known}", file=sys.stderr)
-                    sys.exit(2)
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="explain")
 def main(cfg: DictConfig) -> None:
     from vidxai.pipelines._common import run_entry_point
@@ -35,5 +24,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    _check_rule_args(sys.argv[1:])
+    from vidxai.pipelines._common import check_group_overrides, quiet_warnings
+
+    check_group_overrides(sys.argv[1:], ROOT / "conf")
+    quiet_warnings()
     main()

@@ -1,5 +1,6 @@
 """Lightning callbacks."""
 
 from vidxai.callbacks.explanation import ExplanationCallback, stratified_indices
+from vidxai.callbacks.resume import AtomicCheckpointIO, ModelCheckpoint, SeedEveryBatch
 
-__all__ = ["ExplanationCallback", "stratified_indices"]
+__all__ = ["AtomicCheckpointIO", "ExplanationCallback", "ModelCheckpoint", "SeedEveryBatch", "stratified_indices"]

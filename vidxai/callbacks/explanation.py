@@ -14,6 +14,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
+from vidxai.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExplanationCallback", "stratified_indices"]
@@ -65,11 +67,11 @@ class ExplanationCallback(Callback):
         self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
         unknown = sorted(set(self.rules) - set(RULES))
         if unknown:
-            raise ValueError(f"explanation callback: unknown rule(s) {unknown}; choose from {sorted(RULES)}")
+            raise ConfigError(f"explanation callback: unknown rule(s) {unknown}; choose from {sorted(RULES)}")
         if num_clips < 1:
-            raise ValueError(f"explanation callback: num_clips={num_clips} must be >= 1")
+            raise ConfigError(f"explanation callback: num_clips={num_clips} must be >= 1")
         if scale not in ("video", "frame"):
-            raise ValueError(f"explanation callback: scale={scale!r}; choose 'video' or 'frame'")
+            raise ConfigError(f"explanation callback: scale={scale!r}; choose 'video' or 'frame'")
         self.num_clips = int(num_clips)
         self.every_n_epochs = int(every_n_epochs)
         self.top_k = int(top_k)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.errors import ConfigError, UserError
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav")
@@ -29,7 +31,7 @@ _CUDA_DECORD_MESSAGE = (
 )
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video file could not be opened or decoded; the message names the file and the failure."""
 
 
@@ -54,15 +56,15 @@ def resolve_backend(backend: str = "auto", device: str = "cpu") -> str:
     built with CUDA; anything else raises one clear ``ValueError``.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"data.backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"data.backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}")
     if device not in DEVICES:
-        raise ValueError(f"data.decode_device={device!r} is unknown: use 'cpu' or 'cuda'")
+        raise ConfigError(f"data.decode_device={device!r} is unknown: use 'cpu' or 'cuda'")
     if backend == "decord" and not decord_available():
-        raise ValueError("data.backend=decord but decord is not installed: pip install decord or set "
+        raise ConfigError("data.backend=decord but decord is not installed: pip install decord or set "
                          "data.backend=pyav")
     if device == "cuda":
         if backend == "pyav" or not decord_has_cuda():
-            raise ValueError(_CUDA_DECORD_MESSAGE)
+            raise ConfigError(_CUDA_DECORD_MESSAGE)
         return "decord"
     if backend == "auto":
         return "decord" if decord_available() else "pyav"
@@ -222,7 +224,7 @@ class PyAVDecoder(VideoDecoder):
 
     def __init__(self, path: str | Path, size: Sequence[int] | None = None, device: str = "cpu") -> None:
         if device != "cpu":
-            raise ValueError(f"the PyAV backend decodes on the CPU only, got device={device!r}: "
+            raise ConfigError(f"the PyAV backend decodes on the CPU only, got device={device!r}: "
                              "set data.decode_device=cpu or data.backend=decord")
         super().__init__(path, size, device)
         import av

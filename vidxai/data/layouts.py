@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidxai.errors import ConfigError, MissingPathError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".mov", ".m4v"})
 LAYOUTS = ("ucf11", "ucf101", "folder")
 _SKIP_DIRS = frozenset({"annotation", "annotations", "ucftraintestlist"})
@@ -48,10 +50,10 @@ def _videos(folder: Path) -> list[Path]:
 
 def _check_root(layout: str, root: str | Path) -> Path:
     if layout not in LAYOUTS:
-        raise ValueError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"data.root={str(path)!r} is not a folder: point data.root at a dataset "
+        raise MissingPathError(f"data.root={str(path)!r} is not a folder: point data.root at a dataset "
                                 f"laid out as {_EXPECTED[layout]}")
     return path.resolve()
 
@@ -89,7 +91,7 @@ def discover(layout: str, root: str | Path) -> tuple[list[VideoRecord], list[str
         if found:
             per_class[class_dir.name] = found
     if not per_class:
-        raise ValueError(f"no videos found under data.root={str(base)!r} for data.layout={layout}: "
+        raise ConfigError(f"no videos found under data.root={str(base)!r} for data.layout={layout}: "
                          f"expected {_EXPECTED[layout]}")
     class_names = sorted(per_class)
     records = [VideoRecord(str(path), label, name, group)
@@ -110,7 +112,7 @@ def split_lists(root: str | Path, split_id: int = 1) -> dict[str, list[str]] | N
     Looks in ``root/ucfTrainTestlist`` and then ``root``; returns ``None`` when no lists exist.
     """
     if split_id not in (1, 2, 3):
-        raise ValueError(f"data.split_id={split_id} is invalid: UCF101 has official splits 1, 2 and 3")
+        raise ConfigError(f"data.split_id={split_id} is invalid: UCF101 has official splits 1, 2 and 3")
     list_dir = _find_list_dir(Path(root).expanduser())
     if list_dir is None:
         return None
@@ -118,7 +120,7 @@ def split_lists(root: str | Path, split_id: int = 1) -> dict[str, list[str]] | N
     for split, stem in (("train", "trainlist"), ("test", "testlist")):
         file = list_dir / f"{stem}0{split_id}.txt"
         if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing: the UCF101 split lists in {list_dir} are "
+            raise MissingPathError(f"{file} is missing: the UCF101 split lists in {list_dir} are "
                                     "incomplete; "
                                     "restore ucfTrainTestlist or remove classInd.txt to use random splits")
         # lines are "Class/v_Class_g01_c01.avi [label]"

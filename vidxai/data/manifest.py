@@ -96,7 +96,7 @@ def scan(records: Sequence[VideoRecord], cache_dir: str | Path | None = None,
             entries = [VideoEntry.from_json(d) for d in data["entries"]]
             bad = [(b["path"], b["reason"]) for b in data["bad"]]
             if not report_path.is_file():
-                _write_report(report_path, bad)
+                write_report(report_path, bad)
             return entries, bad
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring unreadable manifest cache %s; rescanning", manifest_path)
@@ -114,11 +114,11 @@ def scan(records: Sequence[VideoRecord], cache_dir: str | Path | None = None,
     tmp = manifest_path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=1))
     tmp.replace(manifest_path)  # atomic: parallel runs never read a half-written manifest
-    _write_report(report_path, bad)
+    write_report(report_path, bad)
     return entries, bad
 
 
-def _write_report(path: Path, bad: Sequence[tuple[str, str]]) -> None:
+def write_report(path: Path, bad: Sequence[tuple[str, str]]) -> None:
     """One ``path<TAB>reason`` line per bad video."""
     text = "".join(f"{p}\t{r}\n" for p, r in bad)
     path.write_text(text or "# no unreadable, zero-frame or corrupt videos\n")

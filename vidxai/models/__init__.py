@@ -3,7 +3,7 @@
 from vidxai.models.classifier import VideoClassifier
 from vidxai.models.contract import ExplainableVideoNet, Stage, explain_stages, run_stages
 from vidxai.models.convlstm import ConvLSTM, ConvLSTMCell
-from vidxai.models.registry import NETWORKS, build_network
+from vidxai.models.registry import NETWORKS, build_network, check_network
 from vidxai.models.vgg16_lstm import VGG16LSTM, vgg16_weights_file
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "VGG16LSTM",
     "VideoClassifier",
     "build_network",
+    "check_network",
     "vgg16_weights_file",
 ]

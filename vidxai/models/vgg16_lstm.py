@@ -8,10 +8,12 @@ linear head classifies its last hidden state.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from vidxai.errors import ConfigError, MissingPathError
 from vidxai.models.contract import Stage
 
 __all__ = ["VGG16_CFG", "VGG16LSTM", "check_video", "make_vgg16_features", "vgg16_weights_file"]
@@ -73,16 +75,16 @@ def _load_vgg16_state(path: Path, batch_norm: bool) -> dict[str, torch.Tensor]:
 
     url = (VGG16_BN_Weights if batch_norm else VGG16_Weights).IMAGENET1K_V1.url
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"pretrained VGG16{'-BN' if batch_norm else ''} weights not found at {path}: download {url} "
             f"into {path.parent} (or pass weights_path=...), or set pretrained=False"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt / not a state dict
-        raise ValueError(f"cannot read VGG16 weights {path}: {err}; re-download {url}") from err
+        raise ConfigError(f"cannot read VGG16 weights {path}: {err}; re-download {url}") from err
     if not isinstance(state, dict):
-        raise ValueError(f"VGG16 weights {path} hold a {type(state).__name__}, expected a state dict")
+        raise ConfigError(f"VGG16 weights {path} hold a {type(state).__name__}, expected a state dict")
     if any(k.startswith("features.") for k in state):
         state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     return state
@@ -121,7 +123,7 @@ class VGG16LSTM(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1 or hidden_size < 1 or num_layers < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"VGG16LSTM needs num_classes, hidden_size, num_layers >= 1, "
                 f"got {num_classes}, {hidden_size}, {num_layers}"
             )
@@ -141,6 +143,20 @@ class VGG16LSTM(nn.Module):
                 p.requires_grad_(False)
             self.encoder.eval()
 
+    @staticmethod
+    def check_config(pretrained: bool = False, weights_path: str | None = None, batch_norm: bool = False,
+                     **_: Any) -> None:
+        """Fail early (before data or model) when the pretrained weights file that would be loaded is missing."""
+        if weights_path is not None:
+            path = Path(weights_path).expanduser()
+            if not path.is_file():
+                raise MissingPathError(f"model.net.weights_path={weights_path}: weights not found there; pass the "
+                                       "path of a VGG16 .pth file or set model.net.weights_path=null")
+        elif pretrained:
+            path = vgg16_weights_file(batch_norm)
+            if not path.is_file():
+                _load_vgg16_state(path, batch_norm)  # raises the message naming the file and its URL
+
     def load_vgg16_weights(self, weights_path: str | Path | None = None) -> None:
         """Load ImageNet VGG16 conv weights into ``encoder`` from ``weights_path`` or the hub cache."""
         path = Path(weights_path) if weights_path is not None else vgg16_weights_file(self.batch_norm)
@@ -150,7 +166,7 @@ class VGG16LSTM(nn.Module):
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             hint = " (is batch_norm set to match the weights?)"
-            raise ValueError(
+            raise ConfigError(
                 f"VGG16 weights {path} do not match VGG16{'-BN' if self.batch_norm else ''}: "
                 f"missing {missing[:4]}, unexpected {unexpected[:4]}{hint}"
             )
@@ -158,7 +174,7 @@ class VGG16LSTM(nn.Module):
             conv_stack.load_state_dict(state)
         except RuntimeError as err:
             detail = str(err).splitlines()[-1].strip()
-            raise ValueError(f"VGG16 weights {path} have wrong shapes: {detail}") from err
+            raise ConfigError(f"VGG16 weights {path} have wrong shapes: {detail}") from err
 
     def train(self, mode: bool = True) -> VGG16LSTM:
         """Set training mode; a frozen encoder stays in eval mode."""
