@@ -15,6 +15,23 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 
+def _check_rule_args(argv: list[str]) -> None:
+    """`rule=NAME` selects conf/rule/NAME.yaml: a name not in the rule registry is a user error (one line, exit 2).
+
+    Checked before Hydra composes the config, whose own message for a missing config file is a long one.
+    """
+    from vidxai.xai.rules import get_rule
+
+    for arg in argv:
+        if arg.startswith("rule="):
+            for name in arg.split("=", 1)[1].split(","):
+                try:
+                    get_rule(name)
+                except ValueError as exc:
+                    print(f"error: rule={name}: {exc}", file=sys.stderr)
+                    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="explain")
 def main(cfg: DictConfig) -> None:
     from vidxai.pipelines._common import run_entry_point
@@ -26,6 +43,7 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     from vidxai.pipelines._common import check_group_overrides, quiet_warnings
 
+    _check_rule_args(sys.argv[1:])
     check_group_overrides(sys.argv[1:], ROOT / "conf")
     quiet_warnings()
     main()

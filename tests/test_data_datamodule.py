@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from data_fixtures import TINY, make_video, tiny_synthetic  # noqa: F401 (fixture)
+from helpers import TINY, make_video
 
 from vidxai.data import VideoDataModule
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import corrupt, make_video
+from helpers import corrupt, make_video
 
 from vidxai.data import decoders
 from vidxai.data.decoders import DecordDecoder, PyAVDecoder, VideoDecodeError, open_video, resolve_backend

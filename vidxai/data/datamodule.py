@@ -238,7 +238,7 @@ class VideoDataModule(pl.LightningDataModule):
         state = {"class_names": self.class_names, "layout": self.layout, "root": self.root,
                  "split": {s: [self._relative(e.record.path) for e in self.records_for(s)] for s in SPLITS}}
         trainer = getattr(self, "trainer", None)
-        if trainer is not None:
+        if hasattr(trainer, "fit_loop"):
             # the epoch a resumed run trains next: Lightning iterates the training loader before it has
             # worked that out from its loop counters, so the shuffling order is told here
             done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
@@ -291,7 +291,7 @@ class VideoDataModule(pl.LightningDataModule):
         sampler = None
         if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
             trainer = getattr(self, "trainer", None)
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
@@ -309,7 +309,7 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _current_epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
-        return int(trainer.current_epoch) if trainer is not None else 0
+        return int(getattr(trainer, "current_epoch", 0) or 0)
 
     def train_dataloader(self) -> DataLoader:
         """Training clips in a ``(seed, epoch)``-shuffled order (jittered segment sampling)."""

@@ -28,7 +28,7 @@ from vidxai.xai.recurrent import (
     recurrent_forward,
     recurrent_relevance,
 )
-from vidxai.xai.rules import RULES, make_composite
+from vidxai.xai.rules import make_composite, resolve_rule
 
 __all__ = ["Explanation", "VideoLRP"]
 
@@ -125,10 +125,8 @@ class VideoLRP(Attribution):
         net = _unwrap(model)
         super().__init__(net)
         self.net = net
-        if rule not in RULES:
-            raise ValueError(f"unknown LRP rule {rule!r}; choose one of {sorted(RULES)}")
         self.rule_name = rule
-        self.rule_params = RULES[rule].resolve(**rule_params)
+        self.rule_params = resolve_rule(rule, **rule_params)  # the registry checks name and params
         self.composite = make_composite(rule, **rule_params)
         if isinstance(lstm_eps, bool) or not isinstance(lstm_eps, (int, float)) or not lstm_eps > 0:
             raise ValueError(f"lstm_eps must be a number > 0, got {lstm_eps!r}")

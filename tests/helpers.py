@@ -1,14 +1,41 @@
-"""Compose the real Hydra configs for tiny, fast runs (shared by the pipeline tests)."""
+"""Plain test helpers (no fixtures: those live in conftest.py): tiny real videos and tiny Hydra configs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from vidxai.data.synthetic import write_video
+
+#: A tiny synthetic set: 4 classes x 4 groups x 2 clips of 8 frames at 32x32.
+TINY = {"num_classes": 4, "groups_per_class": 4, "clips_per_group": 2, "num_frames": 8, "size": (32, 32),
+        "fps": 8, "seed": 0}
+
+
+def make_video(path: Path, num_frames: int = 6, size: tuple[int, int] = (32, 32), seed: int = 0) -> Path:
+    """Write a small real video whose frame t has mean grey level ~ 20 * t (frames are tellable apart)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    frames = np.empty((num_frames, h, w, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t] = np.clip(20 * t + 20 + rng.integers(0, 8, size=(h, w, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, fps=8)
+    return path
+
+
+def corrupt(path: Path, n_bytes: int = 500, seed: int = 1) -> None:
+    """Overwrite ``path`` with random bytes (keeps the extension, breaks the container)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
+
+
+# ----------------------------------------------------------------------------- Hydra configs
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
