@@ -126,7 +126,7 @@ class ExplanationCallback(Callback):
             try:
                 self._explainer(pl_module, rule)
             except ValueError as exc:
-                raise ValueError(
+                raise ConfigError(
                     f"explanation callback: {exc} (or turn it off: callbacks.explanation.every_n_epochs=0)"
                 ) from None
 

@@ -39,13 +39,22 @@ def is_video(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
 
 
+def named_like_video(path: Path) -> bool:
+    """A video file, or anything else (a folder, a link to nothing) whose name says it is one.
+
+    Such entries are listed so that the scan reports them as bad instead of silently passing them over.
+    """
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in _SKIP_DIRS)
+                  if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in _SKIP_DIRS
+                  and not named_like_video(p))
 
 
 def _videos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_video(p))
+    return sorted(p for p in folder.iterdir() if named_like_video(p))
 
 
 def _check_root(layout: str, root: str | Path) -> Path:
@@ -63,14 +72,15 @@ def _grouped(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
     found = [(p, f"{class_name}/{p.stem}") for p in _videos(class_dir)]
     for sub in _subdirs(class_dir):
         found += [(p, f"{class_name}/{sub.name}") for p in sorted(sub.rglob("*"))
-                  if is_video(p) and not any(part.lower() in _SKIP_DIRS for part in p.relative_to(sub).parts)]
+                  if named_like_video(p) and not any(part.lower() in _SKIP_DIRS or named_like_video(Path(part))
+                                                     for part in p.relative_to(sub).parts[:-1])]
     return found
 
 
 def _ucf101(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
     found = []
     for p in sorted(class_dir.rglob("*")):
-        if not is_video(p):
+        if not named_like_video(p) or any(named_like_video(Path(part)) for part in p.relative_to(class_dir).parts[:-1]):
             continue
         match = _UCF101_NAME.match(p.stem)
         found.append((p, match.group("group").lower() if match else f"{class_name}/{p.stem}"))
@@ -80,16 +90,24 @@ def _ucf101(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
 def discover(layout: str, root: str | Path) -> tuple[list[VideoRecord], list[str]]:
     """Find all videos of a ``layout`` under ``root``; returns (records, sorted class names).
 
-    Classes are the immediate sub-folders holding at least one video; ``Annotation`` folders
-    (any case) and ``ucfTrainTestlist`` are skipped.
+    Classes are the immediate sub-folders; ``Annotation`` folders (any case) and
+    ``ucfTrainTestlist`` are skipped. A class folder without any video is an error (a class the model
+    could never learn). Entries named like videos that are not files (a folder ``clip.avi/``) are
+    returned too, so that the scan lists them as bad.
     """
     base = _check_root(layout, root)
     per_class: dict[str, list[tuple[Path, str]]] = {}
+    empty: list[str] = []
     for class_dir in _subdirs(base):
         find = _ucf101 if layout == "ucf101" else _grouped
         found = find(class_dir, class_dir.name)
         if found:
             per_class[class_dir.name] = found
+        else:
+            empty.append(class_dir.name)
+    if per_class and empty:
+        raise ConfigError(f"class folder(s) {empty} under data.root={str(base)!r} hold no video "
+                          f"({', '.join(sorted(VIDEO_EXTENSIONS))}): add videos or remove the folder(s)")
     if not per_class:
         raise ConfigError(f"no videos found under data.root={str(base)!r} for data.layout={layout}: "
                          f"expected {_EXPECTED[layout]}")

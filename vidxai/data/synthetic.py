@@ -76,7 +76,7 @@ def class_name(sequence: Sequence[str]) -> str:
 def event_classes(num_classes: int) -> list[str]:
     """Flash colours used as classes by the "events" variant (up to 4)."""
     if not 2 <= num_classes <= len(COLOURS):
-        raise ValueError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
+        raise ConfigError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
                          f"{len(COLOURS)} (one flash colour per class)")
     return list(COLOURS)[:num_classes]
 
@@ -85,7 +85,7 @@ def _params(num_classes: int, groups_per_class: int, clips_per_group: int, num_f
             size: Sequence[int], fps: int, seed: int, variant: str = "order",
             event_segments: int = 8) -> dict[str, Any]:
     if variant not in VARIANTS:
-        raise ValueError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+        raise ConfigError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
     h, w = (int(s) for s in size)
     if h % 2 or w % 2 or h < 16 or w < 16:
         raise ConfigError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
