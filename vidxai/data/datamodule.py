@@ -294,10 +294,10 @@ class VideoDataModule(pl.LightningDataModule):
             world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          multiprocessing_context=context, timeout=self.timeout if workers else 0)
+        return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                                       num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                       persistent_workers=self.persistent_workers and workers,
+                                       multiprocessing_context=context, timeout=self.timeout if workers else 0)
 
     def _sampler_epoch(self) -> int:
         """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
@@ -338,6 +338,39 @@ class VideoDataModule(pl.LightningDataModule):
                                                                        batch["index"]))
             batch = {**batch, "video": self.transform(batch["video"], train=training, generator=generator)}
         return batch
+
+
+class _TimeoutReportingLoader(DataLoader):
+    """A DataLoader whose worker timeout (``data.timeout``) ends in a message that names the setting and what
+    to do, instead of a bare ``RuntimeError`` deep in torch."""
+
+    def __iter__(self):  # noqa: ANN204 - a DataLoader iterator
+        return _ReportingIterator(super().__iter__(), self.timeout)
+
+
+class _ReportingIterator:
+    def __init__(self, it: Any, timeout: float) -> None:
+        self._it, self._timeout = it, timeout
+
+    def __iter__(self) -> _ReportingIterator:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._it)
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._it)
+        except RuntimeError as exc:
+            if "DataLoader timed out" not in str(exc):
+                raise
+            raise VideoDecodeError(
+                f"a DataLoader worker took longer than data.timeout={self._timeout:g} s for one batch ({exc}): a "
+                "decoder hangs on some file or the machine is overloaded; check the bad-video report, raise "
+                "data.timeout, or run with data.num_workers=0 to see where it stops") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._it, name)
 
 
 def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:

@@ -79,7 +79,12 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     for name, conf in cfg.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             log.debug("instantiating %s <%s>", name, conf._target_)
-            objects.append(hydra.utils.instantiate(conf))
+            obj = hydra.utils.instantiate(conf)
+            init = getattr(obj, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                # Lightning's WandbLogger always passes the deprecated `anonymous` setting; W&B warns about it
+                init.pop("anonymous", None)
+            objects.append(obj)
     return objects
 
 

@@ -250,9 +250,10 @@ def _wandb_resume_id(cfg: DictConfig) -> None:
     id_file = Path(str(cfg.paths.output_dir)) / WANDB_ID_FILE
     run_id = wandb_cfg.get("id") or (id_file.read_text().strip() if id_file.is_file() else None)
     if not run_id:
-        import wandb
+        import secrets
+        import string
 
-        run_id = wandb.util.generate_id()
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     id_file.parent.mkdir(parents=True, exist_ok=True)
     id_file.write_text(f"{run_id}\n")
     with open_dict(cfg):
