@@ -121,11 +121,11 @@ def test_atomic_checkpoint_write_survives_a_kill_during_the_save(tmp_path: Path)
     target = tmp_path / "last.ckpt"
     code = (
         "import sys, torch\n"
-        "from vidxai.callbacks.resume import AtomicCheckpointIO\n"
-        "io = AtomicCheckpointIO(); big = torch.randn(1_000_000)\n"
+        "from vidxai.checkpoint import atomic_save\n"  # what AtomicCheckpointIO.save_checkpoint runs
+        "big = torch.randn(1_000_000)\n"
         "i = 0\n"
         "while True:\n"
-        "    io.save_checkpoint({'step': i, 'w': big}, sys.argv[1]); i += 1\n"
+        "    atomic_save({'step': i, 'w': big}, sys.argv[1]); i += 1\n"
         "    print(i, flush=True)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True,

@@ -15,9 +15,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +25,11 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
-__all__ = ["AtomicCheckpointIO", "ModelCheckpoint", "SeedEveryBatch", "TMP_MARK", "batch_seed"]
+from vidxai.checkpoint import TMP_MARK, atomic_save
+
+__all__ = ["TMP_MARK", "AtomicCheckpointIO", "ModelCheckpoint", "SeedEveryBatch", "atomic_save", "batch_seed"]
 
 log = logging.getLogger(__name__)
-
-#: Infix of the temporary files :class:`AtomicCheckpointIO` writes (``last.ckpt.tmp-<pid>``).
-TMP_MARK = ".tmp-"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,33 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote file systems: Lightning's own (fsspec transaction) write
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f"{target.name}{TMP_MARK}*"):  # left by a run killed mid-save
-            stale.unlink(missing_ok=True)
-        tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}")
-        try:
-            with open(tmp, "wb") as fh:
-                torch.save(checkpoint, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some file systems do not open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        atomic_save(checkpoint, path)
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
