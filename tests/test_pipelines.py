@@ -257,7 +257,7 @@ def test_interrupted_training_leaves_a_checkpoint_to_resume_from(tmp_path: Path,
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("data.decode_device=cuda", "decord built with CUDA"),
+        ("data.decode_device=cuda", "PyNvVideoCodec"),
         ("model.net.pretrained=true", "weights not found"),
         ("data.root=/nonexistent/videos", "is not a folder"),
     ],

@@ -5,6 +5,7 @@ from vidxai.data.datamodule import VideoDataModule
 from vidxai.data.dataset import VideoClipDataset
 from vidxai.data.decoders import (
     DecordDecoder,
+    NvdecDecoder,
     PyAVDecoder,
     VideoDecodeError,
     VideoDecoder,
@@ -23,6 +24,7 @@ __all__ = [
     "IMAGENET_STD",
     "VIDEO_EXTENSIONS",
     "DecordDecoder",
+    "NvdecDecoder",
     "PyAVDecoder",
     "VideoClipDataset",
     "VideoDataModule",

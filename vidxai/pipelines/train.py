@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -17,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vidxai.callbacks.resume import TMP_MARK, AtomicCheckpointIO, SeedEveryBatch
 from vidxai.errors import ConfigError, MissingPathError, UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         callbacks.append(SeedEveryBatch(int(cfg.seed)))
     _wandb_resume_id(cfg)
+    sweep_group(cfg)  # W&B: one run per job, grouped by sweep
     loggers = instantiate_group(cfg.get("logger"))
     plugins = list(cfg.trainer.get("plugins") or [])
     if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
@@ -247,15 +250,14 @@ def _wandb_resume_id(cfg: DictConfig) -> None:
         return
     from omegaconf import open_dict
 
-    id_file = Path(str(cfg.paths.output_dir)) / WANDB_ID_FILE
+    run_dir = Path(str(cfg.paths.output_dir))
+    id_file = run_dir / WANDB_ID_FILE
     run_id = wandb_cfg.get("id") or (id_file.read_text().strip() if id_file.is_file() else None)
-    if not run_id:
-        import secrets
-        import string
-
-        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    id_file.parent.mkdir(parents=True, exist_ok=True)
-    id_file.write_text(f"{run_id}\n")
+    if not run_id:  # from the run folder: every DDP process of the run agrees on it
+        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(f"{run_id}\n")
     with open_dict(cfg):
         wandb_cfg.id = run_id
         wandb_cfg.resume = "allow"
