@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.errors import ConfigError
+
 MARKER = "_COMPLETE.json"
 _IN_PROGRESS = "_GENERATING.json"
 FORMAT_VERSION = 1
@@ -58,11 +60,11 @@ CODEC = "mpeg4"
 def class_sequences(num_classes: int) -> list[tuple[str, ...]]:
     """Colour orders used as classes: permutations of 3 colours (up to 6 classes) or 4 (up to 24)."""
     if num_classes < 2:
-        raise ValueError(f"synthetic num_classes must be >= 2, got {num_classes}")
+        raise ConfigError(f"synthetic num_classes must be >= 2, got {num_classes}")
     n_colours = 3 if num_classes <= 6 else 4
     perms = list(itertools.permutations(list(COLOURS)[:n_colours]))
     if num_classes > len(perms):
-        raise ValueError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} "
+        raise ConfigError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} "
                          "colour orders")
     return [tuple(p) for p in perms[:num_classes]]
 
@@ -75,7 +77,7 @@ def class_name(sequence: Sequence[str]) -> str:
 def event_classes(num_classes: int) -> list[str]:
     """Flash colours used as classes by the "events" variant (up to 4)."""
     if not 2 <= num_classes <= len(COLOURS):
-        raise ValueError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
+        raise ConfigError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
                          f"{len(COLOURS)} (one flash colour per class)")
     return list(COLOURS)[:num_classes]
 
@@ -84,23 +86,23 @@ def _params(num_classes: int, groups_per_class: int, clips_per_group: int, num_f
             size: Sequence[int], fps: int, seed: int, variant: str = "order",
             event_segments: int = 8) -> dict[str, Any]:
     if variant not in VARIANTS:
-        raise ValueError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+        raise ConfigError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
     h, w = (int(s) for s in size)
     if h % 2 or w % 2 or h < 16 or w < 16:
-        raise ValueError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
+        raise ConfigError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
     if groups_per_class < 1 or clips_per_group < 1:
-        raise ValueError("synthetic groups_per_class and clips_per_group must be >= 1")
+        raise ConfigError("synthetic groups_per_class and clips_per_group must be >= 1")
     if variant == "events":
         event_classes(num_classes)
         if event_segments < 3 or num_frames % event_segments:
-            raise ValueError(f"synthetic event_segments={event_segments} must be >= 3 and divide "
+            raise ConfigError(f"synthetic event_segments={event_segments} must be >= 3 and divide "
                              f"num_frames={num_frames} (the flash fills one of event_segments equal segments)")
     n_phases = len(class_sequences(num_classes)[0]) if variant == "order" else 1
     if variant == "order" and num_frames < 2 * n_phases:
-        raise ValueError(f"synthetic num_frames={num_frames} is too short: need >= {2 * n_phases} "
+        raise ConfigError(f"synthetic num_frames={num_frames} is too short: need >= {2 * n_phases} "
                          f"for {n_phases} colour phases")
     if fps < 1:
-        raise ValueError(f"synthetic fps must be >= 1, got {fps}")
+        raise ConfigError(f"synthetic fps must be >= 1, got {fps}")
     params = {"format_version": FORMAT_VERSION, "num_classes": int(num_classes),
               "groups_per_class": int(groups_per_class), "clips_per_group": int(clips_per_group),
               "num_frames": int(num_frames), "size": [h, w], "fps": int(fps), "seed": int(seed), "codec": CODEC}
@@ -323,7 +325,7 @@ def _make_locked(root: Path, params: dict, num_classes: int, groups_per_class: i
         except ValueError:
             pass
     if root.is_dir() and not (marker.is_file() or (root / _IN_PROGRESS).is_file()) and any(root.iterdir()):
-        raise ValueError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: "
+        raise ConfigError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: "
                          "point data.root at an empty or new folder to generate synthetic data there")
     if root.is_dir():
         _clear_previous(root)

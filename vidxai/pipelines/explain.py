@@ -28,7 +28,7 @@ from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.data.clips import prepare_clip
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
-from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.reporting import positive_mass, relevance_summary, render_explanation, summary_text, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
 from vidxai.xai.recurrent import check_lstm_rule
@@ -232,7 +232,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             result = _explain_one(cfg, ck, explainer, rule, params, clip, target, compare, out_dir, run)
     finally:
         finish_wandb()
-    log.info("explanation written to %s", out_dir)
+    print(summary_text(result, out_dir), flush=True)  # last: after W&B's own closing lines
     return result
 
 
