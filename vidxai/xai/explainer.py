@@ -25,6 +25,7 @@ from vidxai.models.contract import Stage, explain_stages
 from vidxai.xai.cnn import Step, compile_sequential, run_steps
 from vidxai.xai.recurrent import (
     RecurrentLayer,
+    check_lstm_rule,
     convlstm_layers,
     head_forward,
     head_relevance,
@@ -32,7 +33,7 @@ from vidxai.xai.recurrent import (
     recurrent_forward,
     recurrent_relevance,
 )
-from vidxai.xai.rules import RULES, make_composite
+from vidxai.xai.rules import make_composite, resolve_rule
 
 __all__ = ["Explanation", "VideoLRP"]
 
@@ -118,6 +119,9 @@ class VideoLRP(Attribution):
         lstm_eps: epsilon of the recurrent part and the head (Arras et al.: 1e-3).
         bias_factor: 0 (bias and stabiliser absorb their share) or 1 (spread over the inputs, so the
             recurrent part and head conserve relevance exactly, initial states included).
+        lstm_rule: how the LSTM / ConvLSTM products ``i*g`` and ``o*tanh(c)`` split relevance between
+            gate and signal: ``signal_take_all`` (Arras et al. 2017, the gate gets nothing), ``half`` or
+            ``proportional`` (see :mod:`vidxai.xai.recurrent`).
         chunk_frames: run the per-frame CNN stage on at most this many frames at a time (bounded memory,
             same result; the CNN forward is then recomputed per chunk). ``None``: all frames at once.
             Not for clip networks: their 3D convolutions mix frames (a ``ValueError`` says so).
@@ -135,16 +139,15 @@ class VideoLRP(Attribution):
         *,
         lstm_eps: float = 1e-3,
         bias_factor: float = 0.0,
+        lstm_rule: str = "signal_take_all",
         chunk_frames: int | None = None,
         **rule_params: Any,
     ) -> None:
         net = _unwrap(model)
         super().__init__(net)
         self.net = net
-        if rule not in RULES:
-            raise ValueError(f"unknown LRP rule {rule!r}; choose one of {sorted(RULES)}")
         self.rule_name = rule
-        self.rule_params = RULES[rule].resolve(**rule_params)
+        self.rule_params = resolve_rule(rule, **rule_params)  # the registry checks name and params
         self.composite = make_composite(rule, **rule_params)
         if isinstance(lstm_eps, bool) or not isinstance(lstm_eps, (int, float)) or not lstm_eps > 0:
             raise ValueError(f"lstm_eps must be a number > 0, got {lstm_eps!r}")
@@ -154,6 +157,7 @@ class VideoLRP(Attribution):
             isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1
         ):
             raise ValueError(f"chunk_frames must be None or an integer >= 1, got {chunk_frames!r}")
+        self.lstm_rule = check_lstm_rule(lstm_rule)
         self.lstm_eps = float(lstm_eps)
         self.bias_factor = float(bias_factor)
         self.chunk_frames = chunk_frames
@@ -319,7 +323,9 @@ class VideoLRP(Attribution):
             if layers is not None:
                 r_hidden = torch.zeros_like(hidden)
                 r_hidden[:, -1] = r_head_in
-                r_out, r_h0, r_c0 = recurrent_relevance(layers, traces, r_hidden, self.lstm_eps, self.bias_factor)
+                r_out, r_h0, r_c0 = recurrent_relevance(
+                    layers, traces, r_hidden, self.lstm_eps, self.bias_factor, self.lstm_rule
+                )
             else:
                 r_out = r_head_in
             if self._clip_steps is not None:

@@ -36,7 +36,10 @@ __all__ = [
     "RuleSpec",
     "WinnerTakeAll",
     "ZPlus",
+    "epsilon_relevance",
+    "get_rule",
     "make_composite",
+    "resolve_rule",
     "stabilize",
 ]
 
@@ -52,6 +55,47 @@ def stabilize(z: Tensor, eps: float) -> Tensor:
     """``z + eps * sign(z)`` with ``sign(0) = +1``, bit for bit as ``zennit.core.stabilize``."""
     e = torch.full((), eps, dtype=z.dtype, device=z.device)
     return torch.where(z >= 0, e, -e).add_(z)
+
+
+def _sign(z: Tensor) -> Tensor:
+    """``sign(z)`` with ``sign(0) = +1``."""
+    return (z == 0.0).to(z) + z.sign()
+
+
+def _per_sample_sum(t: Tensor) -> Tensor:
+    """Sum over all but the batch dimension, shaped to broadcast against ``t``."""
+    return t.flatten(1).sum(1).reshape(-1, *((1,) * (t.ndim - 1)))
+
+
+def epsilon_relevance(
+    x: Tensor,
+    z: Tensor,
+    relevance: Tensor,
+    eps: float,
+    backward: Callable[[Tensor], Tensor],
+    bias: Tensor | None = None,
+    bias_factor: float = 0.0,
+    n_inputs: int | None = None,
+) -> Tensor:
+    """The epsilon rule, the one implementation every layer uses (CNN rules, recurrent gates and cell, head).
+
+    For a layer ``z = W x + b`` (a convolution, a linear map, a pooling, or a sum of terms):
+    ``R_i = x_i (W^T s)_i`` with the message ``s_j = R_j / (z_j + eps sign(z_j))``, ``sign(0) = +1``;
+    ``backward(s)`` computes ``W^T s`` (a transposed convolution, ``s @ W``, a pooling's gradient).
+    With ``bias_factor`` > 0 the share the bias and the stabiliser absorb, ``sum_j (b_j + eps sign(z_j)) s_j``
+    per sample (``bias`` broadcastable against ``z``, ``None`` = no bias), is multiplied by ``bias_factor``
+    and spread evenly over the ``n_inputs`` input units (default: the units of ``x`` per sample), as the
+    reference ``lrp_linear`` of Arras et al. does with ``bias_nb_units``: ``bias_factor=1`` conserves the
+    relevance exactly.
+    """
+    s = stabilize(z, eps)
+    torch.div(relevance, s, out=s)  # in place: one buffer less per layer
+    share = None
+    if bias_factor:
+        absorbed = eps * _sign(z) if bias is None else bias + eps * _sign(z)
+        share = bias_factor * _per_sample_sum(absorbed * s) / (x[0].numel() if n_inputs is None else n_inputs)
+    out = backward(s).mul_(x)
+    return out if share is None else out + share
 
 
 # ----------------------------------------------------------------------------------------- layer ops
@@ -135,9 +179,7 @@ class Epsilon(LinearRule):
 
     def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
         x, weight, z = saved
-        s = stabilize(z, self.epsilon)
-        torch.div(relevance, s, out=s)  # in place: one buffer less per layer
-        return op.input_grad(x.shape, weight, s).mul_(x)
+        return epsilon_relevance(x, z, relevance, self.epsilon, lambda s: op.input_grad(x.shape, weight, s))
 
 
 _Split = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
@@ -212,11 +254,6 @@ class AlphaBeta(_SignSplitRule):
         bp = None if bias is None else bias.clamp(min=0)
         bn = None if bias is None else bias.clamp(max=0)
         return weight.clamp(min=0), weight.clamp(max=0), bp, bn
-
-    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
-        sa = relevance / stabilize(da, self.stabilizer)
-        sb = relevance / stabilize(db, self.stabilizer)
-        return self.alpha * sa, -self.beta * sb
 
     def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
         """``[alpha R / stab(a); -beta R / stab(b)]`` computed in place on one buffer (no concatenation)."""
@@ -314,6 +351,14 @@ class _PassFunction(torch.autograd.Function):
         return relevance, None
 
 
+def _pool_grad(fn: Callable[[Tensor], Tensor], x: Tensor, grad_output: Tensor) -> Tensor:
+    """``J^T grad_output`` of a parameter-free (pooling) function ``fn`` at ``x``, through autograd."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(xg), xg, grad_output)
+    return grad
+
+
 class _NormFunction(torch.autograd.Function):
     """Parameter-free linear map (average pooling) with the proportional (epsilon) rule as backward."""
 
@@ -327,10 +372,7 @@ class _NormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         x, z = ctx.saved_tensors
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(ctx.fn(xg), xg, relevance / stabilize(z, ctx.stabilizer))
-        return x * grad, None, None
+        return epsilon_relevance(x, z, relevance, ctx.stabilizer, lambda s: _pool_grad(ctx.fn, x, s)), None, None
 
 
 class _SumFunction(torch.autograd.Function):
@@ -532,8 +574,21 @@ RULES: Mapping[str, RuleSpec] = MappingProxyType(
 )
 
 
+def get_rule(name: Any) -> RuleSpec:
+    """The registry entry of the rule ``name``; one clear ``ValueError`` naming the valid rules otherwise.
+
+    Every place that checks a rule name (explainer, CLI, callback, composites) goes through here.
+    """
+    if not isinstance(name, str) or name not in RULES:
+        raise ValueError(f"unknown LRP rule {name!r}; choose one of {sorted(RULES)}")
+    return RULES[name]
+
+
+def resolve_rule(name: Any, **params: Any) -> dict[str, Any]:
+    """Check the rule ``name`` and its ``params``; return the params merged with the registry defaults."""
+    return get_rule(name).resolve(**params)
+
+
 def make_composite(rule: str, **params: Any) -> Composite:
     """Build the composite of the rule named ``rule`` with ``params``; one clear ``ValueError`` if invalid."""
-    if not isinstance(rule, str) or rule not in RULES:
-        raise ValueError(f"unknown LRP rule {rule!r}; choose one of {sorted(RULES)}")
-    return RULES[rule].build(**params)
+    return get_rule(rule).build(**params)
