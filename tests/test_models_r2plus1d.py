@@ -38,7 +38,6 @@ def test_narrow_widths_train_shapes_and_errors() -> None:
     small = build_network("r2plus1d", 4, width=0.125)
     small(torch.randn(2, 4, 3, 16, 16)).sum().backward()  # trains: every parameter gets a gradient
     assert all(p.grad is not None for p in small.parameters())
-    x = torch.randn(1, 8, 3, 32, 32)
     assert build_network("r2plus1d", 3, width=0.125).eval()(torch.randn(1, 1, 3, 16, 16)).shape == (1, 3)
     with pytest.raises(ValueError, match="width must be a number in"):
         R2Plus1D(3, width=0)

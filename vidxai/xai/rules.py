@@ -388,8 +388,9 @@ class _SumFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         a, b, z = ctx.saved_tensors
-        s = relevance / stabilize(z, ctx.stabilizer)
-        return a * s, b * s, None
+        # the epsilon rule of z = [1 1] [a; b]: R_a = a R / stab(z), R_b = b R / stab(z)
+        both = epsilon_relevance(torch.stack([a, b]), z, relevance, ctx.stabilizer, lambda s: torch.stack([s, s]))
+        return both[0], both[1], None
 
 
 class Pass:
