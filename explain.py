@@ -16,13 +16,19 @@ from omegaconf import DictConfig  # noqa: E402
 
 
 def _check_rule_args(argv: list[str]) -> None:
-    """`rule=NAME` selects conf/rule/NAME.yaml: an unknown name is a user error (one line, exit code 2)."""
-    known = sorted(p.stem for p in (ROOT / "conf" / "rule").glob("*.yaml"))
+    """`rule=NAME` selects conf/rule/NAME.yaml: a name not in the rule registry is a user error (one line, exit 2).
+
+    Checked before Hydra composes the config, whose own message for a missing config file is a long one.
+    """
+    from vidxai.xai.rules import get_rule
+
     for arg in argv:
         if arg.startswith("rule="):
             for name in arg.split("=", 1)[1].split(","):
-                if name and name not in known:
-                    print(f"error: unknown rule={name!r}; choose one of {known}", file=sys.stderr)
+                try:
+                    get_rule(name)
+                except ValueError as exc:
+                    print(f"error: rule={name}: {exc}", file=sys.stderr)
                     sys.exit(2)
 
 

@@ -30,7 +30,7 @@ def test_callback_runs_on_schedule_and_rank_zero_only() -> None:
 
 
 def test_callback_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="unknown rule"):
+    with pytest.raises(ValueError, match="unknown LRP rule"):
         ExplanationCallback(rules={"nope": {}})
     with pytest.raises(ValueError, match="num_clips"):
         ExplanationCallback(num_clips=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import corrupt, make_video
+from helpers import corrupt, make_video
 
 from vidxai.data import decoders
 from vidxai.data.decoders import DecordDecoder, PyAVDecoder, VideoDecodeError, open_video, resolve_backend
@@ -73,7 +73,11 @@ def test_resolve_backend() -> None:
 
 def test_cuda_without_cuda_decord_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decoders, "decord_has_cuda", lambda: False)
-    with pytest.raises(ValueError, match=r"decode_device=cuda needs decord built with CUDA.*-DUSE_CUDA=ON"):
+    monkeypatch.setattr(decoders, "nvdec_available", lambda: False)
+    with pytest.raises(ValueError, match=r"decode_device=cuda.*with data.backend=decord needs decord built with CUDA"
+                                         r".*-DUSE_CUDA=ON"):
+        resolve_backend("decord", "cuda")
+    with pytest.raises(ValueError, match=r"decode_device=cuda decodes with NVDEC.*PyNvVideoCodec.*not installed"):
         resolve_backend("auto", "cuda")
     with pytest.raises(ValueError, match="decode_device=cuda"):
         resolve_backend("pyav", "cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from data_fixtures import make_video
+from helpers import make_video
 
 from vidxai.data.layouts import discover, split_lists
 

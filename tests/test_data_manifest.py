@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from data_fixtures import corrupt, make_video, tiny_copy, tiny_synthetic  # noqa: F401 (fixtures)
+from helpers import corrupt, make_video
 from torch.utils.data import DataLoader
 
 from vidxai.data import VideoDataModule

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import TINY, tiny_synthetic  # noqa: F401 (fixture)
+from helpers import TINY
 
 from vidxai.data.decoders import open_video
 from vidxai.data.layouts import discover

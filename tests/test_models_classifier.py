@@ -1,4 +1,4 @@
-"""Tests of VideoClassifier: training, K-clip averaging, checkpoints, test-epoch figures."""
+"""Tests of VideoClassifier (training, K-clip averaging, checkpoints) and the test-figures callback."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from vidxai.callbacks import TestFiguresCallback
 from vidxai.models import VGG16LSTM, ConvLSTM, VideoClassifier
 
 NUM_CLASSES, T, SIZE = 3, 4, 32
@@ -184,11 +185,14 @@ def test_fit_test_checkpoint_roundtrip(tmp_path: Path) -> None:
     assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
 
     clips_loader = DataLoader(RandomVideos(n=6, clips=2), batch_size=3)
+    figures_callback = TestFiguresCallback()
+    trainer.callbacks.append(figures_callback)
     (results,) = trainer.test(module, clips_loader)
     for key in ("test/loss", "test/acc", "test/f1", "test/auroc"):
         assert 0.0 <= results[key] < 10.0, key
+    assert int(module.test_results["confmat"].sum()) == 6  # the module computes, the callback draws
     figures = Path(trainer.default_root_dir) / "figures"
-    assert module.test_artifacts["confusion_matrix"] == figures / "confusion_matrix.png"
+    assert figures_callback.artifacts["confusion_matrix"] == figures / "confusion_matrix.png"
     for name in ("confusion_matrix.png", "roc.png", "classification_report.png"):
         with Image.open(figures / name) as image:
             assert image.format == "PNG" and min(image.size) >= 300
@@ -237,7 +241,7 @@ def test_test_figures_go_to_wandb(tmp_path: Path) -> None:
     wandb = pytest.importorskip("wandb")
     logger = pl.loggers.WandbLogger(save_dir=str(tmp_path), project="vidxai-tests", offline=True)
     try:
-        trainer = make_trainer(tmp_path, logger=logger)
+        trainer = make_trainer(tmp_path, logger=logger, callbacks=[TestFiguresCallback()])
         trainer.test(make_module(), DataLoader(RandomVideos(n=6), batch_size=3))
         run_dir = Path(logger.experiment.dir)
     finally:

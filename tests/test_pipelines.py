@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 from PIL import Image
-from pipeline_fixtures import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
 
 from vidxai.pipelines.explain import explain
 from vidxai.pipelines.train import train
@@ -70,36 +70,7 @@ def test_optuna_sweep_config_composes() -> None:
     assert "model.optimizer.lr" in cfg.hydra.sweeper.params
 
 
-@pytest.mark.parametrize("rule", ["z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat"])
-def test_rule_configs_name_registered_rules(rule: str) -> None:
-    from vidxai.xai import RULES
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="explain", overrides=["ckpt=x", f"rule={rule}"])
-    assert cfg.rule.name == rule and rule in RULES
-
-
 # ----------------------------------------------------------------------------- training
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("data")
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """One tiny VGG16+LSTM training run with the default loggers (W&B offline + CSV)."""
-    tmp = tmp_path_factory.mktemp("train_vgg")
-    cfg = compose_cfg(
-        "train", tmp,
-        TINY_DATA + TINY_TRAIN + ["model.net.hidden_size=16", "trainer.max_epochs=2", "seed=1"],
-        data_dir=data_dir,
-    )
-    value = train(cfg)
-    assert value is not None and 0.0 <= value <= 1.0
-    return tmp / "run"
-
-
 def test_train_vgg16_lstm_writes_checkpoints_metrics_figures_and_wandb(trained_run: Path) -> None:
     ckpts = trained_run / "checkpoints"
     assert (ckpts / "last.ckpt").is_file() and (ckpts / "best.ckpt").exists()
@@ -267,7 +238,7 @@ def test_explain_errors_are_one_line_exit_2(
 
 def test_explain_cli_exit_code_2_without_traceback(trained_run: Path, tmp_path: Path) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    for args, needle in (([f"ckpt={ckpt}", "rule=nonsense"], "unknown rule"),
+    for args, needle in (([f"ckpt={ckpt}", "rule=nonsense"], "unknown LRP rule"),
                          ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found")):
         proc = _run_explain(*args, cwd=tmp_path)
         err = proc.stderr.strip().splitlines()
@@ -300,7 +271,7 @@ def test_interrupted_training_leaves_a_checkpoint_to_resume_from(tmp_path: Path,
                                      "callbacks.explanation.every_n_epochs=0", "trainer.max_epochs=3"]
     cfg = compose_cfg("train", tmp_path / "a", base, data_dir=data_dir)
     with open_dict(cfg):
-        cfg.callbacks.interrupt = {"_target_": "pipeline_fixtures.InterruptAt", "epoch": 1}
+        cfg.callbacks.interrupt = {"_target_": "helpers.InterruptAt", "epoch": 1}
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C handling exits after saving
             train(cfg)
@@ -323,7 +294,7 @@ def test_interrupted_training_leaves_a_checkpoint_to_resume_from(tmp_path: Path,
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("data.decode_device=cuda", "decord built with CUDA"),
+        ("data.decode_device=cuda", "PyNvVideoCodec"),
         ("model.net.pretrained=true", "weights not found"),
         ("data.root=/nonexistent/videos", "is not a folder"),
     ],

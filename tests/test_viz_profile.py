@@ -130,3 +130,25 @@ def test_sign_test_matches_exact_binomial_tail(n_greater, n_less):
     p, g, l = _sign_test_greater(diffs)
     assert (g, l) == (n_greater, n_less)
     assert p == pytest.approx(exact, rel=1e-10)
+
+
+def test_halves_of_an_odd_clip_are_defined_once() -> None:
+    """The middle frame of an odd-length clip counts half in each half, in the summary and in the profile."""
+    from vidxai.reporting import relevance_summary
+    from vidxai.viz.profile import first_half_weights, temporal_shares
+
+    np.testing.assert_array_equal(first_half_weights(5), [1.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_array_equal(first_half_weights(4), [1.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(first_half_weights(1), [0.5])
+    share = np.array([0.1, 0.2, 0.3, 0.4, 0.0])
+    expected = {"first_half": 0.1 + 0.2 + 0.15, "second_half": 0.15 + 0.4, "last_frame": 0.0}
+    assert temporal_shares(share) == pytest.approx(expected)
+
+    pixel = share[:, None, None] * np.ones((5, 2, 3)) / 6.0  # positive relevance per frame = share
+    summary = relevance_summary(pixel, np.array([0.0, 1.0]), 1, ["a", "b"])["positive_share"]
+    profile = temporal_profile([share], n_bins=5, n_boot=10)["overall"]["summary"]
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value), key
+        assert profile[key]["mean"] == pytest.approx(value), key
+    uniform = temporal_shares(np.full(7, 1 / 7))
+    assert uniform["first_half"] == pytest.approx(0.5) and uniform["second_half"] == pytest.approx(0.5)

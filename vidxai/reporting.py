@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ExplanationFiles",
-    "denormalize",
     "positive_mass",
     "relevance_summary",
     "render_explanation",
@@ -38,30 +36,6 @@ class ExplanationFiles:
     gif: Path | None
     mp4: Path | None
     peaks: list[int] = field(default_factory=list)
-
-
-def denormalize(video: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Model input ``(T,3,H,W)`` float, normalised -> display frames ``(T,H,W,3)`` uint8."""
-    v = video.detach().to("cpu", torch.float32)
-    m = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
-    frames = ((v * s + m) * 255.0).round().clamp(0, 255).to(torch.uint8)
-    return frames.permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def prepare_clip(
-    video: torch.Tensor, frame_indices: Any, transform: Any, device: torch.device | str
-) -> tuple[torch.Tensor, np.ndarray, list[int]]:
-    """uint8 ``(T,3,H,W)`` (or ``(K,T,3,H,W)``: the first clip) -> model input on ``device``, display frames, indices.
-
-    The model input goes through ``transform`` in eval mode (centre crop, normalisation); the display frames
-    are that input de-normalised, i.e. exactly what the model saw.
-    """
-    idx = torch.as_tensor(frame_indices)
-    if video.ndim == 5:  # several test clips of one video: explain the first
-        video, idx = video[0], idx[0]
-    x = transform(video.unsqueeze(0).to(device), train=False)[0]
-    return x, denormalize(x, transform.mean, transform.std), [int(i) for i in idx.reshape(-1).tolist()]
 
 
 def render_explanation(
@@ -122,7 +96,7 @@ def relevance_summary(
     frame_indices: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Prediction, probabilities, target and where the positive relevance (see :func:`positive_mass`) sits in time."""
-    from vidxai.viz.profile import positive_share
+    from vidxai.viz.profile import positive_share, temporal_shares
 
     logits = np.asarray(logits, dtype=np.float64)
     probs = np.exp(logits - logits.max())
@@ -131,8 +105,8 @@ def relevance_summary(
     pixel = np.asarray(pixel, dtype=np.float64)
     share = positive_share(positive_mass(pixel))
     t = len(share)
-    half = t // 2
     defined = bool(np.all(np.isfinite(share)))
+    halves = temporal_shares(share) if defined else dict.fromkeys(("first_half", "second_half", "last_frame"))
     idx = list(range(t)) if frame_indices is None else [int(i) for i in frame_indices]
     return {
         "prediction": {"index": pred, "class": class_names[pred], "probability": float(probs[pred])},
@@ -143,9 +117,7 @@ def relevance_summary(
         "frame_indices": idx,
         "peak_frames": [{"clip_frame": int(p), "video_frame": idx[int(p)]} for p in peaks],
         "positive_share": {
-            "first_half": float(share[:half].sum()) if defined else None,
-            "second_half": float(share[half:].sum()) if defined else None,
-            "last_frame": float(share[-1]) if defined else None,
+            **halves,  # an odd clip's middle frame counts half in each half (viz.profile.first_half_weights)
             "uniform_last_frame": 1.0 / t,
             "per_frame": [float(s) for s in share] if defined else None,
         },

@@ -48,6 +48,12 @@ class ExplanationCallback(Callback):
         scale: heatmap colour scale, ``"video"`` or ``"frame"``.
         log_media: also write and log the overlay GIF.
         chunk_frames: CNN stage in chunks of this many frames (bounded memory).
+        lstm_eps: epsilon of the recurrent part and the head; ``None``: VideoLRP's default.
+        bias_factor: 0 or 1, see :class:`~vidxai.xai.VideoLRP`; ``None``: VideoLRP's default.
+        lstm_rule: gate rule of the recurrent part: ``signal_take_all``, ``half`` or ``proportional``.
+
+    The rules and their parameters are checked against the rule registry when the callback is built, the
+    explainer settings against the model when fitting starts (a bad setting stops the run there, not later).
     """
 
     def __init__(
@@ -59,13 +65,19 @@ class ExplanationCallback(Callback):
         scale: str = "video",
         log_media: bool = True,
         chunk_frames: int | None = None,
+        lstm_eps: float | None = None,
+        bias_factor: float | None = None,
+        lstm_rule: str = "signal_take_all",
     ) -> None:
-        from vidxai.xai import RULES
+        from vidxai.xai import resolve_rule
+        from vidxai.xai.recurrent import check_lstm_rule
 
         self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
-        unknown = sorted(set(self.rules) - set(RULES))
-        if unknown:
-            raise ValueError(f"explanation callback: unknown rule(s) {unknown}; choose from {sorted(RULES)}")
+        for rule, params in self.rules.items():
+            try:
+                resolve_rule(rule, **params)  # the rule registry checks names and parameters
+            except ValueError as exc:
+                raise ValueError(f"explanation callback: {exc}") from None
         if num_clips < 1:
             raise ValueError(f"explanation callback: num_clips={num_clips} must be >= 1")
         if scale not in ("video", "frame"):
@@ -76,6 +88,10 @@ class ExplanationCallback(Callback):
         self.scale = scale
         self.log_media = bool(log_media)
         self.chunk_frames = chunk_frames
+        self.recurrent_params = {
+            k: v for k, v in (("lstm_eps", lstm_eps), ("bias_factor", bias_factor)) if v is not None
+        }
+        self.recurrent_params["lstm_rule"] = check_lstm_rule(lstm_rule)
         self._indices: list[int] | None = None
         self.last_duration_s: float | None = None
 
@@ -89,13 +105,34 @@ class ExplanationCallback(Callback):
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0] if loaders else None
-        return None if loaders is None else loaders.dataset
+        dataset = None if loaders is None else loaders.dataset
+        # with data.feature_cache the loader serves encoder features: explain the clips behind them
+        return getattr(dataset, "clips", dataset)
 
     def _select(self, trainer: pl.Trainer, dataset: Any) -> list[int]:
         if self._indices is None:
             labels = [int(e.record.label) for e in dataset.entries]
             self._indices = stratified_indices(labels, self.num_clips)
         return self._indices
+
+    def _explainer(self, pl_module: pl.LightningModule, rule: str) -> Any:
+        from vidxai.xai import VideoLRP
+
+        net = getattr(pl_module, "net", pl_module)
+        params = self.rules[rule]
+        return VideoLRP(net, rule=rule, chunk_frames=self.chunk_frames, **self.recurrent_params, **params)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Build each explainer once when fitting starts: a setting VideoLRP refuses stops the run here."""
+        if stage != "fit" or self.every_n_epochs <= 0:
+            return
+        for rule in self.rules:
+            try:
+                self._explainer(pl_module, rule)
+            except ValueError as exc:
+                raise ValueError(
+                    f"explanation callback: {exc} (or turn it off: callbacks.explanation.every_n_epochs=0)"
+                ) from None
 
     # ------------------------------------------------------------------ main hook
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -116,9 +153,10 @@ class ExplanationCallback(Callback):
             logger.log_metrics({"explain/time_s": self.last_duration_s}, step=trainer.global_step)
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any) -> None:
+        from vidxai.data.clips import prepare_clip
         from vidxai.data.transforms import VideoTransform
-        from vidxai.reporting import prepare_clip, render_explanation
-        from vidxai.xai import VideoLRP
+        from vidxai.reporting import render_explanation
+        from vidxai.wandb_media import Image, Video, log_media
 
         hp = pl_module.hparams
         preprocess = dict(hp.get("preprocess") or {})
@@ -126,11 +164,10 @@ class ExplanationCallback(Callback):
         transform = VideoTransform.from_preprocess(preprocess)
         out_root = Path(trainer.default_root_dir) / "explanations" / f"epoch_{trainer.current_epoch:03d}"
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        net = getattr(pl_module, "net", pl_module)
         device = pl_module.device
 
-        for rule, params in self.rules.items():
-            explainer = VideoLRP(net, rule=rule, chunk_frames=self.chunk_frames, **params)
+        for rule in self.rules:
+            explainer = self._explainer(pl_module, rule)
             grids, curves, captions, gifs = [], [], [], []
             for i in self._select(trainer, dataset):
                 sample = dataset[i]
@@ -158,12 +195,9 @@ class ExplanationCallback(Callback):
                 captions.append(caption)
                 if files.gif is not None:
                     gifs.append((str(files.gif), caption))
-            for lg in wandb_loggers:
-                step = trainer.global_step
-                lg.log_image(key=f"explain/{rule}/heatmaps", images=grids, caption=captions, step=step)
-                lg.log_image(key=f"explain/{rule}/curve", images=curves, caption=captions, step=step)
-                if gifs:
-                    import wandb
-
-                    videos = [wandb.Video(path, caption=cap, format="gif") for path, cap in gifs]
-                    lg.log_metrics({f"explain/{rule}/overlay": videos}, step=step)
+            media = {
+                f"explain/{rule}/heatmaps": [Image(path, cap) for path, cap in zip(grids, captions)],
+                f"explain/{rule}/curve": [Image(path, cap) for path, cap in zip(curves, captions)],
+                f"explain/{rule}/overlay": [Video(path, cap) for path, cap in gifs],
+            }
+            log_media(wandb_loggers, media, step=trainer.global_step)

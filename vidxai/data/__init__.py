@@ -1,9 +1,11 @@
 """Video data pipeline: decoders, dataset layouts, splits, clip sampling, transforms, DataModule."""
 
+from vidxai.data.clips import denormalize, prepare_clip, read_clip
 from vidxai.data.datamodule import VideoDataModule
 from vidxai.data.dataset import VideoClipDataset
 from vidxai.data.decoders import (
     DecordDecoder,
+    NvdecDecoder,
     PyAVDecoder,
     VideoDecodeError,
     VideoDecoder,
@@ -22,6 +24,7 @@ __all__ = [
     "IMAGENET_STD",
     "VIDEO_EXTENSIONS",
     "DecordDecoder",
+    "NvdecDecoder",
     "PyAVDecoder",
     "VideoClipDataset",
     "VideoDataModule",
@@ -30,6 +33,7 @@ __all__ = [
     "VideoEntry",
     "VideoRecord",
     "VideoTransform",
+    "denormalize",
     "discover",
     "group_split",
     "jittered_segment_indices",
@@ -38,6 +42,8 @@ __all__ = [
     "multi_clip_indices",
     "num_folds",
     "open_video",
+    "prepare_clip",
+    "read_clip",
     "resolve_backend",
     "scan",
     "split_lists",

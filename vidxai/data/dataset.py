@@ -81,8 +81,10 @@ class VideoClipDataset(Dataset):
             frames = dec.get_frames(flat)
         if frames.shape[0] != flat.size:
             raise VideoDecodeError(f"{entry.record.path}: got {frames.shape[0]} frames, expected {flat.size}")
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (N,3,H,W) uint8
-        video = video.reshape(*idx.shape, *video.shape[1:]).contiguous()
+        # (N,3,H,W) uint8 as a view of the decoder's (N,H,W,3) memory: no copy here; collation keeps that layout
+        # and VideoTransform reads it in its single conversion pass
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        video = video.reshape(*idx.shape, *video.shape[1:])
         return {"video": video, "label": torch.tensor(entry.record.label, dtype=torch.int64),
                 "index": torch.tensor(index, dtype=torch.int64),
                 "frame_indices": torch.from_numpy(idx.astype(np.int64))}

@@ -11,6 +11,17 @@ Groups (like UCF11's actor+scene groups) vary background texture and tint, distr
 colours and placement, and the actor's shape, so group-disjoint splits test generalisation.
 Each ``<video>.avi`` has a ``<video>.json`` with ground truth: class, group, the actor box
 per frame, the evidence frames (around colour changes) and the generation parameters.
+
+Variant ``"events"`` (``data=synthetic_events``): evidence at a known time. The actor is white in
+every frame except for ONE short colour flash whose colour is the class (``event_red``, ...). The video
+is cut into ``event_segments`` equal segments (default 8, the default clip length ``data.num_frames``)
+and the flash fills exactly one of them, so both clip samplers (the training sampler takes one random
+frame per segment, evaluation the segment centres) always see exactly one flash frame when
+``data.num_frames == event_segments``. The flash segment lies early, in the middle or late (the first,
+middle or last third of the segments), the three positions cycled over the clips of every class so they
+are balanced per class. Scenes, distractors, motion and the actor's colour outside the flash come from
+the same distribution for every class. The JSON adds ``evidence_frames`` (the flash frames, indices of the
+stored video), ``event_position``, ``event_segment`` and ``event_colour``.
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "blue": (40, 70, 240),
     "yellow": (240, 225, 40),
 }
+#: Actor colour outside the flash in the "events" variant (the same for every class).
+EVENT_BASE_COLOUR: tuple[int, int, int] = (230, 230, 230)
+EVENT_POSITIONS = ("early", "middle", "late")
+VARIANTS = ("order", "events")
 SHAPES = ("square", "disk", "diamond")
 CODEC = "mpeg4"
 
@@ -56,22 +71,41 @@ def class_name(sequence: Sequence[str]) -> str:
     return "_".join(sequence)
 
 
+def event_classes(num_classes: int) -> list[str]:
+    """Flash colours used as classes by the "events" variant (up to 4)."""
+    if not 2 <= num_classes <= len(COLOURS):
+        raise ValueError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
+                         f"{len(COLOURS)} (one flash colour per class)")
+    return list(COLOURS)[:num_classes]
+
+
 def _params(num_classes: int, groups_per_class: int, clips_per_group: int, num_frames: int,
-            size: Sequence[int], fps: int, seed: int) -> dict[str, Any]:
+            size: Sequence[int], fps: int, seed: int, variant: str = "order",
+            event_segments: int = 8) -> dict[str, Any]:
+    if variant not in VARIANTS:
+        raise ValueError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
     h, w = (int(s) for s in size)
     if h % 2 or w % 2 or h < 16 or w < 16:
         raise ValueError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
     if groups_per_class < 1 or clips_per_group < 1:
         raise ValueError("synthetic groups_per_class and clips_per_group must be >= 1")
-    n_phases = len(class_sequences(num_classes)[0])
-    if num_frames < 2 * n_phases:
+    if variant == "events":
+        event_classes(num_classes)
+        if event_segments < 3 or num_frames % event_segments:
+            raise ValueError(f"synthetic event_segments={event_segments} must be >= 3 and divide "
+                             f"num_frames={num_frames} (the flash fills one of event_segments equal segments)")
+    n_phases = len(class_sequences(num_classes)[0]) if variant == "order" else 1
+    if variant == "order" and num_frames < 2 * n_phases:
         raise ValueError(f"synthetic num_frames={num_frames} is too short: need >= {2 * n_phases} "
                          f"for {n_phases} colour phases")
     if fps < 1:
         raise ValueError(f"synthetic fps must be >= 1, got {fps}")
-    return {"format_version": FORMAT_VERSION, "num_classes": int(num_classes),
-            "groups_per_class": int(groups_per_class), "clips_per_group": int(clips_per_group),
-            "num_frames": int(num_frames), "size": [h, w], "fps": int(fps), "seed": int(seed), "codec": CODEC}
+    params = {"format_version": FORMAT_VERSION, "num_classes": int(num_classes),
+              "groups_per_class": int(groups_per_class), "clips_per_group": int(clips_per_group),
+              "num_frames": int(num_frames), "size": [h, w], "fps": int(fps), "seed": int(seed), "codec": CODEC}
+    if variant != "order":  # the order variant keeps its parameters (and existing sets) as they were
+        params.update(variant=variant, event_segments=int(event_segments))
+    return params
 
 
 def _group_style(rng: np.random.Generator, h: int, w: int) -> dict[str, Any]:
@@ -129,6 +163,30 @@ def _phase_starts(n_frames: int, n_phases: int, rng: np.random.Generator) -> lis
     return starts
 
 
+def _draw_actor(colours: Sequence[np.ndarray], mask: np.ndarray, start: np.ndarray, velocity: np.ndarray,
+                background: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+    """Frames ``uint8 (T, H, W, 3)`` of the actor (``mask``) moving and bouncing, coloured per frame."""
+    side = mask.shape[0]
+    h, w = background.shape[:2]
+    frames = np.empty((len(colours), h, w, 3), dtype=np.uint8)
+    boxes: list[list[int]] = []
+    pos, velocity = start.copy(), velocity.copy()
+    for t, colour in enumerate(colours):
+        x0 = int(round(np.clip(pos[0], 0, w - side)))
+        y0 = int(round(np.clip(pos[1], 0, h - side)))
+        img = background.copy()
+        region = img[y0:y0 + side, x0:x0 + side]
+        region[mask] = colour
+        frames[t] = img.clip(0, 255).astype(np.uint8)
+        boxes.append([x0, y0, x0 + side, y0 + side])
+        pos += velocity
+        for axis, limit in ((0, w - side), (1, h - side)):  # bounce off the borders
+            if not 0 <= pos[axis] <= limit:
+                velocity[axis] = -velocity[axis]
+                pos[axis] = np.clip(pos[axis], 0, limit)
+    return frames, boxes
+
+
 def render_clip(sequence: Sequence[str], style: dict[str, Any], num_frames: int, h: int, w: int,
                 rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one clip ``uint8 (T, H, W, 3)`` and its ground truth (boxes, phases, evidence)."""
@@ -139,29 +197,41 @@ def render_clip(sequence: Sequence[str], style: dict[str, Any], num_frames: int,
     starts = _phase_starts(num_frames, len(sequence), rng)
     brightness = rng.uniform(0.9, 1.0)
     background = _background(style, h, w, rng)
-    frames = np.empty((num_frames, h, w, 3), dtype=np.uint8)
-    boxes: list[list[int]] = []
-    colours: list[str] = []
-    pos = start.copy()
-    for t in range(num_frames):
-        phase = int(np.searchsorted(starts, t, side="right") - 1)
-        colour = np.asarray(COLOURS[sequence[phase]], dtype=np.float64) * brightness
-        x0 = int(round(np.clip(pos[0], 0, w - side)))
-        y0 = int(round(np.clip(pos[1], 0, h - side)))
-        img = background.copy()
-        region = img[y0:y0 + side, x0:x0 + side]
-        region[mask] = colour
-        frames[t] = img.clip(0, 255).astype(np.uint8)
-        boxes.append([x0, y0, x0 + side, y0 + side])
-        colours.append(sequence[phase])
-        pos += velocity
-        for axis, limit in ((0, w - side), (1, h - side)):  # bounce off the borders
-            if not 0 <= pos[axis] <= limit:
-                velocity[axis] = -velocity[axis]
-                pos[axis] = np.clip(pos[axis], 0, limit)
+    colours = [sequence[int(np.searchsorted(starts, t, side="right") - 1)] for t in range(num_frames)]
+    rgb = [np.asarray(COLOURS[c], dtype=np.float64) * brightness for c in colours]
+    frames, boxes = _draw_actor(rgb, mask, start, velocity, background)
     evidence = sorted({f for s in starts[1:] for f in (s - 1, s) if 0 <= f < num_frames})
     truth = {"colour_sequence": list(sequence), "phase_starts": starts, "actor_colour_per_frame": colours,
              "actor_shape": style["shape"], "boxes": boxes, "evidence_frames": evidence}
+    return frames, truth
+
+
+def event_segment_range(position: str, event_segments: int) -> range:
+    """The segments of ``position`` (early / middle / late = first / middle / last third of the segments)."""
+    k = EVENT_POSITIONS.index(position)
+    return range(k * event_segments // 3, (k + 1) * event_segments // 3)
+
+
+def render_event_clip(colour: str, position: str, style: dict[str, Any], num_frames: int, event_segments: int,
+                      h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """Render one "events" clip: a white actor that flashes ``colour`` for one segment at ``position``."""
+    side = int(round(rng.uniform(0.42, 0.5) * min(h, w)))
+    mask = _shape_mask(style["shape"], side)
+    start = np.array([rng.uniform(0, w - side), rng.uniform(0, h - side)])
+    velocity = rng.uniform(-1.0, 1.0, size=2) * min(h, w) / (2.0 * num_frames)
+    brightness = rng.uniform(0.9, 1.0)
+    background = _background(style, h, w, rng)
+    candidates = event_segment_range(position, event_segments)
+    segment = int(candidates[int(rng.integers(len(candidates)))])
+    length = num_frames // event_segments
+    evidence = list(range(segment * length, (segment + 1) * length))
+    colours = [colour if t in evidence else "white" for t in range(num_frames)]
+    base = np.asarray(EVENT_BASE_COLOUR, dtype=np.float64)
+    rgb = [(np.asarray(COLOURS[c], dtype=np.float64) if c != "white" else base) * brightness for c in colours]
+    frames, boxes = _draw_actor(rgb, mask, start, velocity, background)
+    truth = {"event_colour": colour, "event_position": position, "event_segment": segment,
+             "event_segments": event_segments, "actor_colour_per_frame": colours, "actor_shape": style["shape"],
+             "boxes": boxes, "evidence_frames": evidence}
     return frames, truth
 
 
@@ -200,18 +270,25 @@ def _clear_previous(root: Path) -> None:
 
 def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_class: int = 10,
                          clips_per_group: int = 3, num_frames: int = 16, size: Sequence[int] = (64, 64),
-                         fps: int = 8, seed: int = 0) -> Path:
+                         fps: int = 8, seed: int = 0, variant: str = "order", event_segments: int = 8) -> Path:
     """Generate the synthetic dataset at ``root`` once (idempotent) and return ``root``.
 
     Layout: ``root/<class>/v_<class>_<GG>/v_<class>_<GG>_<CC>.avi`` plus ``.json`` ground truth.
+    ``variant="order"``: classes are colour orders; ``variant="events"``: a class is the colour of one
+    flash that fills one of ``event_segments`` equal segments of the video (see the module docstring).
     A ``_COMPLETE.json`` marker stores the parameters; with different parameters the
     previous synthetic set is replaced. A non-empty ``root`` that is not a synthetic set
     is never touched.
     """
     root = Path(root).expanduser()
-    params = _params(num_classes, groups_per_class, clips_per_group, num_frames, size, fps, seed)
-    sequences = class_sequences(num_classes)
-    names = [class_name(s) for s in sequences]
+    params = _params(num_classes, groups_per_class, clips_per_group, num_frames, size, fps, seed, variant,
+                     event_segments)
+    if variant == "events":
+        sequences = [(colour,) for colour in event_classes(num_classes)]
+        names = [f"event_{colour}" for colour, in sequences]
+    else:
+        sequences = class_sequences(num_classes)
+        names = [class_name(s) for s in sequences]
     marker = root / MARKER
     if marker.is_file():
         try:
@@ -235,7 +312,12 @@ def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_clas
             group_dir.mkdir(parents=True, exist_ok=True)
             for c in range(clips_per_group):
                 rng = np.random.default_rng([seed, 2, label, g, c])
-                frames, truth = render_clip(sequence, styles[g], num_frames, h, w, rng)
+                if variant == "events":  # positions cycle over the clips: balanced in every class
+                    position = EVENT_POSITIONS[(g * clips_per_group + c) % len(EVENT_POSITIONS)]
+                    frames, truth = render_event_clip(sequence[0], position, styles[g], num_frames,
+                                                      event_segments, h, w, rng)
+                else:
+                    frames, truth = render_clip(sequence, styles[g], num_frames, h, w, rng)
                 stem = f"v_{name}_{g + 1:02d}_{c + 1:02d}"
                 write_video(group_dir / f"{stem}.avi", frames, fps)
                 truth = {"class": name, "group": f"{name}/{group_dir.name}", "clip": c + 1, **truth,

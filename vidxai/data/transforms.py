@@ -61,20 +61,31 @@ class VideoTransform:
 
     def __call__(self, video: torch.Tensor, train: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Transform a uint8 (or float in 0..255) batch of clips into normalised floats."""
+        """Transform a uint8 (or float in 0..255) batch of clips into normalised floats.
+
+        One pass converts the cropped (and flipped) views straight into the float output; normalisation is
+        one fused multiply-add in place: no intermediate uint8 or float copies of the batch.
+        """
         if video.ndim not in (5, 6) or video.shape[-3] != 3:
             raise ValueError(f"VideoTransform expects (B,T,3,H,W) or (B,K,T,3,H,W), got {tuple(video.shape)}")
         lead = video.shape[:-4]  # (B,) or (B, K)
         clips = video.reshape(-1, *video.shape[-4:])  # (N, T, 3, H, W)
-        clips = self._crop(clips, train, generator)
-        if train and self.flip:
-            flip = torch.rand(clips.shape[0], generator=generator, device="cpu") < 0.5
-            flip = flip.to(clips.device)
-            clips = torch.where(flip.view(-1, 1, 1, 1, 1), clips.flip(-1), clips)
-        out = clips.float().div_(255.0)
-        mean = torch.tensor(self.mean, device=out.device, dtype=out.dtype).view(1, 1, 3, 1, 1)
-        std = torch.tensor(self.std, device=out.device, dtype=out.dtype).view(1, 1, 3, 1, 1)
-        out = (out - mean) / std
+        n = clips.shape[0]
+        tops, lefts, (ch, cw) = self._crop_boxes(clips, train, generator)
+        flips = [False] * n
+        if train and self.flip:  # drawn after the crops, as before: same clips for the same generator
+            flips = (torch.rand(n, generator=generator, device="cpu") < 0.5).tolist()
+        out = torch.empty((n, clips.shape[1], 3, ch, cw), dtype=torch.float32, device=clips.device)
+        if len(set(tops)) == 1 and len(set(lefts)) == 1 and not any(flips):
+            out.copy_(clips[..., tops[0]:tops[0] + ch, lefts[0]:lefts[0] + cw])
+        else:
+            for i, (top, left, flip) in enumerate(zip(tops, lefts, flips)):
+                view = clips[i, ..., top:top + ch, left:left + cw]
+                out[i].copy_(view.flip(-1) if flip else view)
+        # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=out.device).view(1, 1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=out.device).view(1, 1, 3, 1, 1)
+        out.mul_(scale).add_(shift)
         return out.reshape(*lead, *out.shape[1:])
 
     def eval_boxes(self, boxes: Any, source_size: Sequence[int], decoded_size: Sequence[int] | None) -> Any:
@@ -94,7 +105,7 @@ class VideoTransform:
         h, w = int(dh), int(dw)
         if self.crop_size is not None:
             ch, cw = self.crop_size
-            top, left = (h - ch) // 2, (w - cw) // 2  # as in _crop(train=False)
+            top, left = (h - ch) // 2, (w - cw) // 2  # as in _crop_boxes(train=False)
             b[:, [0, 2]] -= left
             b[:, [1, 3]] -= top
             h, w = ch, cw
@@ -102,18 +113,19 @@ class VideoTransform:
         b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
         return b
 
-    def _crop(self, clips: torch.Tensor, train: bool, generator: torch.Generator | None) -> torch.Tensor:
-        if self.crop_size is None:
-            return clips
-        ch, cw = self.crop_size
+    def _crop_boxes(self, clips: torch.Tensor, train: bool,
+                    generator: torch.Generator | None) -> tuple[list[int], list[int], tuple[int, int]]:
+        """Top/left corner of each clip's crop (random in training, centred otherwise) and the crop size."""
+        n = clips.shape[0]
         h, w = clips.shape[-2:]
+        if self.crop_size is None:
+            return [0] * n, [0] * n, (h, w)
+        ch, cw = self.crop_size
         if ch > h or cw > w:
             raise ValueError(f"data.crop_size={self.crop_size} is larger than the decoded frames ({h}x{w}): "
                              "increase data.size or decrease data.crop_size")
         if not train:
-            top, left = (h - ch) // 2, (w - cw) // 2
-            return clips[..., top:top + ch, left:left + cw]
-        n = clips.shape[0]
+            return [(h - ch) // 2] * n, [(w - cw) // 2] * n, (ch, cw)
         tops = torch.randint(0, h - ch + 1, (n,), generator=generator).tolist()
         lefts = torch.randint(0, w - cw + 1, (n,), generator=generator).tolist()
-        return torch.stack([c[..., t:t + ch, x:x + cw] for c, t, x in zip(clips, tops, lefts)])
+        return tops, lefts, (ch, cw)

@@ -6,7 +6,6 @@ import contextvars
 import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,12 +58,14 @@ def _plain(value: Any, name: str) -> Any:
     )
 
 
-def _video_and_label(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unpack a batch dict ``{"video": ..., "label": ...}``, with a clear error for anything else."""
-    if not isinstance(batch, Mapping) or "video" not in batch or "label" not in batch:
-        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-        raise ValueError(f"VideoClassifier expects batches as dicts with 'video' and 'label', got {got}")
-    return batch["video"], batch["label"]
+def _inputs_and_label(batch: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """Unpack a batch dict ``{"video" or "features": ..., "label": ...}``, with a clear error for anything else."""
+    if isinstance(batch, Mapping) and "label" in batch:
+        for kind in ("video", "features"):
+            if kind in batch:
+                return kind, batch[kind], batch["label"]
+    got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' (or 'features') and 'label', got {got}")
 
 
 class VideoClassifier(pl.LightningModule):
@@ -84,8 +85,9 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss.
 
     Batches are dicts with ``"video"`` float ``(B, T, 3, H, W)`` (or ``(B, K, T, 3, H, W)`` for K test
-    clips per video, whose logits are averaged) and ``"label"`` ``(B,)``. Hyper-parameters are plain
-    Python types, so ``VideoClassifier.load_from_checkpoint(path, weights_only=True)`` works.
+    clips per video, whose logits are averaged) and ``"label"`` ``(B,)``; instead of ``"video"`` a batch may
+    carry ``"features"``, per-frame encoder features from the feature cache (``net.classify`` only).
+    Hyper-parameters are plain Python types, so ``VideoClassifier.load_from_checkpoint(path, weights_only=True)`` works.
     """
 
     def __init__(
@@ -143,8 +145,9 @@ class VideoClassifier(pl.LightningModule):
             },
             compute_groups=False,
         )
-        #: Paths of the files written by the last ``on_test_epoch_end`` (name -> path).
-        self.test_artifacts: dict[str, Path] = {}
+        #: Per-class test metrics of the last test epoch (precision, recall, f1, confmat, auroc: tensors;
+        #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``TestFiguresCallback``.
+        self.test_results: dict[str, Any] = {}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -178,9 +181,13 @@ class VideoClassifier(pl.LightningModule):
             )
         return self.net(video)
 
+    def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits from cached per-frame encoder features: the network's temporal part and head only."""
+        return self.net.classify(feats)
+
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        video, label = _video_and_label(batch)
-        logits = self(video)
+        kind, inputs, label = _inputs_and_label(batch)
+        logits = self(inputs) if kind == "video" else self.forward_features(inputs)
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams["label_smoothing"])
         return loss, logits, label
 
@@ -223,64 +230,20 @@ class VideoClassifier(pl.LightningModule):
         self.log("test/f1", self.test_f1, on_step=False, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        """Per-class report, confusion matrix and ROC curves: logged, and saved in the run folder's ``figures/``."""
+        """Compute the per-class test metrics (on every rank: synchronised) into :attr:`test_results`.
+
+        Drawing them (confusion matrix, ROC, report) is ``vidxai.callbacks.TestFiguresCallback``'s job.
+        """
         results = self.test_per_class.compute()
         self.test_per_class.reset()
         auroc = results["auroc"].float()
         self.log("test/auroc", torch.nanmean(auroc), sync_dist=True)
-        if self.trainer.is_global_zero:
-            self.test_artifacts = self._write_test_artifacts(results)
-
-    def _write_test_artifacts(self, results: dict[str, Any]) -> dict[str, Path]:
-        """Render and save the test figures and report; send images to loggers that take them."""
-        from vidxai.viz.metrics import (
-            classification_report,
-            classification_report_figure,
-            confusion_matrix_figure,
-            roc_figure,
-            save_figure,
-            save_report,
-        )
-
-        names = self.class_names
-        confmat = results["confmat"].cpu().numpy()
-        fpr, tpr, _ = results["roc"]
-        report = classification_report(
-            results["precision"].cpu().numpy(),
-            results["recall"].cpu().numpy(),
-            results["f1"].cpu().numpy(),
-            confmat.sum(axis=1),
-            names,
-        )
-        out_dir = Path(self.trainer.default_root_dir) / "figures"
-        figures = {
-            "confusion_matrix": confusion_matrix_figure(confmat, names),
-            "roc": roc_figure(
-                [f.cpu().numpy() for f in fpr],
-                [t.cpu().numpy() for t in tpr],
-                results["auroc"].float().cpu().numpy(),
-                names,
-            ),
-            "classification_report": classification_report_figure(report),
+        self.test_results = {
+            key: tuple([t.detach().cpu() for t in part] for part in value)
+            if key == "roc"
+            else value.detach().cpu()
+            for key, value in results.items()
         }
-        paths = {key: save_figure(fig, out_dir / f"{key}.png") for key, fig in figures.items()}
-        paths["report_json"], paths["report_txt"] = save_report(report, out_dir / "classification_report")
-        log.info("test figures and classification report written to %s", out_dir)
-        self._log_images(paths, report)
-        return paths
-
-    def _log_images(self, paths: dict[str, Path], report: dict[str, Any]) -> None:
-        """Send figures (and the report as a table) to every W&B logger; other loggers keep the scalars."""
-        from pytorch_lightning.loggers import WandbLogger
-
-        for logger in self.loggers:
-            if not isinstance(logger, WandbLogger):
-                continue
-            for key in ("confusion_matrix", "roc", "classification_report"):
-                logger.log_image(key=f"test/{key}", images=[str(paths[key])])
-            columns = ["class", "precision", "recall", "f1-score", "support"]
-            rows = [[name, *(report[name][c] for c in columns[1:])] for name in self.class_names]
-            logger.log_table(key="test/classification_report_table", columns=columns, data=rows)
 
     # ------------------------------------------------------------------------------- prediction
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:

@@ -25,10 +25,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
+from vidxai.data.clips import prepare_clip
 from vidxai.errors import UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
-from vidxai.reporting import positive_mass, prepare_clip, relevance_summary, render_explanation, write_json
-from vidxai.xai import RULES, VideoLRP
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
+from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.wandb_media import Image, Video, log_media
+from vidxai.xai import VideoLRP, get_rule, resolve_rule
+from vidxai.xai.recurrent import check_lstm_rule
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +63,17 @@ def _rule(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         name, params = node, {}
     else:
         name, params = str(node.name), dict(to_plain(node.get("params")) or {})
-    if name not in RULES:
-        raise UserError(f"unknown rule={name!r}; choose one of {sorted(RULES)}")
+    try:
+        resolve_rule(name, **params)  # the rule registry checks the name and the parameters
+    except ValueError as exc:
+        raise UserError(f"rule={name}: {exc}") from None
     return name, params
+
+
+def _recurrent_params(cfg: DictConfig) -> dict[str, Any]:
+    """``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the recurrent part and head when set (else VideoLRP's
+    defaults)."""
+    return {key: cfg[key] for key in ("lstm_eps", "bias_factor", "lstm_rule") if cfg.get(key) is not None}
 
 
 def _target(value: Any, class_names: list[str]) -> int | None:
@@ -108,28 +119,21 @@ def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
 
 # ---------------------------------------------------------------------------- clips
 def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: torch.device) -> Clip:
-    from vidxai.data import VideoDecodeError, open_video
+    from vidxai.data import VideoDecodeError, read_clip
     from vidxai.data.decoders import decord_available
-    from vidxai.data.sampling import uniform_indices
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"video not found: {p}; pass video=path/to/file.avi")
     pre = ck.preprocess
     # the training backend when it is installed here too, else whichever is
     backend = pre.get("backend", "auto") if pre.get("backend") != "decord" or decord_available() else "auto"
     try:
-        with open_video(str(p), backend=backend, size=pre.get("size")) as dec:
-            if dec.num_frames < 1:
-                raise VideoDecodeError(f"{p}: no decodable frames")
-            idx = uniform_indices(dec.num_frames, int(pre["num_frames"]))
-            frames = dec.get_frames(idx)
-            fps = float(dec.fps or 0.0)
+        video, idx, fps = read_clip(p, int(pre["num_frames"]), size=pre.get("size"), backend=backend)
+    except FileNotFoundError:
+        raise UserError(f"video not found: {p}; pass video=path/to/file.avi") from None
     except VideoDecodeError as exc:
         raise UserError(
             f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
         ) from None
-    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     x, shown, idx = prepare_clip(video, idx, transform, device)
     # the label is known when the file sits in a folder named after a class
     label = next((ck.class_names.index(part) for part in reversed(p.parts[:-1]) if part in ck.class_names), None)
@@ -172,10 +176,16 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     rule, params = _rule(cfg)
+    try:
+        check_lstm_rule(str(cfg.get("lstm_rule") or "signal_take_all"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     compare = list(to_plain(cfg.get("compare")) or [])
-    bad = [r for r in compare if r not in RULES]
-    if bad:
-        raise UserError(f"unknown rule(s) {bad} in compare=; choose from {sorted(RULES)}")
+    for name in compare:
+        try:
+            get_rule(name)
+        except ValueError as exc:
+            raise UserError(f"compare=: {exc}") from None
     evaluating = bool(cfg.get("evaluate", False))
     if evaluating:
         from vidxai.pipelines.evaluate import evaluation_settings, method_names
@@ -195,7 +205,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = _target(cfg.get("target"), ck.class_names)
-    explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **params)
+    explainer = VideoLRP(ck.net, rule=rule, chunk_frames=cfg.get("chunk_frames"), **_recurrent_params(cfg), **params)
 
     dataset_mode = (
         cfg.get("video") is None
@@ -203,6 +213,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         and cfg.get("index") is None
         and cfg.get("class") is None
     )
+    sweep_group(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     run = _wandb_run(loggers)
     try:
@@ -304,6 +315,11 @@ def _explain_one(
             "checkpoint": str(ck.path),
             "rule": rule,
             "rule_params": dict(expl.params),
+            "recurrent_params": {
+                "lstm_eps": explainer.lstm_eps,
+                "bias_factor": explainer.bias_factor,
+                "lstm_rule": explainer.lstm_rule,
+            },
             "seconds": seconds,
             "fps": clip.fps,
             # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)
@@ -319,7 +335,7 @@ def _explain_one(
     if compare:
         relevances = {}
         for name in compare:
-            other = type(explainer)(ck.net, rule=name, chunk_frames=cfg.get("chunk_frames"))
+            other = type(explainer)(ck.net, rule=name, chunk_frames=cfg.get("chunk_frames"), **_recurrent_params(cfg))
             relevances[name] = other.explain(clip.video, target=expl.target).pixel.detach().cpu().float().numpy()
         cols = _comparison_frames(len(clip.frame_indices), files.peaks)
         fig = rule_comparison_figure(clip.frames, relevances, cols, frame_indices=clip.frame_indices)
@@ -328,12 +344,10 @@ def _explain_one(
     write_json(out_dir / "summary.json", summary)
 
     if run is not None:
-        import wandb
-
-        payload: dict[str, Any] = {f"explain/{k}": wandb.Image(str(v)) for k, v in figures.items()}
+        media: dict[str, Any] = {f"explain/{k}": Image(v) for k, v in figures.items()}
         if files.gif is not None:
-            payload["explain/overlay"] = wandb.Video(str(files.gif), format="gif")
-        run.log(payload)
+            media["explain/overlay"] = Video(files.gif)
+        log_media(run, media)
         run.summary.update(
             {
                 "prediction": summary["prediction"]["class"],
@@ -423,9 +437,7 @@ def _explain_split(
     fig_path = out_dir / "profile.png"
     save_figure(profile_figure(prof), fig_path)
     if run is not None:
-        import wandb
-
-        run.log({"explain/profile": wandb.Image(str(fig_path))})
+        log_media(run, {"explain/profile": Image(fig_path)})
         run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
         run.save(str(out_dir / "profile.json"), base_path=str(out_dir), policy="now")
     return prof

@@ -10,11 +10,12 @@ from vidxai.viz.heatmaps import (
     symmetric_limits,
 )
 from vidxai.viz.media import figure_to_array, overlay_video, save_figure, write_gif, write_mp4
-from vidxai.viz.profile import positive_share, profile_figure, temporal_profile
+from vidxai.viz.profile import first_half_weights, positive_share, profile_figure, temporal_profile, temporal_shares
 
 __all__ = [
     "figure_to_array",
     "find_peaks",
+    "first_half_weights",
     "frame_scores",
     "heatmap_grid",
     "overlay",
@@ -28,6 +29,7 @@ __all__ = [
     "save_figure",
     "symmetric_limits",
     "temporal_profile",
+    "temporal_shares",
     "write_gif",
     "write_mp4",
 ]

@@ -43,23 +43,43 @@ def positive_share(frame_relevance: Sequence[float] | np.ndarray) -> np.ndarray:
     return pos / total
 
 
-def _per_video_stats(share: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Observed and uniform-expected values ``(n_bins + 3,)``: bin masses, first/second half, last frame.
+def first_half_weights(t: int) -> np.ndarray:
+    """How much of each of ``t`` frames belongs to the first half of the clip, float ``(t,)``.
 
-    The middle frame of an odd-length clip sits exactly at time 0.5; half its share goes to each half.
+    Frame ``i`` sits at time ``(i + 0.5) / t``: 1 before time 0.5, 0 after. The convention for an
+    odd-length clip: its middle frame sits exactly at 0.5 and counts half in each half, so the halves
+    always add up to the whole and a uniform clip gives 0.5 / 0.5 at every length. The second half's
+    weights are ``1 - first_half_weights(t)``. The one definition of the halves (summaries and profiles).
     """
+    if t < 1:
+        raise ValueError(f"a clip has at least one frame, got t={t}")
+    twice_pos = 2 * np.arange(t) + 1  # compare (i + 0.5) / t with 0.5 exactly, in integers
+    return np.where(twice_pos < t, 1.0, np.where(twice_pos == t, 0.5, 0.0))
+
+
+def temporal_shares(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """``first_half``, ``second_half`` and ``last_frame`` of per-frame values ``(T,)`` (e.g. a :func:`positive_share`).
+
+    The halves follow :func:`first_half_weights` (an odd clip's middle frame counts half in each).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.shape[0] == 0:
+        raise ValueError(f"values must be a non-empty 1-D array (T,), got shape {v.shape}")
+    w = first_half_weights(v.shape[0])
+    return {"first_half": float(v @ w), "second_half": float(v @ (1.0 - w)), "last_frame": float(v[-1])}
+
+
+def _per_video_stats(share: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed and uniform-expected values ``(n_bins + 3,)``: bin masses, then :func:`temporal_shares`."""
     t = share.shape[0]
     idx = np.arange(t)
     bins = np.minimum(((idx + 0.5) / t * n_bins).astype(int), n_bins - 1)
     uniform = np.full(t, 1.0 / t)
-    twice_pos = 2 * idx + 1  # compare (t + 0.5) / T with 0.5 exactly, in integers
-    half_w_first = np.where(twice_pos < t, 1.0, np.where(twice_pos == t, 0.5, 0.0))
     observed, expected = np.empty(n_bins + 3), np.empty(n_bins + 3)
     for values, out in ((share, observed), (uniform, expected)):
         out[:n_bins] = np.bincount(bins, weights=values, minlength=n_bins)
-        out[n_bins] = float(values @ half_w_first)
-        out[n_bins + 1] = float(values @ (1.0 - half_w_first))
-        out[n_bins + 2] = float(values[-1])
+        summary = temporal_shares(values)
+        out[n_bins:] = [summary[key] for key in SUMMARY_KEYS]
     return observed, expected
 
 
@@ -160,7 +180,8 @@ def temporal_profile(
                                  {"mean", "lo", "hi", "uniform", "p_boot", "p_sign", "n_greater", "n_less"}}},
          "per_class": {class name: same as "overall"}}
 
-    ``first_half``/``second_half`` are the shares before/after time 0.5 (uniform: 0.5 each),
+    ``first_half``/``second_half`` are the shares before/after time 0.5 (uniform: 0.5 each; an odd
+    clip's middle frame counts half in each, see :func:`first_half_weights`),
     ``last_frame`` the last frame's share (uniform: the mean of ``1/T_i``). Both p-values are
     one-sided for "observed > uniform": ``p_sign`` an exact sign test over videos, ``p_boot`` the
     bootstrap share of resampled means at or below uniform. Groups without videos hold ``None``.

@@ -13,7 +13,9 @@ from vidxai.xai.rules import (
     RuleSpec,
     WinnerTakeAll,
     ZPlus,
+    get_rule,
     make_composite,
+    resolve_rule,
 )
 
 __all__ = [
@@ -30,5 +32,7 @@ __all__ = [
     "VideoLRP",
     "WinnerTakeAll",
     "ZPlus",
+    "get_rule",
     "make_composite",
+    "resolve_rule",
 ]

@@ -1,16 +1,32 @@
 """LRP through LSTMs (``torch.nn.LSTM`` and ConvLSTM cells) and the classifier head, after Arras et al. 2017.
 
 "Explaining Recurrent Neural Network Predictions in Sentiment Analysis" (reference code
-``ArrasL/LRP_for_LSTM``), in PyTorch's gate order (i, f, g, o):
+``ArrasL/LRP_for_LSTM``), in PyTorch's gate order (i, f, g, o), with
+``pre = W [x_t; h_{t-1}] + b``, ``i, f, o = sigmoid(pre_i, pre_f, pre_o)``, ``g = tanh(pre_g)``:
 
-* the gates i, f, o receive no relevance ("signal takes all");
 * ``c_t = f*c_{t-1} + i*g`` splits ``R(c_t)`` between ``f*c_{t-1}`` and ``i*g`` in proportion (epsilon rule);
-* ``h_t = o*tanh(c_t)`` passes ``R(h_t)`` to ``c_t`` whole;
-* ``g``'s affine map from ``[x_t; h_{t-1}]`` (bias ``b_ih + b_hh``) uses the epsilon rule;
+  ``R(f*c_{t-1})`` goes to ``c_{t-1}`` whole under every rule (the memory path; the forget gate gets none);
+* the two gate-times-signal products, ``i*g`` (gate ``i``, signal ``g``) and ``h_t = o*tanh(c_t)`` (gate
+  ``o``, signal ``tanh(c_t)``, whose relevance goes to ``c_t``), split their relevance ``R`` by the rule
+  ``lstm_rule`` (:data:`LSTM_RULES`):
+
+  - ``signal_take_all`` (default; Arras et al. 2017): the signal gets ``R``, the gate nothing;
+  - ``half``: gate and signal get ``R / 2`` each (the "half" rule; AttnLRP's uniform rule for a product
+    of two factors, Achtibat et al. 2024);
+  - ``proportional``: in proportion to the absolute values of the two factors, the gate gets
+    ``R |gate| / (|gate| + |signal|)`` and the signal the rest (after the proportional variant compared by
+    Arras et al. 2019, "Explaining and Interpreting LSTMs"; absolute values keep both shares in [0, 1]
+    when the signal, a tanh, is negative; ``|gate| + |signal| = 0`` gives half each);
+
+* relevance passes the sigmoid / tanh unchanged to the pre-activation; the pre-activations of the gates
+  that received relevance (``g``; with ``half`` / ``proportional`` also ``i`` and ``o``) send it through
+  their rows of the affine map from ``[x_t; h_{t-1}]`` (bias ``b_ih + b_hh``) with the epsilon rule;
 * ``bias_factor = 1`` spreads the share the bias and stabiliser absorb evenly over all input units of the
   layer (as the reference ``lrp_linear`` does with ``bias_nb_units``), so total relevance, initial
-  states included, equals the starting relevance; ``bias_factor = 0`` lets them absorb it.
+  states included, equals the starting relevance under every rule (the product splits conserve exactly);
+  ``bias_factor = 0`` lets them absorb it.
 
+Every epsilon step (the cell split, the gate maps, the head) is :func:`vidxai.xai.rules.epsilon_relevance`.
 The same code serves dense LSTMs (matrix products) and ConvLSTM cells (convolutions with transposed
 convolutions as ``W^T``): a layer is a :class:`RecurrentLayer`, ``pre = W [x; h] + b`` with the four
 gates stacked along dimension 1. Everything here is plain tensor arithmetic without autograd.
@@ -19,14 +35,16 @@ gates stacked along dimension 1. Everything here is plain tensor arithmetic with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from vidxai.xai.cnn import Step
-from vidxai.xai.rules import LinearOp, stabilize
+from vidxai.xai.rules import LinearOp, _pool_grad, epsilon_relevance
 
 __all__ = [
+    "LSTM_RULES",
     "RecurrentLayer",
     "RecurrentTrace",
     "convlstm_layers",
@@ -35,18 +53,41 @@ __all__ = [
     "head_relevance",
     "lstm_layers",
     "recurrent_forward",
+    "check_lstm_rule",
     "recurrent_relevance",
+    "split_product",
 ]
 
-
-def _sign(z: Tensor) -> Tensor:
-    """``sign(z)`` with ``sign(0) = +1``."""
-    return (z == 0.0).to(z) + z.sign()
+#: How a gate-times-signal product splits its relevance (module docstring); the first is the default.
+LSTM_RULES = ("signal_take_all", "half", "proportional")
 
 
-def _per_sample_sum(t: Tensor) -> Tensor:
-    """Sum over all but the batch dimension, shaped to broadcast against ``t``."""
-    return t.flatten(1).sum(1).reshape(-1, *((1,) * (t.ndim - 1)))
+def check_lstm_rule(rule: str) -> str:
+    """``rule`` if it names one of :data:`LSTM_RULES`, else one clear ``ValueError``."""
+    if not isinstance(rule, str) or rule not in LSTM_RULES:
+        raise ValueError(f"lstm_rule={rule!r} is unknown; choose one of {', '.join(LSTM_RULES)}")
+    return rule
+
+
+def split_product(relevance: Tensor, gate: Tensor, signal: Tensor, rule: str) -> tuple[Tensor | None, Tensor]:
+    """Relevance of ``gate`` and ``signal`` for the product ``gate * signal`` with relevance ``relevance``.
+
+    ``signal_take_all``: ``(None, R)`` (the gate gets nothing); ``half``: ``(R/2, R/2)``; ``proportional``:
+    ``(R a / (a + b), R - R a / (a + b))`` with ``a = |gate|``, ``b = |signal|`` (half each where both are 0).
+    Both parts always sum to ``R``.
+    """
+    if rule == "signal_take_all":
+        return None, relevance
+    if rule == "half":
+        r_gate = 0.5 * relevance
+    elif rule == "proportional":
+        a, b = gate.abs(), signal.abs()
+        total = a + b
+        share = torch.where(total > 0, a / torch.where(total > 0, total, 1.0), 0.5)
+        r_gate = share * relevance
+    else:
+        check_lstm_rule(rule)
+    return r_gate, relevance - r_gate
 
 
 def _channel_view(b: Tensor, ndim: int) -> Tensor:
@@ -130,8 +171,14 @@ class RecurrentTrace:
     i: list[Tensor] = field(default_factory=list)
     f: list[Tensor] = field(default_factory=list)
     g: list[Tensor] = field(default_factory=list)
-    g_pre: list[Tensor] = field(default_factory=list)
+    o: list[Tensor] = field(default_factory=list)
+    pre: list[Tensor] = field(default_factory=list)  # all four gate pre-activations (B, 4H, ...)
     c: list[Tensor] = field(default_factory=list)  # T + 1 entries, c[0] = c0
+
+    @property
+    def g_pre(self) -> list[Tensor]:
+        """Pre-activations of ``g`` (views into :attr:`pre`)."""
+        return [p.chunk(4, dim=1)[2] for p in self.pre]
 
 
 def _fold(seq: Tensor) -> Tensor:
@@ -164,14 +211,16 @@ def recurrent_forward(
         outputs = []
         for t in range(steps):
             trace.h_prev.append(h)
-            i, f, g_pre, o = (pre_x[:, t] + layer.op(h, w_h, None)).chunk(4, dim=1)
+            pre = pre_x[:, t] + layer.op(h, w_h, None)
+            i, f, g_pre, o = pre.chunk(4, dim=1)
             i, f, o, g = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g_pre)
             c = f * c + i * g
             h = o * torch.tanh(c)
             trace.i.append(i)
             trace.f.append(f)
             trace.g.append(g)
-            trace.g_pre.append(g_pre)
+            trace.o.append(o)
+            trace.pre.append(pre)
             trace.c.append(c)
             outputs.append(h)
         traces.append(trace)
@@ -185,12 +234,16 @@ def recurrent_relevance(
     r_out: Tensor,
     eps: float = 1e-3,
     bias_factor: float = 0.0,
+    rule: str = "signal_take_all",
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Propagate ``r_out`` (relevance of the top layer's hidden sequence, ``(B, T, ...)``) to the inputs.
 
+    ``rule``: how the products ``i*g`` and ``o*tanh(c)`` split relevance (:data:`LSTM_RULES`).
     Returns the input relevance ``(B, T, ...)`` and, per layer, the relevance of ``h0`` and ``c0``.
-    Only the ``h`` part of ``g``'s map runs per step; the ``x`` part runs for all steps at once after.
+    Only the ``h`` part of the gate maps runs per step; the ``x`` part runs for all steps at once after.
     """
+    check_lstm_rule(rule)
+    take_all = rule == "signal_take_all"  # only g receives relevance: its rows of W suffice
     r_h0: list[Tensor] = []
     r_c0: list[Tensor] = []
     r_seq = r_out
@@ -198,37 +251,52 @@ def recurrent_relevance(
         steps = len(trace.h_prev)
         rh = torch.zeros_like(r_seq[:, 0])
         rc = torch.zeros_like(rh)
-        w_g = layer.g_weight
-        w_gx, w_gh = w_g[:, : layer.input_size], w_g[:, layer.input_size :]
-        g_bias = None if layer.g_bias is None else _channel_view(layer.g_bias, rh.ndim)
+        w_gates, bias = (layer.g_weight, layer.g_bias) if take_all else (layer.weight, layer.bias)
+        w_x, w_h = w_gates[:, : layer.input_size], w_gates[:, layer.input_size :]
+        bias = None if bias is None else _channel_view(bias, rh.ndim)
         n_inputs = (layer.input_size + layer.hidden) * rh[0, 0].numel()  # units of [x_t; h_{t-1}]
-        messages: list[Tensor] = [rh] * steps  # sg_t: relevance / stabilised pre-activation of g
-        shares: list[Tensor | float] = [0.0] * steps
+        n_cell = 2 * rh[0].numel()  # units of the sum f*c_{t-1} + i*g
+        z_gates: list[Tensor] = [rh] * steps  # pre-activations of the gates that receive relevance
+        r_gates: list[Tensor] = [rh] * steps  # and their relevance
         for t in reversed(range(steps)):
-            rc = rc + rh + r_seq[:, t]  # R(h_t) goes to c_t whole
             c_t, c_prev = trace.c[t + 1], trace.c[t]
-            s = rc / stabilize(c_t, eps)
-            r_c_prev, r_ig = trace.f[t] * c_prev * s, trace.i[t] * trace.g[t] * s
-            if bias_factor:
-                share = bias_factor * _per_sample_sum(eps * _sign(c_t) * s) / (2 * c_t[0].numel())
-                r_c_prev, r_ig = r_c_prev + share, r_ig + share
-            g_pre, h_prev = trace.g_pre[t], trace.h_prev[t]
-            sg = r_ig / stabilize(g_pre, eps)
-            rh = h_prev * layer.op.input_grad(h_prev.shape, w_gh, sg)
-            if bias_factor:
-                absorbed = eps * _sign(g_pre) if g_bias is None else g_bias + eps * _sign(g_pre)
-                shares[t] = bias_factor * _per_sample_sum(absorbed * sg) / n_inputs
-                rh = rh + shares[t]
-            messages[t] = sg
+            if take_all:
+                rc = rc + rh + r_seq[:, t]  # R(h_t) goes to c_t whole
+                r_o = None
+            else:
+                r_o, r_tanh_c = split_product(rh + r_seq[:, t], trace.o[t], torch.tanh(c_t), rule)
+                rc = rc + r_tanh_c
+            r_c_prev = epsilon_relevance(
+                trace.f[t] * c_prev, c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell
+            )
+            r_ig = epsilon_relevance(
+                trace.i[t] * trace.g[t], c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell
+            )
+            r_i, r_g = split_product(r_ig, trace.i[t], trace.g[t], rule)
+            if take_all:
+                z_gates[t], r_gates[t] = trace.g_pre[t], r_g
+            else:  # (i, f, g, o): the forget gate gets none
+                z_gates[t], r_gates[t] = trace.pre[t], torch.cat([r_i, torch.zeros_like(r_g), r_g, r_o], dim=1)
+            h_prev = trace.h_prev[t]
+            rh = epsilon_relevance(
+                h_prev, z_gates[t], r_gates[t], eps, partial(layer.op.input_grad, h_prev.shape, w_h),
+                bias, bias_factor, n_inputs,
+            )
             rc = r_c_prev
         r_h0.insert(0, rh)
         r_c0.insert(0, rc)
         x = _fold(trace.x)
-        r_x = x * layer.op.input_grad(x.shape, w_gx, _fold(torch.stack(messages, dim=1)))
+        r_x = epsilon_relevance(
+            x, _fold(torch.stack(z_gates, dim=1)), _fold(torch.stack(r_gates, dim=1)), eps,
+            partial(layer.op.input_grad, x.shape, w_x), bias, bias_factor, n_inputs,
+        )
         r_seq = r_x.reshape(trace.x.shape)
-        if bias_factor:
-            r_seq = r_seq + torch.stack([torch.as_tensor(v).to(r_seq) for v in shares], dim=1)
     return r_seq, r_h0, r_c0
+
+
+def _identity(s: Tensor) -> Tensor:
+    """``W^T s`` of an identity map (the sum ``f*c_{t-1} + i*g`` has unit weights)."""
+    return s
 
 
 @dataclass
@@ -266,25 +334,15 @@ def head_relevance(
     for step, xin, z in zip(reversed(steps), reversed(trace.inputs), reversed(trace.outputs)):
         if step.kind in ("activation", "flatten"):
             relevance = relevance.reshape(xin.shape)
-            continue
-        if step.kind == "linear":
-            weight, bias = step.params()
-            op = step.op
-            s = relevance / stabilize(z, eps)
-            new = xin * op.input_grad(xin.shape, weight, s)
-            absorbed = eps * _sign(z) if bias is None else bias + eps * _sign(z)  # linear: channels last
-        else:  # pooling, through autograd of the pooling function
-            with torch.enable_grad():
-                xg = xin.detach().requires_grad_(True)
-                zg = step.module.forward(xg)
-                s = relevance if step.kind == "maxpool" else relevance / stabilize(z, eps)
-                (grad,) = torch.autograd.grad(zg, xg, s)
-            if step.kind == "maxpool":
-                relevance = grad
-                continue
-            new = xin * grad
-            absorbed = eps * _sign(z)
-        if bias_factor:
-            new = new + bias_factor * _per_sample_sum(absorbed * s) / xin[0].numel()
-        relevance = new
+        elif step.kind == "maxpool":
+            relevance = _pool_grad(step.module.forward, xin, relevance)
+        elif step.kind == "linear":
+            weight, bias = step.params()  # linear: channels last, the bias broadcasts as it is
+            relevance = epsilon_relevance(
+                xin, z, relevance, eps, partial(step.op.input_grad, xin.shape, weight), bias, bias_factor
+            )
+        else:  # average pooling, through autograd of the pooling function
+            relevance = epsilon_relevance(
+                xin, z, relevance, eps, partial(_pool_grad, step.module.forward, xin), None, bias_factor
+            )
     return relevance

@@ -1,0 +1,128 @@
+"""Plain test helpers (no fixtures: those live in conftest.py): tiny real videos and tiny Hydra configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from vidxai.data.synthetic import write_video
+
+#: A tiny synthetic set: 4 classes x 4 groups x 2 clips of 8 frames at 32x32.
+TINY = {"num_classes": 4, "groups_per_class": 4, "clips_per_group": 2, "num_frames": 8, "size": (32, 32),
+        "fps": 8, "seed": 0}
+
+
+def make_video(path: Path, num_frames: int = 6, size: tuple[int, int] = (32, 32), seed: int = 0) -> Path:
+    """Write a small real video whose frame t has mean grey level ~ 20 * t (frames are tellable apart)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    frames = np.empty((num_frames, h, w, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t] = np.clip(20 * t + 20 + rng.integers(0, 8, size=(h, w, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, fps=8)
+    return path
+
+
+def corrupt(path: Path, n_bytes: int = 500, seed: int = 1) -> None:
+    """Overwrite ``path`` with random bytes (keeps the extension, breaks the container)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes())
+
+
+# ----------------------------------------------------------------------------- Hydra configs
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+# a tiny embedded data set: 2 classes x 4 groups x 1 clip, 8-frame 32x32 videos -> 4-frame 32x32 clips
+TINY_DATA = [
+    "data.synthetic.num_classes=2",
+    "data.synthetic.groups_per_class=5",
+    "data.synthetic.clips_per_group=1",
+    "data.synthetic.num_frames=8",
+    "data.synthetic.size=[32,32]",
+    "data.num_frames=4",
+    "data.size=[32,32]",
+    "data.crop_size=32",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+]
+
+TINY_TRAIN = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.explanation.every_n_epochs=1",
+    "callbacks.explanation.num_clips=2",
+]
+
+
+def compose_cfg(config_name: str, tmp: Path, overrides: list[str], data_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with run folders under ``tmp`` (like a CLI run would)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp)
+        cfg.paths.output_dir = str(tmp / "run")
+        if data_dir is not None:
+            cfg.paths.data_dir = str(data_dir)
+        cfg.hydra.runtime.output_dir = str(tmp / "run")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+class InterruptAt:
+    """A callback that simulates Ctrl-C at the end of the first training batch of ``epoch``."""
+
+    def __new__(cls, epoch: int = 1):
+        from pytorch_lightning.callbacks import Callback
+
+        class _Interrupt(Callback):
+            def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+                if trainer.current_epoch == epoch:
+                    raise KeyboardInterrupt
+
+        return _Interrupt()
+
+
+class RankReport:
+    """A callback that writes what each process saw to ``<run folder>/rank<r>.json``: the epoch-end metrics,
+    whether the explanation callback ran here, and the W&B group (for subprocess runs: DDP, sweeps)."""
+
+    def __new__(cls):
+        import json
+
+        import torch
+        from pytorch_lightning.callbacks import Callback
+
+        class _RankReport(Callback):
+            def __init__(self) -> None:
+                self.epochs: list[dict[str, float]] = []
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:  # after this epoch's validation
+                metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                           if torch.is_tensor(v) and v.numel() == 1}
+                self.epochs.append(metrics)
+
+            def on_fit_end(self, trainer, pl_module) -> None:
+                import wandb
+
+                explained = [cb.last_duration_s is not None for cb in trainer.callbacks
+                             if type(cb).__name__ == "ExplanationCallback"]
+                report = {"rank": trainer.global_rank, "world_size": trainer.world_size, "epochs": self.epochs,
+                          "explained": any(explained),
+                          "wandb_group": wandb.run.group if wandb.run is not None else None,
+                          "wandb_id": wandb.run.id if wandb.run is not None else None}
+                path = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.json"
+                path.write_text(json.dumps(report))
+
+        return _RankReport()
