@@ -191,6 +191,40 @@ def test_explain_dataset_mode_writes_profile(trained_run: Path, data_dir: Path, 
     assert saved["videos"] == prof["videos"] <= 3
 
 
+def test_explain_evaluate_writes_scores_figures_and_wandb(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    methods = ["epsilon", "occlusion", "grad_cam", "random"]
+    cfg = _explain_cfg(tmp_path, data_dir, ckpt, "evaluate=true", "split=test", "limit=2",
+                       f"methods=[{','.join(methods)}]", "mprt.videos=1", "mprt.steps=2", "region_size=16")
+    result = explain(cfg)
+    out = tmp_path / "run"
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert set(saved) >= {"settings", "chance", "methods", "curves", "mprt"}
+    assert saved["settings"]["baseline"] == "mean" and saved["settings"]["videos"] == 2
+    assert saved["settings"]["split"] == "test" and saved["mprt"]["steps"] == ["head", "lstm"]
+    assert list(saved["methods"]) == methods == list(result["methods"])
+    for name in methods:
+        m = saved["methods"][name]
+        assert "error" not in m, m
+        assert m["time_s"] >= 0 and len(m["mprt_spearman"]) == 2
+        for key in ("frame_aopc_morf", "frame_aopc_lerf", "frame_aopc_random", "frame_aopc_last_first",
+                    "frame_aopc_first_first", "region_aopc_morf", "region_aopc_random"):
+            assert isinstance(m[key], float), (name, key)
+        curves = saved["curves"][name]
+        assert len(curves["frame_morf"]) == 4 + 1 and len(curves["region_morf"]) == 11
+    # the synthetic videos carry boxes and evidence frames: ground-truth scores and their chance levels
+    assert 0 < saved["chance"]["mass_accuracy"] < 1 and saved["methods"]["epsilon"]["mass_accuracy"] is not None
+    rows = (out / "evaluation.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * len(methods) and "frame_aopc_morf" in rows[0]
+    for name in ("evaluation.png", "mprt.png"):
+        with Image.open(out / name) as im:
+            assert im.width > 400 and im.height > 300, name
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].rglob("media/table/evaluate/table_*.table.json")), "evaluation table not logged"
+    assert {p.name.split("_")[0] for p in runs[0].rglob("media/images/evaluate/*.png")} == {"evaluation", "mprt"}
+
+
 def _run_explain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -205,6 +239,9 @@ def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]
         "class": ([f"ckpt={ckpt}", "target=no_such_class"], "unknown class"),
         "video": ([f"ckpt={ckpt}", f"video={tmp_path}/missing.avi"], "video not found"),
         "index": ([f"ckpt={ckpt}", "split=val", "index=999"], "out of range"),
+        "eval_method": ([f"ckpt={ckpt}", "evaluate=true", "methods=[epsilon,nope]"], "unknown method(s) ['nope']"),
+        "eval_baseline": ([f"ckpt={ckpt}", "evaluate=true", "baseline=noise"], "unknown baseline='noise'"),
+        "eval_region": ([f"ckpt={ckpt}", "evaluate=true", "region_step=0.9"], "region_step <= region_max"),
     }
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")

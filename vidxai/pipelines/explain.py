@@ -245,7 +245,7 @@ def _evaluate_split(
     dataset = _dataset(_datamodule(ck, cfg.paths.get("cache_dir")), str(cfg.get("split") or "test"))
     return run_evaluation(
         cfg, ck, dataset, lambda i: _clip_from_dataset(dataset, i, transform, device), transform, target, out_dir,
-        run,
+        run, recurrent=_recurrent_params(cfg),
     )
 
 
