@@ -61,6 +61,15 @@ def nvdec_available() -> bool:
     return importlib.util.find_spec("PyNvVideoCodec") is not None
 
 
+def nvdec_usable() -> bool:
+    """Whether the NVDEC backend can run here: PyNvVideoCodec installed and a CUDA GPU visible to torch."""
+    if not nvdec_available():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def check_nvdec() -> None:
     """Raise one clear ``ValueError`` unless PyNvVideoCodec is installed and torch sees a CUDA GPU."""
     if not nvdec_available():
