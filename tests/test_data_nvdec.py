@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import TINY, corrupt, make_video
+from helpers import TINY, corrupt, make_video
 
 from vidxai.data import decoders
 from vidxai.data.decoders import NvdecDecoder, PyAVDecoder, VideoDecodeError, open_video, resolve_backend
