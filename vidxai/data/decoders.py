@@ -96,7 +96,7 @@ def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
     if device not in DEVICES:
         raise ValueError(f"data.decode_device={device!r} is unknown: use 'cpu' or 'cuda'")
     if backend == "decord" and not decord_available():
-        raise ValueError("data.backend=decord but decord is not installed: pip install decord or set "
+        raise ValueError("data.backend=decord but decord is not installed: pip install decord2 (same API) or set "
                          "data.backend=pyav")
     if device == "cuda":
         if backend == "pyav":
