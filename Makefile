@@ -7,7 +7,7 @@ ARGS ?=
 # checkpoint for `make explain`; default: best checkpoint of the newest training run
 CKPT ?= $(lastword $(sort $(wildcard outputs/train/*/checkpoints/best.ckpt)))
 
-.PHONY: install test train explain bench bench-data lint clean
+.PHONY: install test train explain bench bench-data lint rule-configs clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench-data:
 
 lint:
 	$(BIN)/python -m ruff check vidxai tests benchmarks train.py explain.py
+
+# conf/rule/*.yaml from the rule registry (vidxai.xai.RULES); tests/test_rule_configs.py checks them
+rule-configs:
+	$(BIN)/python -m vidxai.pipelines.rule_configs
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache

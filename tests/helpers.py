@@ -92,3 +92,37 @@ class InterruptAt:
                     raise KeyboardInterrupt
 
         return _Interrupt()
+
+
+class RankReport:
+    """A callback that writes what each process saw to ``<run folder>/rank<r>.json``: the epoch-end metrics,
+    whether the explanation callback ran here, and the W&B group (for subprocess runs: DDP, sweeps)."""
+
+    def __new__(cls):
+        import json
+
+        import torch
+        from pytorch_lightning.callbacks import Callback
+
+        class _RankReport(Callback):
+            def __init__(self) -> None:
+                self.epochs: list[dict[str, float]] = []
+
+            def on_train_epoch_end(self, trainer, pl_module) -> None:  # after this epoch's validation
+                metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                           if torch.is_tensor(v) and v.numel() == 1}
+                self.epochs.append(metrics)
+
+            def on_fit_end(self, trainer, pl_module) -> None:
+                import wandb
+
+                explained = [cb.last_duration_s is not None for cb in trainer.callbacks
+                             if type(cb).__name__ == "ExplanationCallback"]
+                report = {"rank": trainer.global_rank, "world_size": trainer.world_size, "epochs": self.epochs,
+                          "explained": any(explained),
+                          "wandb_group": wandb.run.group if wandb.run is not None else None,
+                          "wandb_id": wandb.run.id if wandb.run is not None else None}
+                path = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.json"
+                path.write_text(json.dumps(report))
+
+        return _RankReport()

@@ -63,9 +63,9 @@ def test_state_dict_carries_the_split(tiny_synthetic: Path, tmp_path: Path) -> N
     assert all(not Path(p).is_absolute() for p in state["split"]["test"])
     other = _dm(tiny_synthetic, tmp_path, seed=5)
     expected = [e.record.path for e in dm.records_for("test")]
-    assert [e.record.path for e in other.split_entries("test")] != expected
+    assert [e.record.path for e in other.records_for("test")] != expected
     other.load_state_dict(state)
-    assert [e.record.path for e in other.split_entries("test")] == expected
+    assert [e.record.path for e in other.records_for("test")] == expected
     with pytest.raises(ValueError, match="trained on classes"):
         other.load_state_dict({**state, "class_names": ["a", "b"]})
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from vidxai.models import NETWORKS, Stage, build_network, explain_stages, run_stages
 
-SMALL = {"vgg16_lstm": {"hidden_size": 8, "batch_norm": True}, "convlstm": {"hidden_channels": (4,)}}
+SMALL = {
+    "vgg16_lstm": {"hidden_size": 8, "batch_norm": True},
+    "convlstm": {"hidden_channels": (4,)},
+    "r2plus1d": {"width": 0.125},
+}
 
 
 @pytest.mark.parametrize("arch", sorted(NETWORKS))
@@ -18,9 +24,11 @@ def test_stages_compose_to_forward(arch):
     x = torch.randn(2, 3, 3, 32, 32, dtype=torch.float64)
     stages = explain_stages(net)
     assert stages[-1].kind == "head"
-    # the stages share the network's modules (no copies)
-    owned = {id(m) for m in net.modules()}
-    assert all(id(s.module) in owned for s in stages)
+    # the stages share the network's tensors (no copies); a stage may be a new container of its modules
+    owned = {id(t) for t in (*net.parameters(), *net.buffers())}
+    staged = [t for s in stages for t in (*s.module.parameters(), *s.module.buffers())]
+    assert staged and all(id(t) in owned for t in staged)
+    assert sum(p.numel() for s in stages for p in s.module.parameters()) == sum(p.numel() for p in net.parameters())
     torch.testing.assert_close(run_stages(stages, x), net(x), rtol=0, atol=1e-12)
 
 
@@ -34,6 +42,19 @@ def test_lightning_module_is_unwrapped():
 def test_network_without_contract_is_refused():
     with pytest.raises(TypeError, match="does not implement explain_stages"):
         explain_stages(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_stage_with_copied_tensors_is_refused():
+    class Copying(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(2, 2)
+
+        def explain_stages(self):
+            return (Stage("frames", "frames", nn.Identity()), Stage("head", "head", copy.deepcopy(self.head)))
+
+    with pytest.raises(TypeError, match="not the network's own"):
+        explain_stages(Copying())
 
 
 def test_malformed_stage_order_is_refused():

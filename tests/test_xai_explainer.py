@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from vidxai.models import VGG16LSTM, ConvLSTM
+from vidxai.models import VGG16LSTM, ConvLSTM, Stage
 from vidxai.xai import RULES, Explanation, VideoLRP
 from vidxai.xai.metrics import mass_in_box, pointing_game
 
@@ -121,6 +121,10 @@ class _ColourToy(nn.Module):
         b, t = x.shape[:2]
         feats = self.encoder(x.flatten(0, 1)).reshape(b, t, -1)
         return self.head(self.lstm(feats)[0][:, -1])
+
+    def explain_stages(self) -> tuple[Stage, ...]:  # the explainer contract (vidxai.models.contract)
+        return (Stage("encoder", "frames", self.encoder), Stage("lstm", "recurrent", self.lstm),
+                Stage("head", "head", self.head))
 
 
 def test_target_swap_flips_the_sign_pattern_on_a_hand_built_toy() -> None:

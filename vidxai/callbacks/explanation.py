@@ -50,6 +50,7 @@ class ExplanationCallback(Callback):
         chunk_frames: CNN stage in chunks of this many frames (bounded memory).
         lstm_eps: epsilon of the recurrent part and the head; ``None``: VideoLRP's default.
         bias_factor: 0 or 1, see :class:`~vidxai.xai.VideoLRP`; ``None``: VideoLRP's default.
+        lstm_rule: gate rule of the recurrent part: ``signal_take_all``, ``half`` or ``proportional``.
 
     The rules and their parameters are checked against the rule registry when the callback is built, the
     explainer settings against the model when fitting starts (a bad setting stops the run there, not later).
@@ -66,8 +67,10 @@ class ExplanationCallback(Callback):
         chunk_frames: int | None = None,
         lstm_eps: float | None = None,
         bias_factor: float | None = None,
+        lstm_rule: str = "signal_take_all",
     ) -> None:
         from vidxai.xai import resolve_rule
+        from vidxai.xai.recurrent import check_lstm_rule
 
         self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
         for rule, params in self.rules.items():
@@ -88,6 +91,7 @@ class ExplanationCallback(Callback):
         self.recurrent_params = {
             k: v for k, v in (("lstm_eps", lstm_eps), ("bias_factor", bias_factor)) if v is not None
         }
+        self.recurrent_params["lstm_rule"] = check_lstm_rule(lstm_rule)
         self._indices: list[int] | None = None
         self.last_duration_s: float | None = None
 
@@ -101,7 +105,9 @@ class ExplanationCallback(Callback):
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple)):
             loaders = loaders[0] if loaders else None
-        return None if loaders is None else loaders.dataset
+        dataset = None if loaders is None else loaders.dataset
+        # with data.feature_cache the loader serves encoder features: explain the clips behind them
+        return getattr(dataset, "clips", dataset)
 
     def _select(self, trainer: pl.Trainer, dataset: Any) -> list[int]:
         if self._indices is None:

@@ -12,8 +12,16 @@ from torch.utils.data import DataLoader
 
 from vidxai.data.dataset import VideoClipDataset, check_on_bad_video
 from vidxai.data.decoders import VideoDecodeError, resolve_backend
+from vidxai.data.feature_cache import (
+    CACHED_SAMPLING,
+    CachedFeatureDataset,
+    FeatureStore,
+    check_cacheable,
+    feature_cache_key,
+    fill_feature_cache,
+)
 from vidxai.data.layouts import LAYOUTS, discover, split_lists
-from vidxai.data.manifest import VideoEntry, manifest_paths, scan
+from vidxai.data.manifest import VideoEntry, default_cache_dir, manifest_paths, scan
 from vidxai.data.splits import SPLITS, group_split, leave_one_group_out
 from vidxai.data.synthetic import make_synthetic_ucf11
 from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
@@ -44,6 +52,9 @@ class VideoDataModule(pl.LightningDataModule):
             synthetic set at ``root`` if missing (layout must be ``"ucf11"``).
         group_disjoint: split by group (default) or by video.
         split_id: UCF101 official split (1..3) used when the split lists exist under ``root``.
+        feature_cache: serve cached per-frame encoder features instead of clips for fit (train and val);
+            needs a network with a frozen per-frame encoder (see :mod:`vidxai.data.feature_cache`).
+            Training clips are then deterministic (uniform sampling, centre crop, no flip).
     """
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
@@ -54,7 +65,8 @@ class VideoDataModule(pl.LightningDataModule):
                  on_bad_video: str = "skip", test_clips: int = 1,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  flip: bool = True, cache_dir: str | None = None, synthetic: dict[str, Any] | None = None,
-                 persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1) -> None:
+                 persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1,
+                 feature_cache: bool = False) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
@@ -89,6 +101,8 @@ class VideoDataModule(pl.LightningDataModule):
         self.synthetic = dict(synthetic) if synthetic is not None else None
         self.group_disjoint = bool(group_disjoint)
         self.split_id = int(split_id)
+        self.feature_cache = bool(feature_cache)
+        self._feature_store_dir: Path | None = None
         self._entries: list[VideoEntry] | None = None
         self._class_names: list[str] | None = None
         self._split: dict[str, list[int]] | None = None
@@ -186,10 +200,6 @@ class VideoDataModule(pl.LightningDataModule):
         assert self._entries is not None and self._split is not None
         return [self._entries[i] for i in self._split[split]]
 
-    def split_entries(self, split: str) -> list[VideoEntry]:
-        """Entries of ``split`` as stored in the checkpoint (after ``load_state_dict``), else as computed."""
-        return self.records_for(split)
-
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """Class names and the split (relative paths per split), saved into checkpoints."""
@@ -237,10 +247,58 @@ class VideoDataModule(pl.LightningDataModule):
         workers = self.num_workers > 0
         # CUDA cannot be used in forked workers: GPU decoding needs spawned worker processes.
         context = "spawn" if workers and self.decode_device == "cuda" else None
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle,
+        dataset: Any = self.dataset(split)
+        if self.feature_cache and split in ("train", "val"):
+            dataset = self._cached_features(split)
+            context = None  # the cached loader reads files only
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
                           multiprocessing_context=context)
+
+    # ------------------------------------------------------------------ feature cache
+    def _cached_features(self, split: str) -> CachedFeatureDataset:
+        """Deterministic clips of ``split`` as cached encoder features; computes the missing ones first.
+
+        The encoder is the training module's ``net`` (``trainer.lightning_module.net``), on its device; with
+        several processes each computes its share, then all wait for the others.
+        """
+        trainer = getattr(self, "trainer", None)
+        module = getattr(trainer, "lightning_module", None)
+        if module is None:
+            raise RuntimeError("data.feature_cache=true: the data module must be attached to a Trainer with a "
+                               "model (the cache needs its encoder)")
+        net = getattr(module, "net", module)
+        check_cacheable(net)
+        # the key is recomputed for every loader: another model (or changed weights) gets its own cache
+        root = Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+        store = FeatureStore(root, feature_cache_key(net, self.preprocess))
+        store.write_meta({"network": type(net).__name__, **self.preprocess, "sampling": CACHED_SAMPLING})
+        if store.dir != self._feature_store_dir:
+            self._feature_store_dir = store.dir
+            crop = self.transform.crop_size
+            augmented = self.transform.flip or (crop is not None and tuple(crop) != self.size)
+            if trainer.is_global_zero:  # said once, at the start; a warning when augmentation was configured
+                say = log.warning if augmented else log.info
+                say("feature cache %s: training on cached frozen-encoder features of deterministic clips "
+                    "(uniform sampling, centre crop, no flip: random crop, flip and frame jitter are off)", store.dir)
+        clips = self.dataset(split, train=False)
+        device = trainer.strategy.root_device
+        was_training = net.training
+        net.eval()
+
+        def encode(video: Any) -> Any:
+            return net.features(self.transform(video.to(device), train=False))
+
+        try:
+            done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size,
+                                      num_workers=self.num_workers, shard=(trainer.global_rank, trainer.world_size))
+        finally:
+            net.train(was_training)
+        log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,
+                 trainer.global_rank, store.dir)
+        trainer.strategy.barrier("vidxai_feature_cache")
+        return CachedFeatureDataset(clips, store)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training clips (jittered segment sampling)."""
@@ -259,7 +317,7 @@ class VideoDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Turn the uint8 ``video`` of a batch into normalised floats, on the device."""
+        """Turn the uint8 ``video`` of a batch into normalised floats, on the device (cached features pass)."""
         if isinstance(batch, dict) and "video" in batch:
             trainer = getattr(self, "trainer", None)
             training = bool(trainer is not None and trainer.training)

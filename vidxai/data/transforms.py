@@ -88,6 +88,31 @@ class VideoTransform:
         out.mul_(scale).add_(shift)
         return out.reshape(*lead, *out.shape[1:])
 
+    def eval_boxes(self, boxes: Any, source_size: Sequence[int], decoded_size: Sequence[int] | None) -> Any:
+        """Boxes ``(N, 4)`` ``(x0, y0, x1, y1)`` in source-video pixels -> pixels of the eval-mode clip.
+
+        The same geometry as the clip: the decoder's resize from ``source_size`` to ``decoded_size``
+        (``(H, W)``; ``None`` = no resize), then this transform's centre crop. Coordinates are clipped to the
+        clip; a box that falls entirely outside it gets ``x1 <= x0`` (no box). Returns float64 NumPy.
+        """
+        import numpy as np
+
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+        sh, sw = (float(s) for s in source_size)
+        dh, dw = (float(s) for s in decoded_size) if decoded_size is not None else (sh, sw)
+        b[:, [0, 2]] *= dw / sw
+        b[:, [1, 3]] *= dh / sh
+        h, w = int(dh), int(dw)
+        if self.crop_size is not None:
+            ch, cw = self.crop_size
+            top, left = (h - ch) // 2, (w - cw) // 2  # as in _crop_boxes(train=False)
+            b[:, [0, 2]] -= left
+            b[:, [1, 3]] -= top
+            h, w = ch, cw
+        b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+        return b
+
     def _crop_boxes(self, clips: torch.Tensor, train: bool,
                     generator: torch.Generator | None) -> tuple[list[int], list[int], tuple[int, int]]:
         """Top/left corner of each clip's crop (random in training, centred otherwise) and the crop size."""

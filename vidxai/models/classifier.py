@@ -58,12 +58,14 @@ def _plain(value: Any, name: str) -> Any:
     )
 
 
-def _video_and_label(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unpack a batch dict ``{"video": ..., "label": ...}``, with a clear error for anything else."""
-    if not isinstance(batch, Mapping) or "video" not in batch or "label" not in batch:
-        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-        raise ValueError(f"VideoClassifier expects batches as dicts with 'video' and 'label', got {got}")
-    return batch["video"], batch["label"]
+def _inputs_and_label(batch: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """Unpack a batch dict ``{"video" or "features": ..., "label": ...}``, with a clear error for anything else."""
+    if isinstance(batch, Mapping) and "label" in batch:
+        for kind in ("video", "features"):
+            if kind in batch:
+                return kind, batch[kind], batch["label"]
+    got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' (or 'features') and 'label', got {got}")
 
 
 class VideoClassifier(pl.LightningModule):
@@ -83,8 +85,9 @@ class VideoClassifier(pl.LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss.
 
     Batches are dicts with ``"video"`` float ``(B, T, 3, H, W)`` (or ``(B, K, T, 3, H, W)`` for K test
-    clips per video, whose logits are averaged) and ``"label"`` ``(B,)``. Hyper-parameters are plain
-    Python types, so ``VideoClassifier.load_from_checkpoint(path, weights_only=True)`` works.
+    clips per video, whose logits are averaged) and ``"label"`` ``(B,)``; instead of ``"video"`` a batch may
+    carry ``"features"``, per-frame encoder features from the feature cache (``net.classify`` only).
+    Hyper-parameters are plain Python types, so ``VideoClassifier.load_from_checkpoint(path, weights_only=True)`` works.
     """
 
     def __init__(
@@ -178,9 +181,13 @@ class VideoClassifier(pl.LightningModule):
             )
         return self.net(video)
 
+    def forward_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits from cached per-frame encoder features: the network's temporal part and head only."""
+        return self.net.classify(feats)
+
     def _shared_step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        video, label = _video_and_label(batch)
-        logits = self(video)
+        kind, inputs, label = _inputs_and_label(batch)
+        logits = self(inputs) if kind == "video" else self.forward_features(inputs)
         loss = F.cross_entropy(logits, label, label_smoothing=self.hparams["label_smoothing"])
         return loss, logits, label
 

@@ -24,7 +24,10 @@ Stage kinds and the tensors they map (clips enter as ``(B, T, C, H, W)``):
     ``nn.Sequential`` on the previous stage's output: ``(B, *F) -> (B, num_classes)`` logits.
 
 Valid sequences: ``[frames] [recurrent] head`` (at least one of the first two) or ``clip head``.
-Adding an architecture means writing its ``explain_stages`` (one model file) and a registry entry.
+A stage's module may be a container built on the fly from the network's own modules (its parameters
+and buffers are the network's, never copies). Adding an architecture means writing its
+``explain_stages`` (one model file) and a registry entry; ``vidxai/xai`` changes only for a new layer
+type (the layers the explainer supports: ``vidxai.xai.cnn.SUPPORTED``).
 """
 
 from __future__ import annotations
@@ -48,10 +51,14 @@ class Stage:
     """One explainable stage of a video network.
 
     Attributes:
-        name: the attribute path of ``module`` in the network (``"encoder"``, ``"lstm"``, ...), used in
-            messages and by the randomisation test.
+        name: the attribute path of ``module`` in the network (``"encoder"``, ``"lstm"``, ...), or a name
+            for a container the network builds from its own modules (R2Plus1D's ``"backbone"``); used in
+            messages and as a prefix of layer names.
         kind: ``"frames"``, ``"recurrent"``, ``"clip"`` or ``"head"`` (see the module docstring).
-        module: the stage's module (shared with the network, never a copy).
+        module: the stage's module: one of the network's submodules, or a new ``nn.Sequential`` of them
+            (so a network keeps its own attribute names and state-dict keys, e.g. torchvision's). Either
+            way its parameters and buffers are the network's own tensors, never copies: changing the
+            stage's weights changes the network's.
     """
 
     name: str
@@ -80,7 +87,8 @@ def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
 
     Raises:
         TypeError: ``net`` does not implement :class:`ExplainableVideoNet`, or its stages are malformed
-            (the message names the network and what is wrong).
+            (wrong kinds or order, or a stage holds parameters / buffers that are not the network's);
+            the message names the network and what is wrong.
     """
     inner = getattr(net, "net", None)
     if isinstance(inner, nn.Module) and not isinstance(net, ExplainableVideoNet):
@@ -88,13 +96,22 @@ def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
     kind = type(net).__name__
     if not isinstance(net, ExplainableVideoNet):
         raise TypeError(
-            f"{kind} cannot be explained: it does not implement explain_stages() "
+            f"cannot explain {kind}: it does not implement explain_stages() "
             "(see vidxai.models.contract and docs/architecture.md, 'Adding an architecture')"
         )
     stages = tuple(net.explain_stages())
     for stage in stages:
         if not isinstance(stage, Stage) or stage.kind not in STAGE_KINDS or not isinstance(stage.module, nn.Module):
             raise TypeError(f"{kind}.explain_stages() returned {stage!r}; expected Stage(name, kind, module)")
+    owned = {id(t) for t in (*net.parameters(), *net.buffers())}
+    for stage in stages:
+        tensors = (*stage.module.named_parameters(), *stage.module.named_buffers())
+        foreign = [n for n, t in tensors if id(t) not in owned]
+        if foreign:
+            raise TypeError(
+                f"{kind}.explain_stages(): stage {stage.name!r} has tensors that are not the network's own "
+                f"({foreign[0]!r}); build stages from the network's modules, never from copies"
+            )
     kinds = [s.kind for s in stages]
     if not _valid_order(kinds):
         raise TypeError(

@@ -86,6 +86,7 @@ class ConvLSTM(nn.Module):
             0 means no stem (``encoder = nn.Identity()``).
         stem_pool: max-pooling factor of the stem (1 = no pooling).
         dropout: dropout before the linear head.
+        freeze_encoder: no gradients for the stem (e.g. to train on cached stem features).
 
     The defaults (130,091 parameters for 11 classes) are small and fast on CPU. A preset close to
     the paper's 1,280,239 parameters (11 classes): ``hidden_channels=(120, 96), stem_channels=0``
@@ -103,6 +104,7 @@ class ConvLSTM(nn.Module):
         stem_channels: int = 16,
         stem_pool: int = 2,
         dropout: float = 0.5,
+        freeze_encoder: bool = False,
     ) -> None:
         super().__init__()
         hidden = [int(h) for h in hidden_channels]
@@ -138,6 +140,9 @@ class ConvLSTM(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(hidden[-1], num_classes)
         )
+        self.freeze_encoder = bool(freeze_encoder)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame stem feature maps: ``(B, T, C, H, W) -> (B, T, C', H', W')``."""
@@ -162,9 +167,13 @@ class ConvLSTM(nn.Module):
             seq = torch.stack(outputs, dim=1)
         return seq
 
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` from per-frame stem features (the last layer's final hidden state)."""
+        return self.head(self.recurrence(feats)[:, -1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from the last layer's final hidden state."""
-        return self.head(self.recurrence(self.features(x))[:, -1])
+        return self.classify(self.features(x))
 
     def explain_stages(self) -> tuple[Stage, ...]:
         """The explainer contract (:mod:`vidxai.models.contract`): stem per frame, ConvLSTM cells, head."""

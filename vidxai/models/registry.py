@@ -8,12 +8,13 @@ from typing import Any
 from torch import nn
 
 from vidxai.models.convlstm import ConvLSTM
+from vidxai.models.r2plus1d import R2Plus1D
 from vidxai.models.vgg16_lstm import VGG16LSTM
 
 __all__ = ["NETWORKS", "build_network"]
 
 #: Architectures that ``build_network`` (and therefore checkpoints and configs) may name.
-NETWORKS: dict[str, type[nn.Module]] = {"vgg16_lstm": VGG16LSTM, "convlstm": ConvLSTM}
+NETWORKS: dict[str, type[nn.Module]] = {"vgg16_lstm": VGG16LSTM, "convlstm": ConvLSTM, "r2plus1d": R2Plus1D}
 
 
 def build_network(arch: str, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vidxai.models.contract import Stage
+from vidxai.models.weights import hub_weights_file, load_state_file
 
 __all__ = ["VGG16_CFG", "VGG16LSTM", "check_video", "make_vgg16_features", "vgg16_weights_file"]
 
@@ -59,33 +60,21 @@ def make_vgg16_features(batch_norm: bool = False) -> list[nn.Module]:
     return layers
 
 
-def vgg16_weights_file(batch_norm: bool = False) -> Path:
-    """Where torchvision's ImageNet VGG16 (or VGG16-BN) weights are expected in the local hub cache."""
+def _vgg16_url(batch_norm: bool) -> str:
     from torchvision.models import VGG16_BN_Weights, VGG16_Weights
 
-    weights = VGG16_BN_Weights.IMAGENET1K_V1 if batch_norm else VGG16_Weights.IMAGENET1K_V1
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return (VGG16_BN_Weights if batch_norm else VGG16_Weights).IMAGENET1K_V1.url
+
+
+def vgg16_weights_file(batch_norm: bool = False) -> Path:
+    """Where torchvision's ImageNet VGG16 (or VGG16-BN) weights are expected in the local hub cache."""
+    return hub_weights_file(_vgg16_url(batch_norm))
 
 
 def _load_vgg16_state(path: Path, batch_norm: bool) -> dict[str, torch.Tensor]:
     """Read a VGG16 state dict (full torchvision model or ``features`` only); return the conv-stack part."""
-    from torchvision.models import VGG16_BN_Weights, VGG16_Weights
-
-    url = (VGG16_BN_Weights if batch_norm else VGG16_Weights).IMAGENET1K_V1.url
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained VGG16{'-BN' if batch_norm else ''} weights not found at {path}: download {url} "
-            f"into {path.parent} (or pass weights_path=...), or set pretrained=False"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt / not a state dict
-        raise ValueError(f"cannot read VGG16 weights {path}: {err}; re-download {url}") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"VGG16 weights {path} hold a {type(state).__name__}, expected a state dict")
-    if any(k.startswith("features.") for k in state):
-        state = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
-    return state
+    label = f"VGG16{'-BN' if batch_norm else ''}"
+    return load_state_file(path, _vgg16_url(batch_norm), label, prefix="features.")
 
 
 class VGG16LSTM(nn.Module):

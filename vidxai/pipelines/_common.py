@@ -6,11 +6,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidxai.errors import UserError
 
@@ -59,6 +60,27 @@ def to_plain(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+def sweep_group(cfg: DictConfig) -> None:
+    """Fill ``logger.wandb.group`` when it is null: the task name for a single run, ``<task>-<sweep folder>`` for
+    each job of a multirun (``-m``, optuna, submitit), so every job is its own W&B run, grouped by sweep."""
+    group = OmegaConf.select(cfg, "logger.wandb.group", default="unset")
+    if group is not None:  # set explicitly, or no W&B logger
+        return
+    name = str(cfg.get("task_name") or "run")
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get() if HydraConfig.initialized() else None
+        if hc is not None and hc.mode == RunMode.MULTIRUN and hc.runtime.output_dir:
+            # <sweep dir>/<job subdir>: the sweep folder's name is the same for all of the sweep's jobs
+            name = f"{name}-{Path(str(hc.runtime.output_dir)).parent.name}"
+    except (ImportError, ValueError):  # pragma: no cover - Hydra always present with a DictConfig
+        pass
+    with open_dict(cfg):
+        cfg.logger.wandb.group = name
 
 
 def finish_wandb() -> None:

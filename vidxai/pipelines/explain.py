@@ -5,7 +5,9 @@ checkpoint. Three modes:
 
 * one video of the checkpoint's own split (default: ``split=val``, ``index=0``; or ``class=NAME``),
 * any file (``video=PATH``),
-* a whole split (``split=test`` without ``index``/``class``, ``limit=N``): the temporal relevance profile.
+* a whole split (``split=test`` without ``index``/``class``, ``limit=N``): the temporal relevance profile,
+* ``evaluate=true`` (``split=test limit=N``): every LRP rule and the Captum baselines scored on the same
+  videos (:mod:`vidxai.pipelines.evaluate`).
 
 ``compare=[z,epsilon,...]`` adds a rule-comparison figure of the same frames.
 """
@@ -26,10 +28,11 @@ from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.data.clips import prepare_clip
 from vidxai.data.decoders import nvdec_usable
 from vidxai.errors import UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
 from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
+from vidxai.xai.recurrent import check_lstm_rule
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,9 @@ def _rule(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 
 
 def _recurrent_params(cfg: DictConfig) -> dict[str, Any]:
-    """``lstm_eps`` / ``bias_factor`` of the recurrent part and head when set (else VideoLRP's defaults)."""
-    return {key: cfg[key] for key in ("lstm_eps", "bias_factor") if cfg.get(key) is not None}
+    """``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the recurrent part and head when set (else VideoLRP's
+    defaults)."""
+    return {key: cfg[key] for key in ("lstm_eps", "bias_factor", "lstm_rule") if cfg.get(key) is not None}
 
 
 def _target(value: Any, class_names: list[str]) -> int | None:
@@ -179,12 +183,25 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(int(cfg.get("seed", 0)))
     rule, params = _rule(cfg)
+    try:
+        check_lstm_rule(str(cfg.get("lstm_rule") or "signal_take_all"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     compare = list(to_plain(cfg.get("compare")) or [])
     for name in compare:
         try:
             get_rule(name)
         except ValueError as exc:
             raise UserError(f"compare=: {exc}") from None
+    evaluating = bool(cfg.get("evaluate", False))
+    if evaluating:
+        from vidxai.pipelines.evaluate import evaluation_settings, method_names
+
+        if cfg.get("video") is not None:
+            raise UserError("evaluate=true scores the videos of a split of the checkpoint's data; drop video= "
+                            "and pass split=test limit=N")
+        method_names(cfg)
+        evaluation_settings(cfg)  # bad values fail before the checkpoint is loaded
     device = _device(str(cfg.get("device", "auto")))
     ck = load_checkpoint(cfg.ckpt, map_location=device)
     if not ck.preprocess or "num_frames" not in ck.preprocess:
@@ -203,10 +220,13 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         and cfg.get("index") is None
         and cfg.get("class") is None
     )
+    sweep_group(cfg)
     loggers = instantiate_group(cfg.get("logger"))
     run = _wandb_run(loggers)
     try:
-        if dataset_mode:
+        if evaluating:
+            result = _evaluate_split(cfg, ck, transform, device, target, out_dir, run)
+        elif dataset_mode:
             result = _explain_split(cfg, ck, explainer, transform, device, target, out_dir, run)
         else:
             if cfg.get("video") is not None:
@@ -221,6 +241,19 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         finish_wandb()
     log.info("explanation written to %s", out_dir)
     return result
+
+
+def _evaluate_split(
+    cfg: DictConfig, ck: LoadedCheckpoint, transform: Any, device: torch.device, target: int | None,
+    out_dir: Path, run: Any,
+) -> dict[str, Any]:
+    from vidxai.pipelines.evaluate import run_evaluation
+
+    dataset = _dataset(_datamodule(ck, cfg.paths.get("cache_dir")), str(cfg.get("split") or "test"))
+    return run_evaluation(
+        cfg, ck, dataset, lambda i: _clip_from_dataset(dataset, i, transform, device), transform, target, out_dir,
+        run,
+    )
 
 
 def _dataset(dm: Any, split: str) -> Any:
@@ -289,7 +322,11 @@ def _explain_one(
             "checkpoint": str(ck.path),
             "rule": rule,
             "rule_params": dict(expl.params),
-            "recurrent_params": {"lstm_eps": explainer.lstm_eps, "bias_factor": explainer.bias_factor},
+            "recurrent_params": {
+                "lstm_eps": explainer.lstm_eps,
+                "bias_factor": explainer.bias_factor,
+                "lstm_rule": explainer.lstm_rule,
+            },
             "seconds": seconds,
             "fps": clip.fps,
             # total input relevance vs the target logit (conservative rules: delta ~ 0 up to biases)

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vidxai.pipelines._common import finish_wandb, instantiate_group, to_plain
+from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    sweep_group(cfg)  # W&B: one run per job, grouped by sweep
     loggers = instantiate_group(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

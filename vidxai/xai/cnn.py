@@ -1,4 +1,4 @@
-"""The CNN part of the explainer: a flat list of layer steps that runs with LRP rules as autograd Functions.
+"""The CNN part of the explainer: a list of layer steps that runs with LRP rules as autograd Functions.
 
 :func:`compile_sequential` turns a (nested) ``nn.Sequential`` into steps once; :func:`run_steps` runs
 them on a batch with a :class:`~vidxai.xai.rules.Composite`, so that ``torch.autograd.grad`` of the
@@ -6,6 +6,13 @@ output with the upper relevance as ``grad_outputs`` returns the input relevance.
 folded into the preceding conv / linear layer on the fly (new tensors; the module is never changed).
 Modules are never called (no hooks fire, train/eval mode does not matter): the steps use the
 functional ops with the modules' parameters, which is the eval-mode computation.
+
+2D and 3D layers are handled alike (``Conv2d``/``Conv3d``, ``BatchNorm2d``/``BatchNorm3d``, max and
+average pooling of either). torchvision's video residual blocks (``BasicBlock``, ``Bottleneck`` of
+``torchvision.models.video.resnet``) compile to a ``"residual"`` step: the residual branch and the
+shortcut (``downsample`` or the identity) as two step lists whose outputs ``a`` and ``b`` are added
+with the composite's sum rule (``R(a + b)`` split in proportion to ``a`` and ``b``, stabiliser as
+zennit's ``Norm``), then the block's final ReLU.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ from vidxai.xai.rules import Composite, LinearOp, LRPLinearFunction
 __all__ = ["Step", "compile_sequential", "fold_batch_norm", "run_steps"]
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh)
-_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
+_MAXPOOLS = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_AVGPOOLS = (
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+)  # fmt: skip
 _SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv2d, nn.Conv3d)
 
 SUPPORTED = (
-    "Conv2d (zero padding), Linear, BatchNorm after them, ReLU-like activations, max/avg pooling, "
-    "Flatten, Dropout, Identity"
+    "Conv2d/Conv3d (zero padding), Linear, BatchNorm after them, ReLU-like activations, max/avg pooling, "
+    "Flatten, Dropout, Identity, torchvision video ResNet blocks (BasicBlock, Bottleneck)"
 )
 
 
@@ -36,8 +48,10 @@ SUPPORTED = (
 class Step:
     """One layer of a compiled sequence.
 
-    ``kind`` is ``"linear"`` (``Conv2d`` / ``Linear``, with ``bn`` folded in), ``"activation"``,
-    ``"maxpool"``, ``"avgpool"`` or ``"flatten"``; ``is_first`` marks the first linear-type layer.
+    ``kind`` is ``"linear"`` (``Conv2d`` / ``Conv3d`` / ``Linear``, with ``bn`` folded in),
+    ``"activation"``, ``"maxpool"``, ``"avgpool"``, ``"flatten"`` or ``"residual"`` (``branch`` and
+    ``shortcut`` step lists, added; an empty ``shortcut`` is the identity); ``is_first`` marks the first
+    linear-type layer.
     """
 
     kind: str
@@ -46,6 +60,8 @@ class Step:
     bn: nn.Module | None = None
     is_first: bool = False
     op: LinearOp | None = None
+    branch: list[Step] | None = None
+    shortcut: list[Step] | None = None
 
     def params(self) -> tuple[Tensor, Tensor | None]:
         """Current (detached) weight and bias of a linear step, with its BatchNorm folded in."""
@@ -78,25 +94,48 @@ def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
     return [(prefix, module)]
 
 
-def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
-    """Compile ``module`` (a layer or nested ``nn.Sequential``) into steps; one clear error if unsupported."""
-    steps: list[Step] = []
-    seen_linear = False
-    nonnegative = False  # whether the current tensor is known to be >= 0 (after ReLU / sigmoid)
-    for name, leaf in _leaves(module, prefix):
-        if isinstance(leaf, (nn.Conv2d, nn.Linear)):
-            if isinstance(leaf, nn.Conv2d) and leaf.padding_mode != "zeros":
+def _residual_parts(module: nn.Module) -> tuple[list[str], str] | None:
+    """Branch attribute names and the final activation's of a supported residual block, else ``None``.
+
+    Exact types only: a subclass may override ``forward``. Both compute
+    ``act(branch(x) + (downsample(x) if downsample else x))``.
+    """
+    from torchvision.models.video.resnet import BasicBlock, Bottleneck
+
+    if type(module) is BasicBlock:
+        return ["conv1", "conv2"], "relu"
+    if type(module) is Bottleneck:
+        return ["conv1", "conv2", "conv3"], "relu"
+    return None
+
+
+class _Compiler:
+    """Compiles modules to steps, tracking the first linear layer and whether the current tensor is >= 0."""
+
+    def __init__(self) -> None:
+        self.seen_linear = False
+        self.nonnegative = False  # whether the current tensor is known to be >= 0 (after ReLU / sigmoid)
+
+    def compile(self, module: nn.Module, prefix: str) -> list[Step]:
+        steps: list[Step] = []
+        for name, leaf in _leaves(module, prefix):
+            self._leaf(steps, name, leaf)
+        return steps
+
+    def _leaf(self, steps: list[Step], name: str, leaf: nn.Module) -> None:
+        if isinstance(leaf, (*_CONVS, nn.Linear)):
+            if isinstance(leaf, _CONVS) and leaf.padding_mode != "zeros":
                 raise ValueError(
                     f"VideoLRP cannot explain {name}: padding_mode={leaf.padding_mode!r}; only 'zeros'"
                 )
-            op = LinearOp.of(leaf, nonnegative_input=nonnegative)
-            steps.append(Step("linear", name, leaf, is_first=not seen_linear, op=op))
-            seen_linear, nonnegative = True, False
+            op = LinearOp.of(leaf, nonnegative_input=self.nonnegative)
+            steps.append(Step("linear", name, leaf, is_first=not self.seen_linear, op=op))
+            self.seen_linear, self.nonnegative = True, False
         elif isinstance(leaf, _BATCHNORMS):
             if not steps or steps[-1].kind != "linear" or steps[-1].bn is not None:
                 raise ValueError(
                     f"VideoLRP cannot explain {name}: a BatchNorm must directly follow a Conv2d/Linear "
-                    "to be folded"
+                    "(or Conv3d) to be folded"
                 )
             if leaf.running_mean is None:
                 raise ValueError(f"VideoLRP cannot explain {name}: BatchNorm without running statistics")
@@ -106,7 +145,7 @@ def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
                 leaf = copy.copy(leaf)
                 leaf.inplace = False
             steps.append(Step("activation", name, leaf))
-            nonnegative = isinstance(leaf, (nn.ReLU, nn.ReLU6, nn.Sigmoid))
+            self.nonnegative = isinstance(leaf, (nn.ReLU, nn.ReLU6, nn.Sigmoid))
         elif isinstance(leaf, _MAXPOOLS):
             if getattr(leaf, "return_indices", False):
                 raise ValueError(f"VideoLRP cannot explain {name}: max pooling with return_indices=True")
@@ -116,12 +155,25 @@ def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
         elif isinstance(leaf, nn.Flatten):
             steps.append(Step("flatten", name, leaf))
         elif isinstance(leaf, _SKIPPED):
-            continue
+            return
+        elif (parts := _residual_parts(leaf)) is not None:
+            branch_names, act = parts
+            block_input_nonnegative = self.nonnegative
+            branch = [s for part in branch_names for s in self.compile(getattr(leaf, part), f"{name}.{part}")]
+            self.nonnegative = block_input_nonnegative
+            shortcut = [] if leaf.downsample is None else self.compile(leaf.downsample, f"{name}.downsample")
+            steps.append(Step("residual", name, leaf, branch=branch, shortcut=shortcut))
+            self.nonnegative = False
+            self._leaf(steps, f"{name}.{act}", getattr(leaf, act))
         else:
             raise ValueError(
                 f"VideoLRP cannot explain {name} ({type(leaf).__name__}); supported layers: {SUPPORTED}"
             )
-    return steps
+
+
+def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
+    """Compile ``module`` (a layer or nested ``nn.Sequential``) into steps; one clear error if unsupported."""
+    return _Compiler().compile(module, prefix)
 
 
 def run_steps(steps: list[Step], composite: Composite, x: Tensor) -> Tensor:
@@ -137,6 +189,10 @@ def run_steps(steps: list[Step], composite: Composite, x: Tensor) -> Tensor:
             x = composite.maxpool.apply(x, step.module.forward)
         elif step.kind == "avgpool":
             x = composite.avgpool.apply(x, step.module.forward)
+        elif step.kind == "residual":
+            a = run_steps(step.branch or [], composite, x)
+            b = run_steps(step.shortcut, composite, x) if step.shortcut else x
+            x = composite.residual.add(a, b)
         else:  # flatten
             x = step.module.forward(x)
     return x

@@ -1,9 +1,12 @@
-"""``VideoLRP``: LRP for VGG16+LSTM and ConvLSTM video classifiers behind Captum's ``Attribution`` API.
+"""``VideoLRP``: LRP for video classifiers behind Captum's ``Attribution`` API.
 
-One propagation per call: the relevance starts as the target logit (one-hot times logit) at the head,
-goes back through the recurrent part over time (Arras et al. 2017, see :mod:`vidxai.xai.recurrent`),
-reaches the per-frame features, and continues through the CNN with time folded into the batch, where
-the rules of the chosen composite run as modified gradients (:mod:`vidxai.xai.rules`). No module is
+The explainer knows a network only through its stages (:func:`vidxai.models.contract.explain_stages`):
+``[frames] [recurrent] head`` (VGG16+LSTM, ConvLSTM) or ``clip head`` (a 3D CNN such as R(2+1)D-18).
+One propagation per call, stage by stage from the output: the relevance starts as the target logit
+(one-hot times logit) at the head, goes back through the recurrent part over time (Arras et al. 2017,
+see :mod:`vidxai.xai.recurrent`) to the per-frame features and through the per-frame CNN with time
+folded into the batch, or from the head straight into the clip CNN; in the CNNs the rules of the chosen
+composite run as modified gradients (:mod:`vidxai.xai.rules`, :mod:`vidxai.xai.cnn`). No module is
 called and no hook is registered: the model is left exactly as it was.
 """
 
@@ -18,9 +21,11 @@ import torch
 from captum.attr import Attribution
 from torch import Tensor, nn
 
+from vidxai.models.contract import Stage, explain_stages
 from vidxai.xai.cnn import Step, compile_sequential, run_steps
 from vidxai.xai.recurrent import (
     RecurrentLayer,
+    check_lstm_rule,
     convlstm_layers,
     head_forward,
     head_relevance,
@@ -43,12 +48,15 @@ class Explanation:
         pixel: ``(T, H, W)`` input relevance summed over colour channels.
         frame: ``(T,)`` relevance per frame (sum of ``pixel`` over the frame).
         feature: ``(T, F)`` relevance at the recurrent input: per-frame encoder features (VGG16+LSTM), or
-            per channel of the ConvLSTM input maps summed over space.
+            per channel of the ConvLSTM input maps summed over space. For a clip network (3D CNN) there
+            are no per-frame features: ``(T', C)``, the relevance of its last feature map (the input of
+            its final global pooling) per channel summed over space, ``T'`` that map's temporal length
+            (``ceil(T / 8)`` for R(2+1)D-18; 1 for 8 frames).
         logits: ``(C,)`` the logits of the clip.
         target: the explained class.
         rule: the rule name; ``params`` its resolved parameters.
         initial_state: relevance of the recurrent initial states per layer ``k``: ``"h0_l{k}"``, ``"c0_l{k}"``
-            (zero states receive relevance only through ``bias_factor=1``).
+            (zero states receive relevance only through ``bias_factor=1``); empty without a recurrent stage.
         relevance: ``(T, 3, H, W)`` the full input relevance.
     """
 
@@ -90,21 +98,33 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return net if isinstance(net, nn.Module) else model
 
 
+def _split_global_pool(steps: list[Step]) -> tuple[list[Step], list[Step]]:
+    """Split a clip CNN's steps into the body and its trailing pooling / flatten steps."""
+    k = len(steps)
+    while k > 0 and steps[k - 1].kind in ("avgpool", "maxpool", "flatten"):
+        k -= 1
+    return steps[:k], steps[k:]
+
+
 class VideoLRP(Attribution):
-    """Layer-wise Relevance Propagation for video classifiers (VGG16+LSTM, ConvLSTM).
+    """Layer-wise Relevance Propagation for any video network with the explainer contract.
 
     Args:
-        model: the network, or a LightningModule whose ``.net`` is the network. It must have
-            ``encoder`` (per-frame CNN as ``nn.Sequential``, or ``nn.Identity``), either ``lstm``
-            (``nn.LSTM``, batch_first) or ``cells`` (ConvLSTM cells), and ``head`` (``nn.Sequential`` on
-            the last hidden state).
+        model: the network, or a LightningModule whose ``.net`` is the network. It must implement
+            :class:`~vidxai.models.contract.ExplainableVideoNet` (``explain_stages()``): VGG16LSTM,
+            ConvLSTM, R2Plus1D and any network written to the contract.
         rule: a name from :data:`~vidxai.xai.RULES` (``z``, ``epsilon``, ``gamma``, ``alpha_beta``,
-            ``preset_a_flat``, ``preset_b_flat``) for the CNN.
+            ``preset_a_flat``, ``preset_b_flat``) for the CNN stage (per-frame or clip); its first
+            conv is the "first layer" of the flat presets.
         lstm_eps: epsilon of the recurrent part and the head (Arras et al.: 1e-3).
         bias_factor: 0 (bias and stabiliser absorb their share) or 1 (spread over the inputs, so the
             recurrent part and head conserve relevance exactly, initial states included).
-        chunk_frames: run the CNN stage on at most this many frames at a time (bounded memory, same
-            result; the CNN forward is then recomputed per chunk). ``None``: all frames at once.
+        lstm_rule: how the LSTM / ConvLSTM products ``i*g`` and ``o*tanh(c)`` split relevance between
+            gate and signal: ``signal_take_all`` (Arras et al. 2017, the gate gets nothing), ``half`` or
+            ``proportional`` (see :mod:`vidxai.xai.recurrent`).
+        chunk_frames: run the per-frame CNN stage on at most this many frames at a time (bounded memory,
+            same result; the CNN forward is then recomputed per chunk). ``None``: all frames at once.
+            Not for clip networks: their 3D convolutions mix frames (a ``ValueError`` says so).
         **rule_params: parameters of ``rule`` (``epsilon``, ``gamma``, ``alpha``, ``beta``,
             ``beta_sign="paper"`` to give alpha-beta in the paper's ``alpha + beta = 1`` spelling).
 
@@ -119,6 +139,7 @@ class VideoLRP(Attribution):
         *,
         lstm_eps: float = 1e-3,
         bias_factor: float = 0.0,
+        lstm_rule: str = "signal_take_all",
         chunk_frames: int | None = None,
         **rule_params: Any,
     ) -> None:
@@ -136,34 +157,44 @@ class VideoLRP(Attribution):
             isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1
         ):
             raise ValueError(f"chunk_frames must be None or an integer >= 1, got {chunk_frames!r}")
+        self.lstm_rule = check_lstm_rule(lstm_rule)
         self.lstm_eps = float(lstm_eps)
         self.bias_factor = float(bias_factor)
         self.chunk_frames = chunk_frames
-        self._check_structure(net)
-        self._encoder_steps: list[Step] = compile_sequential(net.encoder, "encoder")
-        self._head_steps: list[Step] = compile_sequential(net.head, "head")
-
-    # ------------------------------------------------------------------ structure
-    @staticmethod
-    def _check_structure(net: nn.Module) -> None:
-        kind = type(net).__name__
-        encoder, head = getattr(net, "encoder", None), getattr(net, "head", None)
-        lstm, cells = getattr(net, "lstm", None), getattr(net, "cells", None)
-        if not isinstance(encoder, nn.Module) or not isinstance(head, nn.Module):
+        try:
+            stages = explain_stages(net)
+        except TypeError as err:  # no contract / malformed stages: one line naming the fix
+            msg = str(err)
             raise ValueError(
-                f"VideoLRP cannot explain {kind}: it needs `encoder` and `head` modules plus `lstm` or "
-                "`cells` "
-                "(the structure of vidxai's VGG16LSTM / ConvLSTM)"
-            )
-        if not isinstance(lstm, nn.LSTM) and not isinstance(cells, nn.ModuleList):
+                f"VideoLRP {msg}" if msg.startswith("cannot explain") else f"VideoLRP cannot explain: {msg}"
+            ) from None
+        self.stages: dict[str, Stage] = {s.kind: s for s in stages}
+        frames, clip, head = (self.stages.get(k) for k in ("frames", "clip", "head"))
+        if clip is not None and chunk_frames is not None:
             raise ValueError(
-                f"VideoLRP cannot explain {kind}: it has neither an nn.LSTM `lstm` nor an nn.ModuleList "
-                "`cells`"
+                f"chunk_frames={chunk_frames} does not apply to {type(net).__name__}: its clip stage "
+                f"{clip.name!r} mixes frames in 3D convolutions; set chunk_frames=null"
+            )
+        self._encoder_steps: list[Step] | None = (
+            None if frames is None else compile_sequential(frames.module, frames.name)
+        )
+        self._clip_steps: tuple[list[Step], list[Step]] | None = (
+            None if clip is None else _split_global_pool(compile_sequential(clip.module, clip.name))
+        )
+        self._head_steps: list[Step] = compile_sequential(head.module, head.name)
+        bad = [s.name for s in self._head_steps if s.kind == "residual"]
+        if bad:
+            raise ValueError(
+                f"VideoLRP cannot explain {bad[0]}: residual blocks belong in the clip stage, not the head"
             )
 
-    def _recurrent_layers(self) -> list[RecurrentLayer]:
-        lstm = getattr(self.net, "lstm", None)
-        return lstm_layers(lstm) if isinstance(lstm, nn.LSTM) else convlstm_layers(self.net.cells)
+    def _recurrent_layers(self) -> list[RecurrentLayer] | None:
+        stage = self.stages.get("recurrent")
+        if stage is None:
+            return None
+        if isinstance(stage.module, nn.LSTM):
+            return lstm_layers(stage.module)
+        return convlstm_layers(stage.module)
 
     # ------------------------------------------------------------------ captum API
     @property
@@ -252,7 +283,7 @@ class VideoLRP(Attribution):
         return idx
 
     def _encode(self, frames: Tensor) -> Tensor:
-        return run_steps(self._encoder_steps, self.composite, frames)
+        return run_steps(self._encoder_steps or [], self.composite, frames)
 
     def _propagate(self, inputs: Tensor, target: TargetType) -> dict[str, Any]:
         if not isinstance(inputs, Tensor) or inputs.ndim != 5:
@@ -270,50 +301,93 @@ class VideoLRP(Attribution):
                 x = x.to(device=ref.device, dtype=ref.dtype)
             if x.is_inference():
                 x = x.clone()
-            b, t = x.shape[:2]
-            frames = x.reshape(b * t, *x.shape[2:])
-            n = frames.shape[0]
-            chunk = n if self.chunk_frames is None else min(self.chunk_frames, n)
-            graph = None
-            if not self._encoder_steps:
-                feats = frames
-            elif chunk >= n:  # one pass: keep the graph for the relevance
-                leaf = frames.detach().requires_grad_(True)
-                graph = (leaf, self._encode(leaf))
-                feats = graph[1].detach()
-            else:  # first pass without graph, chunk by chunk
-                with torch.no_grad():
-                    feats = torch.cat([self._encode(frames[k : k + chunk]) for k in range(0, n, chunk)])
-            feats_seq = feats.reshape(b, t, *feats.shape[1:])
-
-            layers = self._recurrent_layers()
-            hidden, traces = recurrent_forward(layers, feats_seq)
-            logits, head_trace = head_forward(self._head_steps, hidden[:, -1])
-            idx = self._resolve_target(target, logits)
-            r_logits = torch.zeros_like(logits).scatter_(1, idx[:, None], logits.gather(1, idx[:, None]))
-            r_last = head_relevance(self._head_steps, head_trace, r_logits, self.lstm_eps, self.bias_factor)
-            r_hidden = torch.zeros_like(hidden)
-            r_hidden[:, -1] = r_last
-            r_feats, r_h0, r_c0 = recurrent_relevance(
-                layers, traces, r_hidden, self.lstm_eps, self.bias_factor
-            )
-            r_feats_flat = r_feats.reshape(feats.shape)
-
-            if not self._encoder_steps:
-                r_frames = r_feats_flat
-            elif graph is not None:
-                (r_frames,) = torch.autograd.grad(graph[1], graph[0], r_feats_flat)
+            # forward, stage by stage: the first stage's output and what its relevance pass needs
+            if self._clip_steps is not None:
+                cnn = self._clip_forward(x)
             else:
-                parts = []
-                for k in range(0, n, chunk):
-                    leaf = frames[k : k + chunk].detach().requires_grad_(True)
-                    (r,) = torch.autograd.grad(self._encode(leaf), leaf, r_feats_flat[k : k + chunk])
-                    parts.append(r)
-                r_frames = torch.cat(parts)
+                cnn = self._frames_forward(x)
+            layers = self._recurrent_layers()
+            if layers is not None:
+                hidden, traces = recurrent_forward(layers, cnn["out"])
+                head_in = hidden[:, -1]
+            else:
+                head_in = cnn["out"]
+            logits, head_trace = head_forward(self._head_steps, head_in)
+            idx = self._resolve_target(target, logits)
+
+            # relevance, stage by stage back: head -> recurrent -> frames, or head -> clip
+            r_logits = torch.zeros_like(logits).scatter_(1, idx[:, None], logits.gather(1, idx[:, None]))
+            r_head_in = head_relevance(self._head_steps, head_trace, r_logits, self.lstm_eps, self.bias_factor)
+            r_h0: list[Tensor] = []
+            r_c0: list[Tensor] = []
+            if layers is not None:
+                r_hidden = torch.zeros_like(hidden)
+                r_hidden[:, -1] = r_head_in
+                r_out, r_h0, r_c0 = recurrent_relevance(
+                    layers, traces, r_hidden, self.lstm_eps, self.bias_factor, self.lstm_rule
+                )
+            else:
+                r_out = r_head_in
+            if self._clip_steps is not None:
+                relevance, feature = self._clip_relevance(cnn, r_out)
+            else:
+                relevance, feature = self._frames_relevance(cnn, r_out), r_out
         return {
-            "relevance": r_frames.reshape(x.shape).detach(),
-            "feature": r_feats.detach(),
+            "relevance": relevance.reshape(x.shape).detach(),
+            "feature": feature.detach(),
             "logits": logits.detach(),
             "target": idx,
             "initial": {"h0": r_h0, "c0": r_c0},
         }
+
+    # per-frame CNN: time folded into the batch, optionally in chunks
+    def _frames_forward(self, x: Tensor) -> dict[str, Any]:
+        b, t = x.shape[:2]
+        frames = x.reshape(b * t, *x.shape[2:])
+        n = frames.shape[0]
+        chunk = n if self.chunk_frames is None else min(self.chunk_frames, n)
+        graph = None
+        if not self._encoder_steps:
+            feats = frames
+        elif chunk >= n:  # one pass: keep the graph for the relevance
+            leaf = frames.detach().requires_grad_(True)
+            graph = (leaf, self._encode(leaf))
+            feats = graph[1].detach()
+        else:  # first pass without graph, chunk by chunk
+            with torch.no_grad():
+                feats = torch.cat([self._encode(frames[k : k + chunk]) for k in range(0, n, chunk)])
+        return {"out": feats.reshape(b, t, *feats.shape[1:]), "frames": frames, "graph": graph, "chunk": chunk}
+
+    def _frames_relevance(self, cnn: dict[str, Any], r_out: Tensor) -> Tensor:
+        frames, graph, chunk = cnn["frames"], cnn["graph"], cnn["chunk"]
+        r_feats = r_out.reshape(frames.shape[0], *r_out.shape[2:])
+        if not self._encoder_steps:
+            return r_feats
+        if graph is not None:
+            (r_frames,) = torch.autograd.grad(graph[1], graph[0], r_feats)
+            return r_frames
+        parts = []
+        for k in range(0, frames.shape[0], chunk):
+            leaf = frames[k : k + chunk].detach().requires_grad_(True)
+            (r,) = torch.autograd.grad(self._encode(leaf), leaf, r_feats[k : k + chunk])
+            parts.append(r)
+        return torch.cat(parts)
+
+    # clip CNN: (B, T, C, H, W) -> (B, C, T, H, W), one pass over the whole clip
+    def _clip_forward(self, x: Tensor) -> dict[str, Any]:
+        body, pool = self._clip_steps  # type: ignore[misc]
+        leaf = x.transpose(1, 2).detach().requires_grad_(True)
+        fmap = run_steps(body, self.composite, leaf)
+        out = run_steps(pool, self.composite, fmap) if pool else fmap
+        return {"out": out.detach(), "leaf": leaf, "fmap": fmap, "graph_out": out}
+
+    def _clip_relevance(self, cnn: dict[str, Any], r_out: Tensor) -> tuple[Tensor, Tensor]:
+        leaf, fmap, out = cnn["leaf"], cnn["fmap"], cnn["graph_out"]
+        if fmap is out or fmap is leaf:
+            (r_leaf,) = torch.autograd.grad(out, leaf, r_out)
+            r_fmap = r_out
+        else:
+            r_leaf, r_fmap = torch.autograd.grad(out, [leaf, fmap], r_out)
+        # feature: per time step of the last feature map (B, C, T', ...) -> (B, T', C, ...)
+        feature = r_fmap.transpose(1, 2) if r_fmap.ndim >= 3 else r_fmap[:, None]
+        return r_leaf.transpose(1, 2), feature

@@ -2,7 +2,7 @@
 
 Every rule follows the definition of the same-named rule in zennit 0.5.1 (``zennit.rules``), so that
 zennit can serve as an independent test oracle. A rule for a linear-type layer (``Conv2d``,
-``Linear``) has a ``forward`` that computes the layer output and keeps what the relevance needs, and a
+``Conv3d``, ``Linear``) has a ``forward`` that computes the layer output and keeps what the relevance needs, and a
 ``relevance`` that maps the upper relevance to the layer input. :class:`LRPLinearFunction` wraps the
 pair in a custom autograd Function, so one call of ``torch.autograd.grad`` propagates relevance
 ("modified gradient"): the epsilon rule costs one transposed convolution per layer, like a gradient.
@@ -101,9 +101,9 @@ def epsilon_relevance(
 # ----------------------------------------------------------------------------------------- layer ops
 @dataclass(frozen=True)
 class LinearOp:
-    """The affine map of a ``Conv2d`` or ``Linear`` layer with given weights: forward and input gradient."""
+    """The affine map of a ``Conv2d``, ``Conv3d`` or ``Linear`` layer with given weights: forward and input gradient."""
 
-    kind: str  # "conv2d" or "linear"
+    kind: str  # "conv2d", "conv3d" or "linear"
     stride: tuple[int, ...] = (1, 1)
     padding: Any = (0, 0)
     dilation: tuple[int, ...] = (1, 1)
@@ -112,30 +112,35 @@ class LinearOp:
 
     @classmethod
     def of(cls, module: nn.Module, nonnegative_input: bool = False) -> LinearOp:
-        """The op of ``module`` (``nn.Conv2d`` with zero padding, or ``nn.Linear``)."""
-        if isinstance(module, nn.Conv2d):
-            return cls(
-                "conv2d", module.stride, module.padding, module.dilation, module.groups, nonnegative_input
-            )
+        """The op of ``module`` (``nn.Conv2d`` / ``nn.Conv3d`` with zero padding, or ``nn.Linear``)."""
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            kind = "conv2d" if isinstance(module, nn.Conv2d) else "conv3d"
+            return cls(kind, module.stride, module.padding, module.dilation, module.groups, nonnegative_input)
         if isinstance(module, nn.Linear):
             return cls("linear", nonnegative_input=nonnegative_input)
-        raise TypeError(f"LinearOp supports nn.Conv2d and nn.Linear, got {type(module).__name__}")
+        raise TypeError(f"LinearOp supports nn.Conv2d, nn.Conv3d and nn.Linear, got {type(module).__name__}")
 
     @property
     def channel_dim(self) -> int:
         """Dimension of the output channels / features."""
-        return 1 if self.kind == "conv2d" else -1
+        return -1 if self.kind == "linear" else 1
 
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """The layer output ``W x + b``."""
         if self.kind == "conv2d":
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.kind == "conv3d":
+            return F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return F.linear(x, weight, bias)
 
     def input_grad(self, input_shape: torch.Size, weight: Tensor, grad: Tensor) -> Tensor:
         """``W^T grad``: the gradient of ``W x`` w.r.t. ``x`` (a transposed convolution), input part only."""
         if self.kind == "conv2d":
             return torch.nn.grad.conv2d_input(
+                input_shape, weight, grad, self.stride, self.padding, self.dilation, self.groups
+            )
+        if self.kind == "conv3d":
+            return torch.nn.grad.conv3d_input(
                 input_shape, weight, grad, self.stride, self.padding, self.dilation, self.groups
             )
         return grad @ weight
@@ -249,11 +254,6 @@ class AlphaBeta(_SignSplitRule):
         bp = None if bias is None else bias.clamp(min=0)
         bn = None if bias is None else bias.clamp(max=0)
         return weight.clamp(min=0), weight.clamp(max=0), bp, bn
-
-    def scales(self, z: Tensor, relevance: Tensor, da: Tensor, db: Tensor) -> tuple[Tensor, Tensor]:
-        sa = relevance / stabilize(da, self.stabilizer)
-        sb = relevance / stabilize(db, self.stabilizer)
-        return self.alpha * sa, -self.beta * sb
 
     def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
         """``[alpha R / stab(a); -beta R / stab(b)]`` computed in place on one buffer (no concatenation)."""
@@ -375,6 +375,23 @@ class _NormFunction(torch.autograd.Function):
         return epsilon_relevance(x, z, relevance, ctx.stabilizer, lambda s: _pool_grad(ctx.fn, x, s)), None, None
 
 
+class _SumFunction(torch.autograd.Function):
+    """``a + b`` (a residual addition) with the proportional (epsilon) rule as backward."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, stabilizer: float) -> Tensor:
+        z = a + b
+        ctx.stabilizer = stabilizer
+        ctx.save_for_backward(a, b, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        a, b, z = ctx.saved_tensors
+        s = relevance / stabilize(z, ctx.stabilizer)
+        return a * s, b * s, None
+
+
 class Pass:
     """Activation rule: the relevance passes through elementwise activations unchanged."""
 
@@ -389,7 +406,11 @@ class Pass:
 
 
 class Norm:
-    """Average-pooling rule: relevance distributed in proportion to the inputs (epsilon with a stabiliser)."""
+    """Sum rule (average pooling, residual additions): relevance distributed in proportion to the inputs.
+
+    zennit's ``Norm``, its rule for average pooling and for the ``Sum`` of a residual block: the epsilon
+    rule of a parameter-free sum, ``R_i = x_i R / (z + stabilizer sign(z))``.
+    """
 
     name = "norm"
 
@@ -399,6 +420,10 @@ class Norm:
     def apply(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Apply the pooling ``fn`` with the proportional backward."""
         return _NormFunction.apply(x, fn, self.stabilizer)
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        """``a + b`` whose backward splits ``R(a + b)`` in proportion to ``a`` and ``b``."""
+        return _SumFunction.apply(a, b, self.stabilizer)
 
     def __repr__(self) -> str:
         return f"Norm(stabilizer={self.stabilizer!r})"
@@ -422,7 +447,9 @@ class WinnerTakeAll:
 class Composite:
     """Which rule each layer type of a CNN gets (zennit's ``SpecialFirstLayerMapComposite``, in small).
 
-    ``first`` (if set) replaces the rule of the first conv / linear layer of the encoder.
+    ``first`` (if set) replaces the rule of the first conv / linear layer of the CNN stage (the per-frame
+    encoder, or the clip network of a 3D CNN). ``avgpool`` and ``residual`` (the addition ``y = a + b`` of a
+    residual block) use the proportional sum rule; ``conv`` covers ``Conv2d`` and ``Conv3d``.
     """
 
     conv: LinearRule
@@ -431,12 +458,13 @@ class Composite:
     activation: Pass = field(default_factory=Pass)
     avgpool: Norm = field(default_factory=Norm)
     maxpool: WinnerTakeAll = field(default_factory=WinnerTakeAll)
+    residual: Norm = field(default_factory=Norm)
 
     def rule_for(self, module: nn.Module, is_first: bool) -> LinearRule:
-        """The rule of a ``Conv2d`` / ``Linear`` layer; ``is_first`` marks the encoder's first such layer."""
+        """The rule of a ``Conv2d`` / ``Conv3d`` / ``Linear`` layer; ``is_first`` marks the CNN's first such layer."""
         if is_first and self.first is not None:
             return self.first
-        return self.conv if isinstance(module, nn.Conv2d) else self.linear
+        return self.conv if isinstance(module, (nn.Conv2d, nn.Conv3d)) else self.linear
 
 
 def _z(**_: Any) -> Composite:

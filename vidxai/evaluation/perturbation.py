@@ -1,0 +1,194 @@
+"""Perturbation scores: frame and region flipping curves of the target logit, and their AOPC.
+
+A flipping curve replaces parts of a clip, step by step, with a replacement value and records the target
+logit ``f`` after each step (step 0 = the intact clip). Parts are whole frames (frame flipping) or
+``region_size`` x ``region_size`` regions of one frame (region flipping). The order comes from a map
+(most relevant first, MoRF; least relevant first, LeRF), from a seeded permutation (random) or from
+the position (last frame first, first frame first). A frame's score is the sum of the map over the frame;
+a region's score the sum over the region. Ties are broken by one seeded random order shared by all maps.
+
+AOPC (Samek et al. 2017): the mean over the curve's steps ``k = 0..K`` of ``f(x) - f(x^(k))``.
+
+All perturbed clips of one video go through the model in batches of ``batch_size``; a clip that two
+curves share (the intact clip, the fully replaced one, identical orders of two methods) runs once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "BASELINES",
+    "aopc",
+    "flipping_curves",
+    "frame_masks",
+    "frame_order",
+    "frame_scores",
+    "region_grid",
+    "region_masks",
+    "region_order",
+    "region_scores",
+    "region_steps",
+    "replacement",
+]
+
+#: Replacement values for removed pixels (``baseline=``).
+BASELINES: dict[str, str] = {
+    "mean": "the clip's per-pixel mean over time (model input space)",
+    "zero": "zeros in model input space (the normalisation mean colour)",
+    "blur": "each frame Gaussian-blurred in space (sigma = blur_sigma pixels)",
+}
+
+
+def _gaussian_blur(clip: Tensor, sigma: float) -> Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=clip.dtype, device=clip.device)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    t, c, h, w = clip.shape
+    y = clip.reshape(t * c, 1, h, w)
+    y = F.pad(y, (radius, radius, 0, 0), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    y = F.pad(y, (0, 0, radius, radius), mode="replicate")
+    y = F.conv2d(y, k.view(1, 1, -1, 1))
+    return y.reshape(t, c, h, w)
+
+
+def replacement(clip: Tensor, baseline: str = "mean", blur_sigma: float = 2.0) -> Tensor:
+    """The replacement clip ``(T, C, H, W)`` for ``clip`` (model input space), see :data:`BASELINES`."""
+    if baseline == "mean":
+        return clip.mean(0, keepdim=True).expand_as(clip).clone()
+    if baseline == "zero":
+        return torch.zeros_like(clip)
+    if baseline == "blur":
+        if not blur_sigma > 0:
+            raise ValueError(f"blur_sigma must be > 0, got {blur_sigma}")
+        return _gaussian_blur(clip, float(blur_sigma))
+    raise ValueError(f"unknown baseline={baseline!r}; choose one of {sorted(BASELINES)}")
+
+
+# ---------------------------------------------------------------------------- orders
+def frame_scores(pixel: np.ndarray) -> np.ndarray:
+    """``(T, H, W)`` map -> ``(T,)`` frame scores (sum over each frame)."""
+    p = np.asarray(pixel, dtype=np.float64)
+    return p.reshape(len(p), -1).sum(1)
+
+
+def _ranked(scores: np.ndarray, tiebreak: np.ndarray, descending: bool) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if tiebreak.shape != s.shape:
+        raise ValueError(f"tie-break order of {tiebreak.shape} for {s.shape} scores")
+    return np.lexsort((tiebreak, -s if descending else s))
+
+
+def frame_order(scores: np.ndarray, tiebreak: np.ndarray, descending: bool = True) -> np.ndarray:
+    """Frame indices by score (most relevant first if ``descending``); ties by ``tiebreak`` (a permutation)."""
+    return _ranked(scores, tiebreak, descending)
+
+
+def frame_masks(order: Sequence[int], shape: tuple[int, int, int]) -> Tensor:
+    """``(T+1, T, H, W)`` masks: step ``k`` replaces the first ``k`` frames of ``order``."""
+    t = shape[0]
+    order = np.array(order, dtype=np.int64)  # a copy (no negative strides)
+    if sorted(order.tolist()) != list(range(t)):
+        raise ValueError(f"a frame order must be a permutation of 0..{t - 1}, got {order.tolist()}")
+    per_frame = torch.zeros(t + 1, t, dtype=torch.bool)
+    for k in range(1, t + 1):
+        per_frame[k, torch.from_numpy(order[:k])] = True
+    return per_frame[:, :, None, None].expand(t + 1, *shape)
+
+
+def region_grid(shape: tuple[int, int, int], region_size: int) -> tuple[int, int, int]:
+    """``(T, rows, cols)`` of the region grid (border regions are smaller where H, W are not multiples)."""
+    if region_size < 1:
+        raise ValueError(f"region_size must be >= 1, got {region_size}")
+    t, h, w = shape
+    return t, -(-h // region_size), -(-w // region_size)
+
+
+def region_scores(pixel: np.ndarray, region_size: int) -> np.ndarray:
+    """``(T, H, W)`` map -> ``(T, rows, cols)`` region scores (sum over each region)."""
+    p = np.asarray(pixel, dtype=np.float64)
+    t, rows, cols = region_grid(p.shape, region_size)
+    padded = np.zeros((t, rows * region_size, cols * region_size))
+    padded[:, : p.shape[1], : p.shape[2]] = p
+    return padded.reshape(t, rows, region_size, cols, region_size).sum((2, 4))
+
+
+def region_order(scores: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """Flat region indices, most relevant first; ties by ``tiebreak``."""
+    return _ranked(scores, tiebreak, True)
+
+
+def region_steps(n_regions: int, step: float, maximum: float) -> list[int]:
+    """Number of regions removed at each step: ``round(k * step * n)`` for ``k = 0 .. floor(maximum / step)``."""
+    if not 0 < step <= maximum <= 1:
+        raise ValueError(f"need 0 < region_step <= region_max <= 1, got {step} and {maximum}")
+    n_steps = int(np.floor(maximum / step + 1e-9))
+    return [int(round(k * step * n_regions)) for k in range(n_steps + 1)]
+
+
+def region_masks(order: Sequence[int], shape: tuple[int, int, int], region_size: int, counts: Sequence[int]) -> Tensor:
+    """``(len(counts), T, H, W)`` masks: step ``k`` replaces the first ``counts[k]`` regions of ``order``."""
+    t, rows, cols = region_grid(shape, region_size)
+    order = torch.from_numpy(np.array(order, dtype=np.int64))
+    out = torch.zeros(len(counts), t * rows * cols, dtype=torch.bool)
+    for k, n in enumerate(counts):
+        out[k, order[:n]] = True
+    grid = out.reshape(len(counts), t, rows, cols)
+    pix = grid.repeat_interleave(region_size, 2).repeat_interleave(region_size, 3)
+    return pix[:, :, : shape[1], : shape[2]]
+
+
+# ---------------------------------------------------------------------------- curves
+def aopc(curve: Sequence[float] | np.ndarray) -> float:
+    """Area over the perturbation curve: mean over all steps (step 0 included) of ``curve[0] - curve[k]``."""
+    c = np.asarray(curve, dtype=np.float64)
+    if c.ndim != 1 or c.size == 0:
+        raise ValueError(f"a flipping curve is a non-empty 1-d sequence, got shape {c.shape}")
+    return float(np.mean(c[0] - c))
+
+
+def flipping_curves(
+    model: Callable[[Tensor], Tensor],
+    clip: Tensor,
+    base: Tensor,
+    target: int,
+    masks: Mapping[str, Tensor],
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Target logit along each curve: ``masks[name] (K, T, H, W)`` bool -> ``curves[name] (K,)``.
+
+    ``clip``/``base`` are ``(T, C, H, W)`` (the clip and its replacement); a masked pixel takes the
+    replacement's value in every channel. Identical masks (across curves too) are evaluated once, and all
+    distinct perturbed clips go through ``model`` in batches of ``batch_size``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    keys: dict[bytes, int] = {}
+    unique: list[Tensor] = []
+    index: dict[str, list[int]] = {}
+    for name, m in masks.items():
+        if m.dtype != torch.bool or m.shape[1:] != (clip.shape[0], *clip.shape[2:]):
+            raise ValueError(f"masks[{name!r}] must be bool (K, T, H, W) for a clip {tuple(clip.shape)}")
+        rows = []
+        for step in m:
+            key = np.packbits(step.numpy().reshape(-1)).tobytes()
+            if key not in keys:
+                keys[key] = len(unique)
+                unique.append(step)
+            rows.append(keys[key])
+        index[name] = rows
+    values = np.empty(len(unique))
+    device = clip.device
+    with torch.no_grad():
+        for start in range(0, len(unique), batch_size):
+            m = torch.stack(unique[start : start + batch_size]).to(device)[:, :, None]  # (B, T, 1, H, W)
+            x = torch.where(m, base[None], clip[None])
+            values[start : start + len(m)] = model(x)[:, target].double().cpu().numpy()
+    return {name: values[rows] for name, rows in index.items()}

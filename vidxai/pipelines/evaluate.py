@@ -1,0 +1,178 @@
+"""``explain.py ... evaluate=true``: score every attribution method on the same videos of a split.
+
+Called by the explain pipeline, which loads the checkpoint, its data module and the clips; this module
+reads the evaluation settings from the config, attaches each clip's ground truth, runs
+:func:`vidxai.evaluation.evaluate` and writes ``evaluation.json``, ``evaluation.csv``, ``evaluation.png``
+and ``mprt.png`` into the run folder (and the table and figures into the W&B run).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from vidxai.errors import UserError
+from vidxai.pipelines._common import to_plain
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluation_settings", "method_names", "run_evaluation"]
+
+
+def method_names(cfg: DictConfig) -> list[str]:
+    """``methods=`` (default: every method), validated."""
+    from vidxai.evaluation import default_methods
+    from vidxai.evaluation.methods import validate_method_names
+
+    names = to_plain(cfg.get("methods"))
+    if names is None:
+        return default_methods()
+    if isinstance(names, str):
+        names = [names]
+    names = [str(n) for n in names]
+    if not names:
+        raise UserError("methods=[] names no method; drop methods= to evaluate all of them")
+    try:
+        validate_method_names(names)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return names
+
+
+def evaluation_settings(cfg: DictConfig, target: int | None = None) -> Any:
+    """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg``, validated (one clear line on a bad value)."""
+    from vidxai.evaluation import EvalSettings
+
+    mprt = to_plain(cfg.get("mprt")) or {}
+
+    def num(key: str, kind: type, default: Any) -> Any:
+        value = cfg.get(key, default)
+        try:
+            return kind(value) if value is not None and not isinstance(value, bool) else value
+        except (TypeError, ValueError):
+            raise UserError(f"{key}={value!r} is not a number") from None
+
+    settings = EvalSettings(
+        baseline=str(cfg.get("baseline", "mean")),
+        blur_sigma=num("blur_sigma", float, 2.0),
+        batch_size=num("batch_size", int, 32),
+        region_size=num("region_size", int, 8),
+        region_step=num("region_step", float, 0.05),
+        region_max=num("region_max", float, 0.5),
+        ig_steps=num("ig_steps", int, 32),
+        seed=num("seed", int, 0),
+        mprt_videos=int(mprt.get("videos", 8)) if isinstance(mprt, dict) else int(mprt),
+        mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
+        mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
+        chunk_frames=cfg.get("chunk_frames"),
+        target=target,
+    )
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return settings
+
+
+def run_evaluation(
+    cfg: DictConfig,
+    ck: Any,
+    dataset: Any,
+    load_clip: Callable[[int], Any],
+    transform: Any,
+    target: int | None,
+    out_dir: Path,
+    run: Any,
+) -> dict[str, Any]:
+    """Evaluate the methods of ``cfg`` on the first ``limit`` videos of ``dataset`` and write the results."""
+    from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
+    from vidxai.evaluation import EvalClip, evaluate
+    from vidxai.evaluation.runner import markdown_table
+    from vidxai.reporting import write_json
+
+    names = method_names(cfg)
+    settings = evaluation_settings(cfg, target)
+    split = str(cfg.get("split") or "test")
+    n = len(dataset) if cfg.get("limit") is None else min(len(dataset), int(cfg.limit))
+    if n == 0:
+        raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
+    clips = []
+    for i in range(n):
+        clip = load_clip(i)
+        entry = dataset.entries[i]
+        truth = clip_ground_truth(load_ground_truth(clip.source), clip.frame_indices,
+                                  (entry.height, entry.width), dataset.size, transform)
+        clips.append(EvalClip(clip.video, clip.source, clip.label, truth))
+    net = ck.net.eval()
+    log.info("evaluating %d methods on %d videos of split=%s", len(names), n, split)
+    result = evaluate(net, clips, names, settings)
+    result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch,
+                               "methods": names, "video_files": [c.source for c in clips]})
+    rows = result.pop("rows")
+
+    write_json(out_dir / "evaluation.json", result)
+    csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
+    table = markdown_table(result)
+    (out_dir / "evaluation.md").write_text(table + "\n")
+    log.info("evaluation (means over %d videos):\n%s", n, table)
+    figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} videos · "
+                                        f"baseline={settings.baseline}")
+    if run is not None:
+        _log_wandb(run, result, figures, out_dir, csv_path)
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> Path:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            out = dict(row)
+            for key in ("label", "target", "prediction"):
+                if isinstance(out.get(key), (int, np.integer)):
+                    out[key] = class_names[int(out[key])]
+            writer.writerow({k: "" if v is None else v for k, v in out.items()})
+    return path
+
+
+def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Path]:
+    from vidxai.viz.evaluation import evaluation_figure, mprt_figure
+    from vidxai.viz.media import save_figure
+
+    figures = {"evaluation": out_dir / "evaluation.png"}
+    save_figure(evaluation_figure(result, title=title), figures["evaluation"])
+    if result.get("mprt", {}).get("steps"):
+        figures["mprt"] = out_dir / "mprt.png"
+        save_figure(mprt_figure(result), figures["mprt"])
+    return figures
+
+
+def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_dir: Path, csv_path: Path) -> None:
+    import wandb
+
+    from vidxai.evaluation.runner import summary_table
+
+    columns, rows = summary_table(result)
+    payload: dict[str, Any] = {"evaluate/table": wandb.Table(columns=columns, data=[[_cell(v) for v in r]
+                                                                                   for r in rows])}
+    payload.update({f"evaluate/{k}": wandb.Image(str(v)) for k, v in figures.items()})
+    run.log(payload)
+    for row in rows:
+        for col, value in zip(columns[1:], row[1:]):
+            if isinstance(value, float):
+                run.summary[f"evaluate/{row[0]}/{col}"] = value
+    for name in ("evaluation.json", csv_path.name):
+        run.save(str(out_dir / name), base_path=str(out_dir), policy="now")
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None else v
