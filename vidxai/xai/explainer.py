@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from vidxai.models.contract import Stage, explain_stages
 from vidxai.xai.cnn import Step, compile_sequential, run_steps
 from vidxai.xai.recurrent import (
+    LSTM_RULES,
     RecurrentLayer,
     check_lstm_rule,
     convlstm_layers,
@@ -131,6 +132,9 @@ class VideoLRP(Attribution):
     Explaining never changes the model (no hooks, no parameter writes, modes untouched); the
     computation is that of eval mode (dropout off, BatchNorm running statistics, folded into the conv).
     """
+
+    #: the accepted ``lstm_rule`` names, the default first
+    LSTM_RULES = LSTM_RULES
 
     def __init__(
         self,
