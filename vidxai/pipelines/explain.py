@@ -29,7 +29,7 @@ from vidxai.data.clips import prepare_clip
 from vidxai.data.decoders import nvdec_usable
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
-from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.reporting import positive_mass, relevance_summary, render_explanation, summary_text, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
 from vidxai.xai.recurrent import check_lstm_rule
@@ -239,7 +239,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             result = _explain_one(cfg, ck, explainer, rule, params, clip, target, compare, out_dir, run)
     finally:
         finish_wandb()
-    log.info("explanation written to %s", out_dir)
+    print(summary_text(result, out_dir), flush=True)  # last: after W&B's own closing lines
     return result
 
 
@@ -252,7 +252,7 @@ def _evaluate_split(
     dataset = _dataset(_datamodule(ck, cfg.paths.get("cache_dir")), str(cfg.get("split") or "test"))
     return run_evaluation(
         cfg, ck, dataset, lambda i: _clip_from_dataset(dataset, i, transform, device), transform, target, out_dir,
-        run,
+        run, recurrent=_recurrent_params(cfg),
     )
 
 
