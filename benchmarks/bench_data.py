@@ -405,7 +405,7 @@ def bench_training(args: argparse.Namespace) -> dict:
     else:
         variants = [("fp32", False)]
     out: dict[str, Any] = {}
-    for arch in NETWORKS:
+    for arch in args.archs or list(NETWORKS):
         cfg = configs.get(arch, {"net": {}, "lr": 1e-3})
         for name, s in settings.items():
             steps = args.train_steps if name == "synthetic" or device.type == "cuda" else args.paper_steps
@@ -531,6 +531,7 @@ def main() -> None:
     parser.add_argument("--videos-per-class", type=int, default=6)
     parser.add_argument("--format", default="mpg", choices=sorted(FORMATS), help="DataModule video format")
     parser.add_argument("--paper-batch", type=int, default=2)
+    parser.add_argument("--archs", nargs="+", help="networks to train (default: all of vidxai.models.NETWORKS)")
     parser.add_argument("--decode-rounds", type=int, help="rounds of alternating decoder runs (default 3, quick 1)")
     parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "results" / "cache"),
                         help="generated videos (reused between runs)")
