@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
 from vidxai.models.vgg16_lstm import check_video
 
@@ -35,9 +36,9 @@ class ConvLSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"ConvLSTMCell kernel_size must be odd and positive, got {kernel_size}")
+            raise ConfigError(f"ConvLSTMCell kernel_size must be odd and positive, got {kernel_size}")
         if in_channels < 1 or hidden_channels < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTMCell needs in_channels, hidden_channels >= 1, got {in_channels}, {hidden_channels}"
             )
         self.in_channels = in_channels
@@ -109,12 +110,12 @@ class ConvLSTM(nn.Module):
         super().__init__()
         hidden = [int(h) for h in hidden_channels]
         if num_classes < 1 or not hidden:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTM needs num_classes >= 1 and at least one hidden_channels entry, "
                 f"got num_classes={num_classes}, hidden_channels={hidden_channels}"
             )
         if stem_channels < 0 or stem_pool < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTM needs stem_channels >= 0 and stem_pool >= 1, got {stem_channels}, {stem_pool}"
             )
         self.num_classes = num_classes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dSte
 
 from vidxai.models.contract import Stage
 from vidxai.models.vgg16_lstm import check_video
-from vidxai.models.weights import hub_weights_file, load_state_file
+from vidxai.models.weights import check_weights_file, hub_weights_file, load_state_file
 
 __all__ = ["R2Plus1D", "r2plus1d_weights_file"]
 
@@ -131,6 +132,11 @@ class R2Plus1D(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
+
+    @staticmethod
+    def check_config(pretrained: bool = False, weights_path: str | None = None, **_: Any) -> None:
+        """Fail early (before data or model) when the pretrained weights file that would be loaded is missing."""
+        check_weights_file(pretrained, weights_path, r2plus1d_weights_file(), _weights_url(), "R(2+1)D-18")
 
     def load_kinetics_weights(self, weights_path: str | Path | None = None) -> None:
         """Load torchvision's Kinetics-400 weights (everything but ``fc``) from ``weights_path`` or the hub cache."""
