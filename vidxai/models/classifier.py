@@ -66,7 +66,8 @@ def _inputs_and_label(batch: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
             if kind in batch:
                 return kind, batch[kind], batch["label"]
     got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' (or 'features') and 'label', got {got}")
+    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' and 'label' (or cached 'features' "
+                     f"and 'label'), got {got}")
 
 
 class VideoClassifier(pl.LightningModule):
