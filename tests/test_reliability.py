@@ -38,6 +38,9 @@ KILL_RUN = [
 def _train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "CUDA_VISIBLE_DEVICES": ""}
+    # a W&B service started by an earlier in-process test would be shared by the runs and still hold the
+    # killed run's stream; a real command line starts its own
+    env.pop("WANDB_SERVICE", None)
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -326,11 +329,13 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "gpu": (["trainer=gpu"], "no CUDA GPU"),
         "weights_path": (["model.net.weights_path=/nonexistent/vgg16.pth"], "weights not found"),
         "pretrained": (["model.net.pretrained=true"], "weights not found"),
+        "convlstm_weights": (["model=convlstm", "model.net.weights_path=/nonexistent/c.pth"], "weights not found"),
     }
 
 
 @pytest.mark.parametrize("case", ["num_frames", "crop_size", "missing_root", "empty_root", "null_root",
-                                  "empty_class", "few_groups", "gpu", "weights_path", "pretrained"])
+                                  "empty_class", "few_groups", "gpu", "weights_path", "pretrained",
+                                  "convlstm_weights"])
 def test_config_errors_are_one_line_exit_2_before_decoding_or_model(case: str, tmp_path: Path, capsys,
                                                                     monkeypatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet file there
@@ -367,3 +372,29 @@ def test_real_bugs_keep_their_traceback(tmp_path: Path) -> None:
         run_entry_point(buggy_value, cfg)
     with pytest.raises(KeyError):
         run_entry_point(buggy_key, cfg)
+
+
+def test_convlstm_weights_path_initialises_same_shaped_tensors(tmp_path: Path) -> None:
+    from vidxai.models import ConvLSTM
+
+    source = ConvLSTM(num_classes=3, hidden_channels=[8], stem_channels=8)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "c.ckpt")
+    net = ConvLSTM(num_classes=2, hidden_channels=[8], stem_channels=8, weights_path=str(tmp_path / "c.ckpt"))
+    assert torch.equal(net.encoder[0].weight, source.encoder[0].weight)
+    assert torch.equal(net.cells[0].conv.weight, source.cells[0].conv.weight)
+    assert net.head[-1].weight.shape == (2, 8)  # another class count: the head keeps its own init
+
+
+def test_every_n_train_steps_refreshes_last_ckpt_mid_epoch(tmp_path: Path, data_dir: Path) -> None:
+    import helpers
+
+    helpers.STEPS_SEEN.clear()
+    cfg = compose_cfg("train", tmp_path, [*TINY_DATA, "model=convlstm", "model.net.hidden_channels=[8]",
+                                          "logger=csv", "callbacks.explanation.every_n_epochs=0", "trainer=cpu",
+                                          "trainer.max_epochs=1", "test=false",
+                                          "callbacks.model_checkpoint.every_n_train_steps=1"], data_dir=data_dir)
+    with open_dict(cfg):
+        cfg.callbacks.probe = {"_target_": "helpers.LastCkptSteps", "dirpath": str(tmp_path / "run" / "checkpoints")}
+    train(cfg)
+    assert helpers.STEPS_SEEN, "no mid-epoch batch saw a last.ckpt"
+    assert all(step == saved for step, saved in helpers.STEPS_SEEN), helpers.STEPS_SEEN
