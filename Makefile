@@ -10,7 +10,7 @@ ARGS ?=
 # checkpoint for `make explain`; default: best checkpoint of the newest training run
 CKPT ?= $(lastword $(sort $(wildcard outputs/train/*/checkpoints/best.ckpt)))
 
-.PHONY: install test train explain bench bench-data lint rule-configs clean
+.PHONY: install test train explain bench bench-data bench-cache lint rule-configs clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ DECORD2 ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lrp.py $(ARGS)
 	$(BIN)/python benchmarks/bench_data.py --quick $(if $(DECORD2),--decord2-path $(DECORD2))
+	$(BIN)/python benchmarks/bench_cache.py --epochs 2
+
+# frozen-encoder feature cache: epoch time without / with data.feature_cache (feature_cache_speedup)
+bench-cache:
+	$(BIN)/python benchmarks/bench_cache.py $(ARGS)
 
 bench-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py $(if $(DECORD2),--decord2-path $(DECORD2)) $(ARGS)

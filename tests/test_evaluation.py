@@ -240,6 +240,10 @@ def test_every_method_runs_on_a_convlstm_and_the_randomisation_test() -> None:
     res = evaluate(net, clips, default_methods(), EvalSettings(ig_steps=4, mprt_videos=1, region_size=4))
     failed = {n: m["error"] for n, m in res["methods"].items() if "error" in m}
     assert not failed
+    # the recurrent gate rules are methods of their own
+    assert res["methods"]["epsilon/half"]["settings"]["lstm_rule"] == "half"
+    assert res["methods"]["epsilon"]["settings"]["lstm_rule"] == "signal_take_all"
+    assert "epsilon/half" not in default_methods(_last_frame_model())  # no recurrent stage: no gate rules
     assert res["mprt"]["steps"] == ["head", "cells", "encoder.0-2"]
     assert res["methods"]["random"]["mprt_spearman"] == [1.0, 1.0, 1.0]  # a map that ignores the model
     for name in RULES:

@@ -359,8 +359,9 @@ class VideoDataModule(pl.LightningDataModule):
             return net.features(self.transform(video.to(device), train=False))
 
         try:
-            done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size,
-                                      num_workers=self.num_workers, shard=(trainer.global_rank, trainer.world_size))
+            workers = self.num_workers if self.decode_device == "cpu" else 0  # no CUDA in forked workers
+            done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size, num_workers=workers,
+                                      shard=(trainer.global_rank, trainer.world_size))
         finally:
             net.train(was_training)
         log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,

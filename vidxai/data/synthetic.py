@@ -26,10 +26,11 @@ stored video), ``event_position``, ``event_segment`` and ``event_colour``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,31 @@ def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_clas
     root = Path(root).expanduser()
     params = _params(num_classes, groups_per_class, clips_per_group, num_frames, size, fps, seed, variant,
                      event_segments)
+    # one generator at a time per root: parallel jobs of a sweep (or DDP ranks) wait for the first one
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root.parent / f".{root.name}.lock"):
+        return _make_locked(root, params, num_classes, groups_per_class, clips_per_group, num_frames, fps,
+                            seed, variant, event_segments)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock on ``lock_path`` (``fcntl.flock``; no lock where ``fcntl`` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _make_locked(root: Path, params: dict, num_classes: int, groups_per_class: int, clips_per_group: int,
+                 num_frames: int, fps: int, seed: int, variant: str, event_segments: int) -> Path:
     if variant == "events":
         sequences = [(colour,) for colour in event_classes(num_classes)]
         names = [f"event_{colour}" for colour, in sequences]

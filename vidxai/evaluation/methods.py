@@ -12,7 +12,6 @@ every map is summed over colour channels to ``(T, H, W)``, so frames and regions
 from __future__ import annotations
 
 import contextlib
-import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 
 from vidxai.models.contract import explain_stages
 from vidxai.xai import RULES, VideoLRP
+from vidxai.xai.recurrent import LSTM_RULES
 
 __all__ = [
     "BASELINE_METHODS",
@@ -68,20 +68,23 @@ class Method:
         return out.detach().to("cpu", torch.float64)
 
 
-def _lstm_rules() -> tuple[str, ...]:
-    """The recurrent rule variants ``VideoLRP`` accepts (empty while it has no ``lstm_rule`` option)."""
-    param = inspect.signature(VideoLRP.__init__).parameters.get("lstm_rule")
-    choices = getattr(VideoLRP, "LSTM_RULES", None)
-    if param is None or not choices:
-        return ()
-    return tuple(choices)
+def _has_recurrent(net: nn.Module | None) -> bool:
+    if net is None:
+        return True
+    try:
+        return any(stage.kind == "recurrent" for stage in explain_stages(net))
+    except TypeError:
+        return False
 
 
-def default_methods() -> list[str]:
-    """Every LRP rule (plus one method per non-default recurrent rule where available), then the baselines."""
+def default_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0]) -> list[str]:
+    """Every LRP rule, ``epsilon/<rule>`` for each other recurrent gate rule, then the baselines.
+
+    The gate-rule variants are left out for a ``net`` without a recurrent stage (they would equal ``epsilon``).
+    """
     names = list(RULES)
-    variants = _lstm_rules()
-    names += [f"{rule}/{v}" for rule in ("epsilon",) for v in variants[1:]]
+    if _has_recurrent(net):
+        names += [f"epsilon/{v}" for v in LSTM_RULES if v != lstm_rule]
     return names + list(BASELINE_METHODS)
 
 
@@ -91,12 +94,11 @@ def validate_method_names(names: list[str]) -> None:
     bad = []
     for name in names:
         rule, _, variant = str(name).partition("/")
-        if rule not in valid or (variant and (rule not in RULES or variant not in _lstm_rules())):
+        if rule not in valid or ("/" in str(name) and (rule not in RULES or variant not in LSTM_RULES)):
             bad.append(name)
     if bad:
-        extra = f"; LRP recurrent variants as RULE/LSTM_RULE with LSTM_RULE in {list(_lstm_rules())}" \
-            if _lstm_rules() else ""
-        raise ValueError(f"unknown method(s) {bad} in methods=; choose from {sorted(valid)}{extra}")
+        raise ValueError(f"unknown method(s) {bad} in methods=; choose from {sorted(valid)}, or an LRP rule with "
+                         f"a recurrent gate rule as RULE/LSTM_RULE, LSTM_RULE in {list(LSTM_RULES)}")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -138,16 +140,14 @@ def _channel_sum(attr: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- builders
-def _lrp(net: nn.Module, name: str, chunk_frames: int | None) -> Method:
+def _lrp(net: nn.Module, name: str, chunk_frames: int | None, recurrent: dict[str, Any]) -> Method:
     rule, _, variant = name.partition("/")
-    kwargs: dict[str, Any] = {"chunk_frames": chunk_frames}
+    kwargs: dict[str, Any] = {**recurrent, "chunk_frames": chunk_frames}
     if variant:
         kwargs["lstm_rule"] = variant
     explainer = VideoLRP(net, rule=rule, **kwargs)
-    settings = {"rule": rule, **explainer.rule_params, "lstm_eps": explainer.lstm_eps,
-                "bias_factor": explainer.bias_factor}
-    if variant:
-        settings["lstm_rule"] = variant
+    settings = {"rule": rule, **explainer.rule_params, "lstm_rule": explainer.lstm_rule,
+                "lstm_eps": explainer.lstm_eps, "bias_factor": explainer.bias_factor}
 
     def fn(clip: Tensor, target: int, key: int) -> Tensor:
         return explainer.explain(clip, target=target).pixel
@@ -183,9 +183,10 @@ def build_method(
     *,
     replacement: Callable[[Tensor], Tensor],
     batch_size: int = 32,
-    ig_steps: int = 32,
+    ig_steps: int = 16,
     seed: int = 0,
     chunk_frames: int | None = None,
+    recurrent: dict[str, Any] | None = None,
 ) -> Method:
     """Build method ``name`` on ``net`` (eval mode; it is only read).
 
@@ -196,10 +197,12 @@ def build_method(
         ig_steps: integration steps of integrated gradients (baseline: zeros in model input space).
         seed: seeds the ``random`` map (with the per-video ``key``).
         chunk_frames: passed to ``VideoLRP``.
+        recurrent: ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` for ``VideoLRP`` (a ``rule/lstm_rule``
+            name overrides ``lstm_rule``); unset keys keep ``VideoLRP``'s defaults.
     """
     rule = name.partition("/")[0]
     if rule in RULES:
-        return _lrp(net, name, chunk_frames)
+        return _lrp(net, name, chunk_frames, dict(recurrent or {}))
     if name == "random":
         def rand(clip: Tensor, target: int, key: int) -> Tensor:
             rng = np.random.default_rng([int(seed), int(key)])

@@ -186,7 +186,7 @@ def flipping_curves(
         index[name] = rows
     values = np.empty(len(unique))
     device = clip.device
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(unique), batch_size):
             m = torch.stack(unique[start : start + batch_size]).to(device)[:, :, None]  # (B, T, 1, H, W)
             x = torch.where(m, base[None], clip[None])

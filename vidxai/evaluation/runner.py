@@ -91,14 +91,15 @@ class EvalSettings:
     region_size: int = 8
     region_step: float = 0.05
     region_max: float = 0.5
-    ig_steps: int = 32
+    ig_steps: int = 16
     seed: int = 0
-    mprt_videos: int = 8
+    mprt_videos: int = 4
     mprt_steps: int | None = None
     mprt_granularity: str = "block"
     chunk_frames: int | None = None
     target: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the LRP methods (unset: ``VideoLRP``'s defaults)
+    recurrent: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -176,7 +177,7 @@ def _build(names: Sequence[str], net: nn.Module, s: EvalSettings) -> tuple[dict[
     for name in names:
         try:
             methods[name] = build_method(name, net, replacement=repl, batch_size=s.batch_size, ig_steps=s.ig_steps,
-                                         seed=s.seed, chunk_frames=s.chunk_frames)
+                                         seed=s.seed, chunk_frames=s.chunk_frames, recurrent=s.recurrent)
         except Exception as exc:  # a method that cannot handle this model is reported and skipped
             errors[name] = _error(exc)
     return methods, errors

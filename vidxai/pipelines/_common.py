@@ -116,6 +116,21 @@ def sweep_group(cfg: DictConfig) -> None:
         cfg.logger.wandb.group = name
 
 
+def check_launch(trainer: Any) -> None:
+    """Refuse a multi-process strategy that re-executes the script (Lightning's ``ddp`` launcher) inside a local
+    Hydra multirun: each re-executed rank would start the whole sweep again."""
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if type(launcher).__name__ != "_SubprocessScriptLauncher":
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError("trainer.strategy=ddp re-executes train.py once per process, which a multirun (-m) cannot "
+                        "do: sweep multi-process jobs with hydra/launcher=slurm (srun starts the ranks), or run "
+                        "them one at a time without -m")
+
+
 def finish_wandb() -> None:
     """Close the active W&B run, so every job of a multirun gets its own run."""
     try:

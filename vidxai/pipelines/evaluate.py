@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 __all__ = ["evaluation_settings", "method_names", "run_evaluation"]
 
 
-def method_names(cfg: DictConfig) -> list[str]:
-    """``methods=`` (default: every method), validated."""
+def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
+    """``methods=`` (default: every method that applies to ``net``), validated."""
     from vidxai.evaluation import default_methods
     from vidxai.evaluation.methods import validate_method_names
 
     names = to_plain(cfg.get("methods"))
     if names is None:
-        return default_methods()
+        return default_methods(net, **({"lstm_rule": str(cfg.lstm_rule)} if cfg.get("lstm_rule") else {}))
     if isinstance(names, str):
         names = [names]
     names = [str(n) for n in names]
@@ -45,7 +45,7 @@ def method_names(cfg: DictConfig) -> list[str]:
     return names
 
 
-def evaluation_settings(cfg: DictConfig, target: int | None = None) -> Any:
+def evaluation_settings(cfg: DictConfig, target: int | None = None, recurrent: dict[str, Any] | None = None) -> Any:
     """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg``, validated (one clear line on a bad value)."""
     from vidxai.evaluation import EvalSettings
 
@@ -65,13 +65,14 @@ def evaluation_settings(cfg: DictConfig, target: int | None = None) -> Any:
         region_size=num("region_size", int, 8),
         region_step=num("region_step", float, 0.05),
         region_max=num("region_max", float, 0.5),
-        ig_steps=num("ig_steps", int, 32),
+        ig_steps=num("ig_steps", int, 16),
         seed=num("seed", int, 0),
-        mprt_videos=int(mprt.get("videos", 8)) if isinstance(mprt, dict) else int(mprt),
+        mprt_videos=int(mprt.get("videos", 4)) if isinstance(mprt, dict) else int(mprt),
         mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
         mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
         chunk_frames=cfg.get("chunk_frames"),
         target=target,
+        recurrent=dict(recurrent or {}),
     )
     try:
         settings.check()
@@ -89,15 +90,20 @@ def run_evaluation(
     target: int | None,
     out_dir: Path,
     run: Any,
+    recurrent: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the methods of ``cfg`` on the first ``limit`` videos of ``dataset`` and write the results."""
+    """Evaluate the methods of ``cfg`` on the first ``limit`` videos of ``dataset`` and write the results.
+
+    ``load_clip(i)`` returns the explain pipeline's clip ``i`` of ``dataset``; ``recurrent`` holds the
+    ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the LRP methods.
+    """
     from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
     from vidxai.evaluation import EvalClip, evaluate
     from vidxai.evaluation.runner import markdown_table
     from vidxai.reporting import write_json
 
-    names = method_names(cfg)
-    settings = evaluation_settings(cfg, target)
+    names = method_names(cfg, ck.net)
+    settings = evaluation_settings(cfg, target, recurrent)
     split = str(cfg.get("split") or "test")
     n = len(dataset) if cfg.get("limit") is None else min(len(dataset), int(cfg.limit))
     if n == 0:
@@ -157,22 +163,16 @@ def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Pat
 
 
 def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_dir: Path, csv_path: Path) -> None:
-    import wandb
-
     from vidxai.evaluation.runner import summary_table
+    from vidxai.wandb_media import Image, Table, log_media
 
     columns, rows = summary_table(result)
-    payload: dict[str, Any] = {"evaluate/table": wandb.Table(columns=columns, data=[[_cell(v) for v in r]
-                                                                                   for r in rows])}
-    payload.update({f"evaluate/{k}": wandb.Image(str(v)) for k, v in figures.items()})
-    run.log(payload)
+    media: dict[str, Any] = {"evaluate/table": Table(columns, [["" if v is None else v for v in r] for r in rows])}
+    media.update({f"evaluate/{k}": Image(v) for k, v in figures.items()})
+    log_media(run, media)
     for row in rows:
         for col, value in zip(columns[1:], row[1:]):
             if isinstance(value, float):
                 run.summary[f"evaluate/{row[0]}/{col}"] = value
     for name in ("evaluation.json", csv_path.name):
         run.save(str(out_dir / name), base_path=str(out_dir), policy="now")
-
-
-def _cell(v: Any) -> Any:
-    return "" if v is None else v

@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vidxai.callbacks.resume import TMP_MARK, AtomicCheckpointIO, SeedEveryBatch
 from vidxai.errors import ConfigError, MissingPathError, UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
+from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ def train(cfg: DictConfig) -> float | None:
         plugins.append(AtomicCheckpointIO())
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=plugins)
+    check_launch(trainer)
 
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})

@@ -92,7 +92,7 @@ def evaluation_figure(result: Mapping[str, Any], title: str | None = None) -> pl
             if first.get(key) is not None:
                 ax.plot(range(len(first[key])), first[key], style, color="k", lw=1.8, label=lab)
         ax.legend(fontsize=8)
-    ax.set_title("frames removed by position (same for every method)", fontsize=10)
+    ax.set_title("frames removed by position (all methods)", fontsize=10)
     ax.set_xlabel("frames removed")
     ax.set_ylabel("target logit")
     ax.grid(alpha=0.3)
@@ -135,18 +135,20 @@ def mprt_figure(result: Mapping[str, Any], title: str | None = None) -> plt.Figu
     families = _families(result)
     colours = _colours(result)
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(steps) + 4), 4.8), layout="constrained")
+    lowest = 0.0
     for name, m in result.get("methods", {}).items():
         values = m.get("mprt_spearman")
         if not values:
             continue
         y = [np.nan if v is None else v for v in values]
+        lowest = min(lowest, float(np.nanmin(y)) if np.isfinite(y).any() else 0.0)
         ax.plot(range(len(y)), y, _style(families.get(name)), marker="o", ms=3, color=colours[name],
                 label=name)
     ax.set_xticks(range(len(steps)), list(steps), rotation=60, ha="right", fontsize=8)
     ax.set_xlabel("randomised up to and including (cascade from the output down)")
     ax.set_ylabel("Spearman rank correlation of |map| with the original")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylim(-0.2, 1.05)
+    ax.set_ylim(min(-0.2, lowest - 0.05), 1.05)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
     ax.set_title(title or f"cascading parameter randomisation ({result.get('mprt', {}).get('videos', 0)} videos)",

@@ -390,8 +390,13 @@ class _SumFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         a, b, z = ctx.saved_tensors
-        s = relevance / stabilize(z, ctx.stabilizer)
-        return a * s, b * s, None
+        stab = ctx.stabilizer
+        return epsilon_relevance(a, z, relevance, stab, _unit), epsilon_relevance(b, z, relevance, stab, _unit), None
+
+
+def _unit(s: Tensor) -> Tensor:
+    """``W^T s`` of a sum of terms (unit weights)."""
+    return s
 
 
 class Pass:
