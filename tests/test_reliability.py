@@ -30,8 +30,8 @@ KILL_RUN = [
     "data.synthetic.num_classes=2", "data.synthetic.groups_per_class=5", "data.synthetic.clips_per_group=2",
     "data.synthetic.num_frames=8", "data.synthetic.size=[32,32]", "data.num_frames=4", "data.size=[36,36]",
     "data.crop_size=32", "data.batch_size=4", "data.num_workers=1", "data.persistent_workers=true",
-    "trainer=cpu", "trainer.max_epochs=3", "trainer.deterministic=true", "seed=7",
-    "callbacks.explanation.every_n_epochs=0", "callbacks.model_summary.max_depth=0",
+    "trainer=cpu", "trainer.max_epochs=2", "trainer.deterministic=true", "seed=7",
+    "callbacks.explanation.every_n_epochs=0", "callbacks.model_summary.max_depth=0", "~callbacks.test_figures",
 ]
 
 
@@ -398,3 +398,35 @@ def test_every_n_train_steps_refreshes_last_ckpt_mid_epoch(tmp_path: Path, data_
     train(cfg)
     assert helpers.STEPS_SEEN, "no mid-epoch batch saw a last.ckpt"
     assert all(step == saved for step, saved in helpers.STEPS_SEEN), helpers.STEPS_SEEN
+
+
+# ----------------------------------------------------------------------------- quiet, useful output
+def test_explain_summary_text_reuses_the_written_summary(tmp_path: Path) -> None:
+    from vidxai.reporting import relevance_summary, summary_text
+
+    pixel = np.zeros((4, 2, 2))
+    pixel[3] = 1.0  # all positive relevance on the last frame
+    result = relevance_summary(pixel, np.array([0.0, 2.0]), 1, ["walk", "jump"], label=1)
+    result.update(video="/x/clip.avi", rule="epsilon")
+    (tmp_path / "heatmaps.png").write_bytes(b"")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("")
+    text = summary_text(result, tmp_path).splitlines()
+    assert text[0] == "explained clip.avi with rule epsilon"
+    assert "predicted jump with probability 0.88" in text[1] and "true class jump (correct)" in text[1]
+    assert "0% in the first half, 100% in the second half, 100% on the last frame (uniform: 25%)" in text[2]
+    assert text[3].endswith(": heatmaps.png")  # the files written, not Hydra's own
+
+
+def test_entry_point_filters_library_noise_but_keeps_real_warnings() -> None:
+    import warnings
+
+    from vidxai.pipelines._common import quiet_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_warnings()
+        warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning,
+                               "_pytree.py", 21, module="pytorch_lightning.utilities._pytree")
+        warnings.warn("data.crop_size is odd", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["data.crop_size is odd"]
