@@ -161,3 +161,24 @@ class RankReport:
                 path.write_text(json.dumps(report))
 
         return _RankReport()
+
+
+class LastCkptSteps:
+    """A callback that, before each training batch after the first of an epoch, appends the ``global_step``
+    stored in ``<dirpath>/last.ckpt`` to the shared list ``STEPS_SEEN`` (step checkpoints under test)."""
+
+    def __new__(cls, dirpath: str):
+        import torch
+        from pytorch_lightning.callbacks import Callback
+
+        class _Probe(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                last = Path(dirpath) / "last.ckpt"
+                if batch_idx > 0 and last.is_file():
+                    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+                    STEPS_SEEN.append((trainer.global_step, ckpt["global_step"]))
+
+        return _Probe()
+
+
+STEPS_SEEN: list[tuple[int, int]] = []

@@ -30,14 +30,17 @@ KILL_RUN = [
     "data.synthetic.num_classes=2", "data.synthetic.groups_per_class=5", "data.synthetic.clips_per_group=2",
     "data.synthetic.num_frames=8", "data.synthetic.size=[32,32]", "data.num_frames=4", "data.size=[36,36]",
     "data.crop_size=32", "data.batch_size=4", "data.num_workers=1", "data.persistent_workers=true",
-    "trainer=cpu", "trainer.max_epochs=3", "trainer.deterministic=true", "seed=7",
-    "callbacks.explanation.every_n_epochs=0", "callbacks.model_summary.max_depth=0",
+    "trainer=cpu", "trainer.max_epochs=2", "trainer.deterministic=true", "seed=7",
+    "callbacks.explanation.every_n_epochs=0", "callbacks.model_summary.max_depth=0", "~callbacks.test_figures",
 ]
 
 
 def _train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "CUDA_VISIBLE_DEVICES": ""}
+    # a W&B service started by an earlier in-process test would be shared by the runs and still hold the
+    # killed run's stream; a real command line starts its own
+    env.pop("WANDB_SERVICE", None)
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -326,11 +329,13 @@ def _error_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "gpu": (["trainer=gpu"], "no CUDA GPU"),
         "weights_path": (["model.net.weights_path=/nonexistent/vgg16.pth"], "weights not found"),
         "pretrained": (["model.net.pretrained=true"], "weights not found"),
+        "convlstm_weights": (["model=convlstm", "model.net.weights_path=/nonexistent/c.pth"], "weights not found"),
     }
 
 
 @pytest.mark.parametrize("case", ["num_frames", "crop_size", "missing_root", "empty_root", "null_root",
-                                  "empty_class", "few_groups", "gpu", "weights_path", "pretrained"])
+                                  "empty_class", "few_groups", "gpu", "weights_path", "pretrained",
+                                  "convlstm_weights"])
 def test_config_errors_are_one_line_exit_2_before_decoding_or_model(case: str, tmp_path: Path, capsys,
                                                                     monkeypatch) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet file there
@@ -367,3 +372,61 @@ def test_real_bugs_keep_their_traceback(tmp_path: Path) -> None:
         run_entry_point(buggy_value, cfg)
     with pytest.raises(KeyError):
         run_entry_point(buggy_key, cfg)
+
+
+def test_convlstm_weights_path_initialises_same_shaped_tensors(tmp_path: Path) -> None:
+    from vidxai.models import ConvLSTM
+
+    source = ConvLSTM(num_classes=3, hidden_channels=[8], stem_channels=8)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "c.ckpt")
+    net = ConvLSTM(num_classes=2, hidden_channels=[8], stem_channels=8, weights_path=str(tmp_path / "c.ckpt"))
+    assert torch.equal(net.encoder[0].weight, source.encoder[0].weight)
+    assert torch.equal(net.cells[0].conv.weight, source.cells[0].conv.weight)
+    assert net.head[-1].weight.shape == (2, 8)  # another class count: the head keeps its own init
+
+
+def test_every_n_train_steps_refreshes_last_ckpt_mid_epoch(tmp_path: Path, data_dir: Path) -> None:
+    import helpers
+
+    helpers.STEPS_SEEN.clear()
+    cfg = compose_cfg("train", tmp_path, [*TINY_DATA, "model=convlstm", "model.net.hidden_channels=[8]",
+                                          "logger=csv", "callbacks.explanation.every_n_epochs=0", "trainer=cpu",
+                                          "trainer.max_epochs=1", "test=false",
+                                          "callbacks.model_checkpoint.every_n_train_steps=1"], data_dir=data_dir)
+    with open_dict(cfg):
+        cfg.callbacks.probe = {"_target_": "helpers.LastCkptSteps", "dirpath": str(tmp_path / "run" / "checkpoints")}
+    train(cfg)
+    assert helpers.STEPS_SEEN, "no mid-epoch batch saw a last.ckpt"
+    assert all(step == saved for step, saved in helpers.STEPS_SEEN), helpers.STEPS_SEEN
+
+
+# ----------------------------------------------------------------------------- quiet, useful output
+def test_explain_summary_text_reuses_the_written_summary(tmp_path: Path) -> None:
+    from vidxai.reporting import relevance_summary, summary_text
+
+    pixel = np.zeros((4, 2, 2))
+    pixel[3] = 1.0  # all positive relevance on the last frame
+    result = relevance_summary(pixel, np.array([0.0, 2.0]), 1, ["walk", "jump"], label=1)
+    result.update(video="/x/clip.avi", rule="epsilon")
+    (tmp_path / "heatmaps.png").write_bytes(b"")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("")
+    text = summary_text(result, tmp_path).splitlines()
+    assert text[0] == "explained clip.avi with rule epsilon"
+    assert "predicted jump with probability 0.88" in text[1] and "true class jump (correct)" in text[1]
+    assert "0% in the first half, 100% in the second half, 100% on the last frame (uniform: 25%)" in text[2]
+    assert text[3].endswith(": heatmaps.png")  # the files written, not Hydra's own
+
+
+def test_entry_point_filters_library_noise_but_keeps_real_warnings() -> None:
+    import warnings
+
+    from vidxai.pipelines._common import quiet_warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_warnings()
+        warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated", DeprecationWarning,
+                               "_pytree.py", 21, module="pytorch_lightning.utilities._pytree")
+        warnings.warn("data.crop_size is odd", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["data.crop_size is odd"]

@@ -258,7 +258,7 @@ class VideoDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Use a checkpoint's split (and check its class names) instead of recomputing it."""
         if "split" not in state_dict or "class_names" not in state_dict:
-            raise ValueError("the checkpoint's datamodule state has no 'split'/'class_names': it was not "
+            raise ConfigError("the checkpoint's datamodule state has no 'split'/'class_names': it was not "
                              "saved by VideoDataModule")
         self._loaded_state = dict(state_dict)
         if state_dict.get("resume_epoch") is not None:

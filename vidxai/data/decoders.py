@@ -73,13 +73,13 @@ def nvdec_usable() -> bool:
 
 
 def check_nvdec() -> None:
-    """Raise one clear ``ValueError`` unless PyNvVideoCodec is installed and torch sees a CUDA GPU."""
+    """One clear ``ConfigError`` (a ``ValueError``) unless PyNvVideoCodec is installed and torch sees a GPU."""
     if not nvdec_available():
-        raise ValueError(_NVDEC_MISSING_MESSAGE)
+        raise ConfigError(_NVDEC_MISSING_MESSAGE)
     import torch
 
     if not torch.cuda.is_available():
-        raise ValueError(_NVDEC_NO_GPU_MESSAGE)
+        raise ConfigError(_NVDEC_NO_GPU_MESSAGE)
 
 
 def resolve_backend(backend: str = "auto", device: str | None = None) -> str:
@@ -381,7 +381,7 @@ class NvdecDecoder(VideoDecoder):
     def __init__(self, path: str | Path, size: Sequence[int] | None = None, device: str = "cuda",
                  gpu_id: int = 0) -> None:
         if device != "cuda":
-            raise ValueError(f"the NVDEC backend decodes on the GPU only, got device={device!r}: "
+            raise ConfigError(f"the NVDEC backend decodes on the GPU only, got device={device!r}: "
                              "set data.decode_device=cuda or data.backend=auto")
         super().__init__(path, size, device)
         self._decoder: Any = None
