@@ -191,6 +191,7 @@ class VideoLRP(Attribution):
             raise ValueError(
                 f"VideoLRP cannot explain {bad[0]}: residual blocks belong in the clip stage, not the head"
             )
+        self._recurrent_layers()  # an unsupported recurrent module fails here, not at the first explanation
 
     def _recurrent_layers(self) -> list[RecurrentLayer] | None:
         stage = self.stages.get("recurrent")
