@@ -212,6 +212,35 @@ def test_flipping_curves_batch_and_deduplicate() -> None:
         assert one["a"][-1] == pytest.approx(float(model(base[None])[0, 0]))
 
 
+def test_per_frame_path_gives_the_logits_of_whole_clips() -> None:
+    """With a per-frame CNN, distinct frames run once and only the later stages per clip: same logits."""
+    torch.manual_seed(1)
+    net = ConvLSTM(3, hidden_channels=(4,), stem_channels=4, dropout=0.0).eval()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    net = net.double()
+    base = replacement(x, "blur", blur_sigma=1.0)
+    counts = region_steps(4 * 2 * 2, 0.25, 1.0)
+    rng = np.random.default_rng(0)
+    masks = {"frames": frame_masks(rng.permutation(4), (4, 8, 8)),
+             "regions": region_masks(rng.permutation(16), (4, 8, 8), 4, counts)}
+    calls = []
+    stem = net.encoder
+
+    class Counting(nn.Module):
+        def forward(self, y: torch.Tensor) -> torch.Tensor:
+            calls.append(len(y))
+            return stem(y)
+
+    stages = (Stage("encoder", "frames", Counting()), *net.explain_stages()[1:])
+    whole = flipping_curves(net, x, base, 1, masks, batch_size=3)
+    per_frame = flipping_curves(net, x, base, 1, masks, batch_size=3, stages=stages)
+    for k in masks:
+        np.testing.assert_allclose(per_frame[k], whole[k], rtol=1e-10, atol=1e-12)
+    n_clips = 5 + 5 - 2  # intact and all-replaced clips are shared by both curves
+    assert sum(calls) < n_clips * 4  # far fewer CNN frames than clips x frames
+    assert max(calls) <= 3 * 4
+
+
 def test_replacement_values() -> None:
     x = torch.randn(4, 3, 8, 8)
     mean = replacement(x, "mean")

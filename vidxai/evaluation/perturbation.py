@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidxai.models.contract import Stage, run_stages
+
 __all__ = [
     "BASELINES",
     "aopc",
@@ -161,12 +163,18 @@ def flipping_curves(
     target: int,
     masks: Mapping[str, Tensor],
     batch_size: int = 32,
+    stages: Sequence[Stage] | None = None,
 ) -> dict[str, np.ndarray]:
     """Target logit along each curve: ``masks[name] (K, T, H, W)`` bool -> ``curves[name] (K,)``.
 
     ``clip``/``base`` are ``(T, C, H, W)`` (the clip and its replacement); a masked pixel takes the
     replacement's value in every channel. Identical masks (across curves too) are evaluated once, and all
     distinct perturbed clips go through ``model`` in batches of ``batch_size``.
+
+    With ``stages`` (the model's :func:`~vidxai.models.contract.explain_stages`) whose first stage is a
+    per-frame CNN, each distinct perturbed *frame* goes through the CNN once (batches of
+    ``batch_size * T`` frames) and only the later stages run per clip: the same logits (the contract's
+    composition), far fewer CNN passes, since most frames of most perturbed clips are unchanged.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -184,11 +192,44 @@ def flipping_curves(
                 unique.append(step)
             rows.append(keys[key])
         index[name] = rows
-    values = np.empty(len(unique))
-    device = clip.device
-    with torch.inference_mode():
-        for start in range(0, len(unique), batch_size):
-            m = torch.stack(unique[start : start + batch_size]).to(device)[:, :, None]  # (B, T, 1, H, W)
-            x = torch.where(m, base[None], clip[None])
-            values[start : start + len(m)] = model(x)[:, target].double().cpu().numpy()
+    if stages and stages[0].kind == "frames":
+        values = _per_frame_logits(stages, clip, base, target, unique, batch_size)
+    else:
+        values = np.empty(len(unique))
+        with torch.inference_mode():
+            for start in range(0, len(unique), batch_size):
+                m = torch.stack(unique[start : start + batch_size]).to(clip.device)[:, :, None]  # (B, T, 1, H, W)
+                x = torch.where(m, base[None], clip[None])
+                values[start : start + len(m)] = model(x)[:, target].double().cpu().numpy()
     return {name: values[rows] for name, rows in index.items()}
+
+
+def _per_frame_logits(
+    stages: Sequence[Stage], clip: Tensor, base: Tensor, target: int, unique: list[Tensor], batch_size: int
+) -> np.ndarray:
+    """Target logits of the perturbed clips ``unique`` with the per-frame CNN run once per distinct frame."""
+    t = clip.shape[0]
+    frame_ids: dict[tuple[int, bytes], int] = {}
+    frames: list[tuple[int, Tensor]] = []
+    seq = np.empty((len(unique), t), dtype=np.int64)
+    for u, step in enumerate(unique):
+        for j in range(t):
+            key = (j, np.packbits(step[j].numpy().reshape(-1)).tobytes())
+            if key not in frame_ids:
+                frame_ids[key] = len(frames)
+                frames.append((j, step[j]))
+            seq[u, j] = frame_ids[key]
+    values = np.empty(len(unique))
+    with torch.inference_mode():
+        feats = []
+        per_batch = batch_size * t
+        for start in range(0, len(frames), per_batch):
+            chunk = frames[start : start + per_batch]
+            x = torch.stack([torch.where(m.to(clip.device)[None], base[j], clip[j]) for j, m in chunk])
+            feats.append(stages[0].module(x))
+        features = torch.cat(feats)
+        for start in range(0, len(unique), batch_size):
+            idx = torch.from_numpy(seq[start : start + batch_size]).to(features.device)
+            logits = run_stages(stages[1:], features[idx])
+            values[start : start + len(idx)] = logits[:, target].double().cpu().numpy()
+    return values

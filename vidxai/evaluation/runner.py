@@ -39,6 +39,7 @@ from vidxai.evaluation.perturbation import (
     region_steps,
     replacement,
 )
+from vidxai.models.contract import Stage, explain_stages
 from vidxai.xai.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 
 __all__ = [
@@ -207,6 +208,10 @@ def evaluate(
     if not clips:
         raise ValueError("no clips to evaluate")
     built, errors = _build(names, net, s)
+    try:
+        stages: tuple[Stage, ...] | None = explain_stages(net)  # per-frame CNN: each distinct frame runs once
+    except TypeError:
+        stages = None  # a network without the contract: whole clips through its forward
     times = dict.fromkeys(names, 0.0)
     sums: dict[str, dict[str, np.ndarray]] = {n: {} for n in names}
     counts = dict.fromkeys(names, 0)
@@ -250,7 +255,7 @@ def evaluate(
             masks[f"{name}\tframe_lerf"] = frame_masks(frame_order(fs, frame_tb, False), (t, h, w))
             order = region_order(region_scores(pixel, s.region_size), region_tb)
             masks[f"{name}\tregion_morf"] = region_masks(order, (t, h, w), s.region_size, counts_r)
-        curves = flipping_curves(net, x, base, target, masks, s.batch_size)
+        curves = flipping_curves(net, x, base, target, masks, s.batch_size, stages)
         chance_rows.append(_chance(clip.truth, (t, h, w)))
         for name, pixel in maps.items():
             row: dict[str, Any] = {"video": clip.source, "method": name, "label": clip.label, "target": target,
