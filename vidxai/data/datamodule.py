@@ -307,8 +307,9 @@ class VideoDataModule(pl.LightningDataModule):
             world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
+        pin = self.pin_memory and torch.cuda.is_available()  # pinning without a GPU only warns
         return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                                       num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                       num_workers=self.num_workers, pin_memory=pin,
                                        persistent_workers=self.persistent_workers and workers,
                                        multiprocessing_context=context, timeout=self.timeout if workers else 0)
 

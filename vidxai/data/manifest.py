@@ -113,6 +113,12 @@ def probe(record: VideoRecord, backend: str = "auto") -> VideoEntry:
 def _probe_worker(conn: Connection, probe_fn: Callable[[VideoRecord, str], VideoEntry], backend: str) -> None:
     """Child process: probe the records it is sent, one at a time, until it gets ``None``."""
     logging.getLogger("vidxai.data.decoders").setLevel(logging.ERROR)  # the parent reports what matters
+    try:  # native decoders (FFmpeg, decord) print their own errors: the reason comes back through the pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:  # pragma: no cover
+        pass
     while True:
         try:
             record = conn.recv()
