@@ -1,44 +1,55 @@
-# vidxai: `make install` once, then `make train`, `make explain`, `make test`.
+# vidxai: `make train`, `make explain`, `make test` work as the first command on a fresh clone: each one
+# creates .venv (or updates it when pyproject.toml changed) before it runs. `make install` does only that.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+# stamp of the last successful install; older than pyproject.toml (or missing) -> reinstall
+STAMP := $(VENV)/.installed
 # extra Hydra overrides, e.g. `make train ARGS="model=convlstm"`
 ARGS ?=
 # checkpoint for `make explain`; default: best checkpoint of the newest training run
 CKPT ?= $(lastword $(sort $(wildcard outputs/train/*/checkpoints/best.ckpt)))
 
-.PHONY: install test train explain bench bench-data lint rule-configs clean
+.PHONY: install test train explain bench bench-data bench-cache lint rule-configs clean
 
-install:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip || true
 	$(BIN)/python -m pip install -e ".[dev]"
+	touch $(STAMP)
 
-test:
+test: $(STAMP)
 	$(BIN)/python -m pytest
 
-train:
+train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)
 
-explain:
+explain: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: no checkpoint found under outputs/train/*/checkpoints/best.ckpt: run 'make train' first or pass CKPT=path/to.ckpt" >&2; exit 2; }
 	$(BIN)/python explain.py ckpt=$(CKPT) $(ARGS)
 
 # bench = LRP speed + the data path and training throughput (quick); `make bench-data` is the full data run.
 # DECORD2=/path (pip install --target /path decord2) also measures decord2 next to decord.
 DECORD2 ?=
-bench:
+bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lrp.py $(ARGS)
 	$(BIN)/python benchmarks/bench_data.py --quick $(if $(DECORD2),--decord2-path $(DECORD2))
+	$(BIN)/python benchmarks/bench_cache.py --epochs 2
 
-bench-data:
+# frozen-encoder feature cache: epoch time without / with data.feature_cache (feature_cache_speedup)
+bench-cache:
+	$(BIN)/python benchmarks/bench_cache.py $(ARGS)
+
+bench-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_data.py $(if $(DECORD2),--decord2-path $(DECORD2)) $(ARGS)
 
-lint:
+lint: $(STAMP)
 	$(BIN)/python -m ruff check vidxai tests benchmarks train.py explain.py
 
 # conf/rule/*.yaml from the rule registry (vidxai.xai.RULES); tests/test_rule_configs.py checks them
-rule-configs:
+rule-configs: $(STAMP)
 	$(BIN)/python -m vidxai.pipelines.rule_configs
 
 clean:

@@ -41,5 +41,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from vidxai.pipelines._common import check_group_overrides, quiet_warnings
+
     _check_rule_args(sys.argv[1:])
+    check_group_overrides(sys.argv[1:], ROOT / "conf")
+    quiet_warnings()
     main()

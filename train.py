@@ -2,9 +2,11 @@
 """Train a video classifier: ``python train.py model=vgg16_lstm`` (configs in conf/, see train.yaml)."""
 
 import os
+import sys
 from pathlib import Path
 
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -19,4 +21,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    from vidxai.pipelines._common import check_group_overrides, quiet_warnings
+
+    check_group_overrides(sys.argv[1:], ROOT / "conf")
+    quiet_warnings()
     main()

@@ -15,10 +15,16 @@ Memory (``--memory``, slow on small CPUs): in a fresh subprocess, explain one ``
 (``VmHWM`` of ``/proc/self/status``, Linux) and its growth over the model-only baseline; on CUDA the
 peak allocated device memory.
 
+``--model r2plus1d`` measures the 3D CNN instead (R(2+1)D-18, full width unless ``--width``): the same
+explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`` has no ``Conv3d`` rule
+and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
+does not apply to 3D convolutions).
+
 Results go to ``benchmarks/results/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
     python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
     python benchmarks/bench_lrp.py --device cuda --memory
+    python benchmarks/bench_lrp.py --model r2plus1d     # the 3D CNN
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vidxai.models import VGG16LSTM  # noqa: E402
+from vidxai.models import VGG16LSTM, R2Plus1D  # noqa: E402
 from vidxai.xai import VideoLRP  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
 from vidxai.xai.rules import make_composite  # noqa: E402
@@ -111,9 +117,22 @@ def _model(device: torch.device, seed: int = 0) -> VGG16LSTM:
     return model
 
 
+def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
+    torch.manual_seed(seed)
+    model = R2Plus1D(11, width=width).to(device).eval()
+    with torch.no_grad():  # BatchNorm statistics and shifts like a trained network (folded into biases)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_(0, 0.01)
+    return model
+
+
 def speed(args: argparse.Namespace, device: torch.device) -> dict:
-    """Explain time / gradient time, full model and VGG16 alone with peers."""
-    model = _model(device)
+    """Explain time / gradient time, full model and VGG16 alone with peers (R(2+1)D: full model only)."""
+    is_3d = args.model == "r2plus1d"
+    model = _r2plus1d(device, args.width) if is_3d else _model(device)
     clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
     target = 3
     params = list(model.parameters())
@@ -133,10 +152,11 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         finally:
             set_requires_grad(False)
 
-    results: dict = {"full_model": {}, "encoder_only": {}}
+    results: dict = {"full_model": {}} if is_3d else {"full_model": {}, "encoder_only": {}}
     full = results["full_model"]
     # cuDNN's LSTM backward needs training mode; a one-layer LSTM has no dropout, so it computes the same
-    model.lstm.train(device.type == "cuda")
+    if not is_3d:
+        model.lstm.train(device.type == "cuda")
     set_requires_grad(False)
     full["grad_full_vs_grad_input"] = _paired(grad_full, grad_input, args.repeats, device)
     full_over_input = full["grad_full_vs_grad_input"]["ratio"]
@@ -145,6 +165,8 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)  # noqa: B023
         res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
         full[f"vidxai_{rule}"] = res
+    if is_3d:
+        return results
 
     # --- VGG16 part alone, frames folded into the batch, starting relevance = ones at the features
     encoder = model.encoder
@@ -250,6 +272,8 @@ def memory(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d"])
+    parser.add_argument("--width", type=float, default=1.0, help="R(2+1)D channel multiplier (1 = R(2+1)D-18)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=5)
@@ -265,6 +289,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
+    if args.memory and args.model == "r2plus1d":
+        parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
     device = torch.device(args.device)
 
     if args.memory_child:
@@ -275,7 +301,10 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
         "machine": _machine(device),
-        "config": {"frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules},
+        "config": {
+            "model": args.model, "width": args.width if args.model == "r2plus1d" else None,
+            "frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules,
+        },  # fmt: skip
     }
     if not args.no_speed:
         report["speed"] = speed(args, device)

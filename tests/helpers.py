@@ -94,6 +94,41 @@ class InterruptAt:
         return _Interrupt()
 
 
+class KillAt:
+    """A callback that SIGKILLs its own process after ``batch`` training batches of ``epoch`` (a hard kill:
+    no handler, no on-exception checkpoint), as a pre-empted or out-of-memory cluster job dies."""
+
+    def __new__(cls, epoch: int = 1, batch: int = 1):
+        import os
+        import signal
+
+        from pytorch_lightning.callbacks import Callback
+
+        class _Kill(Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch_obj, batch_idx) -> None:
+                if trainer.current_epoch == epoch and batch_idx + 1 >= batch:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()
+
+
+class RecordBatches:
+    """A callback appending ``epoch batch indices video-checksum weight-checksum`` per training batch to ``path``."""
+
+    def __new__(cls, path: str):
+        from pytorch_lightning.callbacks import Callback
+
+        class _Record(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                w = sum(float(p.detach().double().sum()) for p in pl_module.parameters())
+                idx = batch["index"].tolist()
+                with open(path, "a") as fh:
+                    fh.write(f"{trainer.current_epoch} {batch_idx} {idx} {float(batch['video'].double().sum()):.6f} "
+                             f"{w:.10f}\n")
+
+        return _Record()
+
+
 class RankReport:
     """A callback that writes what each process saw to ``<run folder>/rank<r>.json``: the epoch-end metrics,
     whether the explanation callback ran here, and the W&B group (for subprocess runs: DDP, sweeps)."""
@@ -126,3 +161,24 @@ class RankReport:
                 path.write_text(json.dumps(report))
 
         return _RankReport()
+
+
+class LastCkptSteps:
+    """A callback that, before each training batch after the first of an epoch, appends the ``global_step``
+    stored in ``<dirpath>/last.ckpt`` to the shared list ``STEPS_SEEN`` (step checkpoints under test)."""
+
+    def __new__(cls, dirpath: str):
+        import torch
+        from pytorch_lightning.callbacks import Callback
+
+        class _Probe(Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+                last = Path(dirpath) / "last.ckpt"
+                if batch_idx > 0 and last.is_file():
+                    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+                    STEPS_SEEN.append((trainer.global_step, ckpt["global_step"]))
+
+        return _Probe()
+
+
+STEPS_SEEN: list[tuple[int, int]] = []

@@ -36,3 +36,17 @@ def test_callback_rejects_bad_settings() -> None:
         ExplanationCallback(num_clips=0)
     with pytest.raises(ValueError, match="scale"):
         ExplanationCallback(scale="global")
+
+
+def test_callback_passes_recurrent_settings_and_checks_them_when_fitting_starts() -> None:
+    from vidxai.models import build_network
+
+    module = SimpleNamespace(net=build_network("convlstm", 2, hidden_channels=[4], stem_channels=2))
+    cb = ExplanationCallback(rules={"epsilon": {}, "z": {}}, lstm_eps=0.01, bias_factor=1)
+    cb.setup(None, module, "fit")
+    explainer = cb._explainer(module, "epsilon")
+    assert (explainer.lstm_eps, explainer.bias_factor) == (0.01, 1.0)
+    assert ExplanationCallback()._explainer(module, "epsilon").bias_factor == 0.0  # VideoLRP's default
+    with pytest.raises(ValueError, match=r"explanation callback: bias_factor must be 0 or 1.*every_n_epochs=0"):
+        ExplanationCallback(bias_factor=2).setup(None, module, "fit")
+    ExplanationCallback(bias_factor=2, every_n_epochs=0).setup(None, module, "fit")  # off: nothing to check

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch import nn
 
 from vidxai.data import VideoDataModule
 from vidxai.data.feature_cache import (
@@ -92,20 +91,9 @@ def test_key_changes_with_weights_frames_and_size(tiny_synthetic: Path, tmp_path
     assert len(keys) == len(changed)
 
 
-class _Clip3D(nn.Module):
-    """A network without a per-frame encoder (like a 3D CNN)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(3, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x.transpose(1, 2)).mean(dim=(2, 3, 4))
-
-
 def test_refuses_networks_without_a_frozen_per_frame_encoder() -> None:
-    with pytest.raises(UserError, match="per-frame encoder.*data.feature_cache=false"):
-        check_cacheable(_Clip3D())
+    with pytest.raises(UserError, match="per-frame encoder.*R2Plus1D has none.*data.feature_cache=false"):
+        check_cacheable(build_network("r2plus1d", 2, width=0.25))  # a 3D CNN: no per-frame encoder
     with pytest.raises(UserError, match="model.net.freeze_encoder=true"):
         check_cacheable(build_network("convlstm", 2, hidden_channels=[4], stem_channels=4))
     check_cacheable(build_network("convlstm", 2, hidden_channels=[4], stem_channels=4, freeze_encoder=True))

@@ -73,12 +73,15 @@ def test_folder_layout_file_groups_and_subfolder_groups(tmp_path: Path, one_vide
     _place(one_video, root / "cats" / "a.MP4", root / "cats" / "b.webm", root / "dogs" / "park" / "c.mkv",
            root / "dogs" / "park" / "d.mov", root / "dogs" / "beach" / "e.mpeg")
     (root / "cats" / "readme.md").write_text("x")
-    (root / "empty_class").mkdir()
+    (root / ".hidden_class").mkdir()
     records, classes = discover("folder", root)
     assert classes == ["cats", "dogs"]
     groups = {Path(r.path).name: r.group for r in records}
     assert groups == {"a.MP4": "cats/a", "b.webm": "cats/b", "c.mkv": "dogs/park", "d.mov": "dogs/park",
                       "e.mpeg": "dogs/beach"}
+    (root / "empty_class").mkdir()  # a class the model could never learn: an error naming the folder
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['empty_class'\].*hold no video"):
+        discover("folder", root)
 
 
 def test_clear_errors(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_fixtures import TINY, corrupt, make_video
+from helpers import TINY, corrupt, make_video
 
 from vidxai.data import decoders
 from vidxai.data.decoders import NvdecDecoder, PyAVDecoder, VideoDecodeError, open_video, resolve_backend
@@ -75,6 +75,7 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_missing_package_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, video: Path) -> None:
     monkeypatch.setattr(decoders, "nvdec_available", lambda: False)
     monkeypatch.setattr(decoders, "decord_has_cuda", lambda: False)
+    assert not decoders.nvdec_usable()  # explain.py then decodes a GPU-trained checkpoint's videos on the CPU
     for backend in ("nvdec", "auto"):
         with pytest.raises(ValueError, match=r"PyNvVideoCodec, which is not installed: pip install -e '\.\[gpu\]'"):
             resolve_backend(backend, "cuda")
@@ -82,6 +83,7 @@ def test_missing_package_or_gpu_is_one_clear_error(monkeypatch: pytest.MonkeyPat
         open_video(video, backend="nvdec")  # the backend's own device is the GPU
     monkeypatch.setattr(decoders, "nvdec_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not decoders.nvdec_usable()
     with pytest.raises(ValueError, match=r"torch.cuda.is_available\(\) is False.*data.decode_device=cpu"):
         resolve_backend("nvdec", "cuda")
     with pytest.raises(ValueError, match=r"data.backend=nvdec decodes on the GPU: set data.decode_device=cuda"):

@@ -27,6 +27,8 @@ def test_ddp_cpu_two_processes_sync_metrics_and_write_once(tmp_path: Path) -> No
     proc = _train(
         "trainer=ddp_cpu", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", *TINY_DATA,
         "data.batch_size=2", "model=convlstm", "model.net.hidden_channels=[4]", "model.net.stem_channels=4",
+        # the feature cache too: each rank computes its share of the clips, then both read all of them
+        "model.net.freeze_encoder=true", "data.feature_cache=true",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.strategy.timeout.seconds=90",
         "callbacks.explanation.every_n_epochs=2", "callbacks.explanation.num_clips=1",
         "callbacks.rich_progress_bar=null", "+callbacks.rank_report._target_=helpers.RankReport",
@@ -60,3 +62,33 @@ def test_ddp_cpu_two_processes_sync_metrics_and_write_once(tmp_path: Path) -> No
     rank1_log = (run / "train_ddp_process_1.log").read_text()
     assert "GLOBAL_RANK: 1" in rank1_log and "figures" not in rank1_log
     assert "figures" in (run / "train.log").read_text()
+    cached = list((tmp_path / "data" / ".cache" / "features").glob("*/*.npy"))
+    computed = [line for log in ("train.log", "train_ddp_process_1.log")
+                for line in (run / log).read_text().splitlines() if "clip(s) computed by rank" in line]
+    assert len(computed) == 4  # train and val, on each rank
+    assert sum(int(line.split("feature cache: ")[1].split()[0]) for line in computed) == len(cached) > 0
+
+
+def test_ddp_launcher_inside_a_local_multirun_is_refused(tmp_path: Path) -> None:
+    import hydra
+    from helpers import compose_cfg
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    from vidxai.errors import UserError
+    from vidxai.pipelines._common import check_launch
+
+    cfg = compose_cfg("train", tmp_path, ["trainer=ddp_cpu", "logger=none", "callbacks=none"])
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    check_launch(trainer)  # a single run is fine
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(UserError, match="hydra/launcher=slurm"):
+            check_launch(trainer)
+    finally:
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.RUN
+        HydraConfig.instance().set_config(cfg)

@@ -28,6 +28,7 @@ from vidxai.pipelines.train import train
     [
         [],
         ["model=convlstm"],
+        ["model=r2plus1d"],
         ["data=ucf11", "data.root=/x"],
         ["data=ucf101", "data.root=/x"],
         ["data=folder", "data.root=/x"],
@@ -37,6 +38,7 @@ from vidxai.pipelines.train import train
         ["experiment=paper_convlstm"],
         ["debug=fast"],
         ["logger=csv", "callbacks=none"],
+        ["data=synthetic_events"],
     ],
 )
 def test_train_configs_compose(overrides: list[str]) -> None:
@@ -49,6 +51,10 @@ def test_train_configs_compose(overrides: list[str]) -> None:
         assert cfg.data.layout == "ucf11" and cfg.data.batch_size == 32
         assert cfg.trainer.max_epochs == 100 and cfg.callbacks.early_stopping.patience == 15
         assert cfg.trainer.precision == "bf16-mixed" and cfg.model.net.pretrained is True
+    if "data=synthetic_events" in overrides:  # its own folder; the flash fills one of num_frames segments
+        assert cfg.data.synthetic.variant == "events" and cfg.data.root.endswith("/synthetic_events")
+        assert cfg.data.synthetic.event_segments == cfg.data.num_frames
+        assert cfg.callbacks.explanation.lstm_rule == "signal_take_all"
 
 
 def test_default_train_config_matches_issue() -> None:
@@ -107,6 +113,39 @@ def test_train_convlstm_composed_through_hydra(tmp_path: Path, data_dir: Path) -
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["net"]["arch"] == "convlstm"
     assert "test/acc" in (run / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_train_and_explain_r2plus1d_through_hydra(tmp_path: Path, data_dir: Path) -> None:
+    """The 3D CNN goes through everything the other models do: training with the explanation callback,
+    explain.py on one video (heatmaps, curve, peaks, GIF, rule comparison) and over a split (profile)."""
+    cfg = compose_cfg(
+        "train", tmp_path / "train",
+        TINY_DATA + TINY_TRAIN + ["model=r2plus1d", "model.net.width=0.125", "logger=csv",
+                                  "callbacks.explanation.num_clips=1"],
+        data_dir=data_dir,
+    )
+    assert train(cfg) is not None
+    run = tmp_path / "train" / "run"
+    assert list((run / "explanations").rglob("*.png")), "the explanation callback wrote no figures"
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["net"]["arch"] == "r2plus1d"
+
+    cfg = _explain_cfg(tmp_path / "one", data_dir, ckpt, "rule=preset_b_flat", "compare=[z,alpha_beta]", "logger=none")
+    summary = explain(cfg)
+    out = tmp_path / "one" / "run"
+    npz = np.load(out / "relevance.npz")
+    assert npz["pixel"].shape == (4, 32, 32) and npz["frame"].shape == (4,)
+    assert npz["feature"].shape == (1, 64)  # one time step of the last feature map, 64 channels at width 1/8
+    assert np.abs(npz["pixel"]).sum() > 0 and summary["rule"] == "preset_b_flat"
+    for name in ("heatmaps.png", "curve.png", "peaks.png", "compare.png", "overlay.gif"):
+        assert (out / name).is_file(), name
+    with pytest.raises(ValueError, match="chunk_frames=2 does not apply to R2Plus1D"):
+        explain(_explain_cfg(tmp_path / "chunk", data_dir, ckpt, "chunk_frames=2", "logger=none"))
+
+    cfg = _explain_cfg(tmp_path / "split", data_dir, ckpt, "split=test", "limit=2", "logger=none")
+    profile = explain(cfg)
+    assert profile["videos"] == 2 and (tmp_path / "split" / "run" / "profile.png").is_file()
 
 
 # ----------------------------------------------------------------------------- explain
@@ -218,6 +257,7 @@ def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]
     good["hyper_parameters"]["net"] = {"arch": "convlstm"}
     torch.save(good, wrong)
     cases["mismatch"] = ([f"ckpt={wrong}"], "does not match architecture")
+    cases["lstm_rule"] = ([f"ckpt={ckpt}", "lstm_rule=Half"], "lstm_rule='Half' is unknown")
     return cases
 
 

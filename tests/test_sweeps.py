@@ -61,3 +61,17 @@ def test_optuna_sweep_of_two_trials_through_submitit_local(tmp_path: Path) -> No
     ids = {r["wandb_id"] for r in reports}
     assert len(ids) == 2 and None not in ids  # one W&B run per job ...
     assert {r["wandb_group"] for r in reports} == {"train-sweep"}  # ... grouped by sweep
+
+
+def test_wandb_group_of_a_single_run_is_the_task_name(tmp_path: Path) -> None:
+    from helpers import compose_cfg
+
+    from vidxai.pipelines._common import sweep_group
+
+    cfg = compose_cfg("train", tmp_path, [])
+    assert cfg.logger.wandb.group is None
+    sweep_group(cfg)
+    assert cfg.logger.wandb.group == "train"
+    explicit = compose_cfg("train", tmp_path, ["logger.wandb.group=mine"])
+    sweep_group(explicit)
+    assert explicit.logger.wandb.group == "mine"

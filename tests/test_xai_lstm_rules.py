@@ -186,3 +186,12 @@ def test_default_rule_is_signal_take_all_and_other_rules_change_the_map() -> Non
 def test_bad_lstm_rule_raises_one_clear_error(bad: object) -> None:
     with pytest.raises(ValueError, match=r"lstm_rule=.* is unknown; choose one of signal_take_all, half, proportional"):
         VideoLRP(ConvLSTM(3, hidden_channels=(4,), stem_channels=0), "epsilon", lstm_rule=bad)
+
+
+def test_evaluation_scores_every_gate_rule_as_its_own_method() -> None:
+    from vidxai.evaluation.methods import default_methods
+
+    assert VideoLRP.LSTM_RULES == LSTM_RULES and LSTM_RULES[0] == "signal_take_all"
+    methods = default_methods()
+    assert "epsilon/half" in methods and "epsilon/proportional" in methods
+    assert "epsilon/signal_take_all" not in methods  # that is plain `epsilon`

@@ -7,6 +7,7 @@ path stored in the file.
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,10 @@ from torch import nn
 
 from vidxai.errors import UserError
 
-__all__ = ["LoadedCheckpoint", "load_checkpoint"]
+__all__ = ["TMP_MARK", "LoadedCheckpoint", "atomic_save", "load_checkpoint"]
+
+#: Infix of the temporary files :func:`atomic_save` writes (``last.ckpt.tmp-<pid>``).
+TMP_MARK = ".tmp-"
 
 _NET_PREFIX = "net."
 
@@ -35,6 +39,33 @@ class LoadedCheckpoint:
     hparams: dict[str, Any]
     datamodule_state: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` that never leaves a partial file: write ``<path>.tmp-<pid>`` in the same folder, flush it
+    to disk, then rename it over ``path`` (``os.replace``). A process killed meanwhile leaves the previous file
+    intact; the temporary file it left is removed by the next save."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{target.name}{TMP_MARK}*"):
+        stale.unlink(missing_ok=True)
+    tmp = target.with_name(f"{target.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # make the rename itself durable
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - file systems that cannot open folders
+        pass
 
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:

@@ -130,3 +130,44 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path = Path(path)
     path.write_text(json.dumps(obj, indent=2, allow_nan=True))
     return path
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * float(value):.0f}%"
+
+
+def summary_text(result: dict[str, Any], out_dir: str | Path) -> str:
+    """A short human summary of an explanation run, from the summary dicts the pipeline already wrote
+    (:func:`relevance_summary` for one video, ``viz.profile.temporal_profile`` for a split); nothing is
+    recomputed. Ends with the files written under ``out_dir``."""
+    out = Path(out_dir)
+    lines: list[str] = []
+    if "prediction" in result and "positive_share" in result:
+        pred, target, true = result["prediction"], result["target"], result.get("true")
+        share = result["positive_share"]
+        lines.append(f"explained {Path(str(result.get('video', '?'))).name}"
+                     + (f" with rule {result['rule']}" if result.get("rule") else ""))
+        truth = ""
+        if true:
+            truth = f"; true class {true['class']}" + (" (correct)" if result.get("correct") else " (wrong)")
+        lines.append(f"  predicted {pred['class']} with probability {pred['probability']:.2f}; "
+                     f"explained target {target['class']}{truth}")
+        if share.get("first_half") is None:
+            lines.append("  no positive relevance for the target: the explanation does not say where it sits")
+        else:
+            lines.append(f"  positive relevance: {_pct(share['first_half'])} in the first half, "
+                         f"{_pct(share['second_half'])} in the second half, {_pct(share['last_frame'])} on the "
+                         f"last frame (uniform: {_pct(share['uniform_last_frame'])})")
+    elif "overall" in result:
+        overall = result["overall"]["summary"]
+        lines.append(f"explained {result.get('videos', result.get('n_videos'))} videos of split "
+                     f"{result.get('split', '?')}" + (f" with rule {result['rule']}" if result.get("rule") else "")
+                     + (f"; accuracy {result['accuracy']:.2f}" if "accuracy" in result else ""))
+        parts = [f"{_pct(overall[k]['mean'])} {k.replace('_', ' ')} (uniform {_pct(overall[k]['uniform'])})"
+                 for k in ("first_half", "second_half", "last_frame") if k in overall]
+        lines.append("  mean positive relevance: " + ", ".join(parts))
+    files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not any(part.startswith(".") or part == "wandb" for part in p.relative_to(out).parts[:-1])
+                   and p.suffix != ".log")
+    lines.append(f"  files in {out}: " + (", ".join(str(p.relative_to(out)) for p in files) or "none"))
+    return "\n".join(lines)

@@ -1,6 +1,14 @@
 """Lightning callbacks: they draw and log (models only compute)."""
 
 from vidxai.callbacks.explanation import ExplanationCallback, stratified_indices
+from vidxai.callbacks.resume import AtomicCheckpointIO, ModelCheckpoint, SeedEveryBatch
 from vidxai.callbacks.test_figures import TestFiguresCallback
 
-__all__ = ["ExplanationCallback", "TestFiguresCallback", "stratified_indices"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "ExplanationCallback",
+    "ModelCheckpoint",
+    "SeedEveryBatch",
+    "TestFiguresCallback",
+    "stratified_indices",
+]

@@ -14,6 +14,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
+from vidxai.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExplanationCallback", "stratified_indices"]
@@ -77,11 +79,11 @@ class ExplanationCallback(Callback):
             try:
                 resolve_rule(rule, **params)  # the rule registry checks names and parameters
             except ValueError as exc:
-                raise ValueError(f"explanation callback: {exc}") from None
+                raise ConfigError(f"explanation callback: {exc}") from None
         if num_clips < 1:
-            raise ValueError(f"explanation callback: num_clips={num_clips} must be >= 1")
+            raise ConfigError(f"explanation callback: num_clips={num_clips} must be >= 1")
         if scale not in ("video", "frame"):
-            raise ValueError(f"explanation callback: scale={scale!r}; choose 'video' or 'frame'")
+            raise ConfigError(f"explanation callback: scale={scale!r}; choose 'video' or 'frame'")
         self.num_clips = int(num_clips)
         self.every_n_epochs = int(every_n_epochs)
         self.top_k = int(top_k)
@@ -130,7 +132,7 @@ class ExplanationCallback(Callback):
             try:
                 self._explainer(pl_module, rule)
             except ValueError as exc:
-                raise ValueError(
+                raise ConfigError(
                     f"explanation callback: {exc} (or turn it off: callbacks.explanation.every_n_epochs=0)"
                 ) from None
 

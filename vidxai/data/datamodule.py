@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
-from vidxai.data.dataset import VideoClipDataset, check_on_bad_video
+from vidxai.data.dataset import EpochSampler, VideoClipDataset, check_on_bad_video
 from vidxai.data.decoders import VideoDecodeError, resolve_backend
 from vidxai.data.feature_cache import (
     CACHED_SAMPLING,
@@ -20,11 +23,12 @@ from vidxai.data.feature_cache import (
     feature_cache_key,
     fill_feature_cache,
 )
-from vidxai.data.layouts import LAYOUTS, discover, split_lists
-from vidxai.data.manifest import VideoEntry, default_cache_dir, manifest_paths, scan
+from vidxai.data.layouts import LAYOUTS, VideoRecord, discover, split_lists
+from vidxai.data.manifest import VideoEntry, default_cache_dir, manifest_paths, scan, write_report
 from vidxai.data.splits import SPLITS, group_split, leave_one_group_out
 from vidxai.data.synthetic import make_synthetic_ucf11
 from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
+from vidxai.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,11 @@ class VideoDataModule(pl.LightningDataModule):
         num_frames: frames per clip (T).
         size: ``(H, W)`` frames are resized to while decoding.
         crop_size: model input size (int or ``(h, w)``) cropped from ``size``; ``None`` = no crop.
-        batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings.
+        batch_size, num_workers, pin_memory, persistent_workers: DataLoader settings; ``num_workers="auto"``
+            takes one worker per CPU core this process may use, less one (1..8).
+        timeout: seconds a DataLoader worker may take for one batch before training stops with an error
+            (a hung decoder is reported, never a silent deadlock); 0 = no limit. Needs ``num_workers > 0``.
+        min_frames: videos with fewer decodable frames are listed as bad (a one-frame "video" is a still).
         val_fraction, test_fraction: share of groups (per class) held out for val / test.
         fold: leave-one-group-out fold (test = the fold-th group of each class); ``None`` = random split.
         seed: seed of the split and of the training clip sampler.
@@ -59,24 +67,33 @@ class VideoDataModule(pl.LightningDataModule):
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
                  size: Sequence[int] = (112, 112), crop_size: int | Sequence[int] | None = None,
-                 batch_size: int = 8, num_workers: int = 0, pin_memory: bool = False,
+                 batch_size: int = 8, num_workers: int | str = 0, pin_memory: bool = False,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, fold: int | None = None,
                  seed: int = 0, backend: str = "auto", decode_device: str = "cpu",
                  on_bad_video: str = "skip", test_clips: int = 1,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  flip: bool = True, cache_dir: str | None = None, synthetic: dict[str, Any] | None = None,
                  persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1,
-                 feature_cache: bool = False) -> None:
+                 feature_cache: bool = False, timeout: float = 300.0, min_frames: int = 2) -> None:
         super().__init__()
+        num_workers = auto_num_workers() if num_workers == "auto" else num_workers
+        if not isinstance(num_workers, int):
+            raise ConfigError(f"data.num_workers must be an integer >= 0 or 'auto', got {num_workers!r}")
         if layout not in LAYOUTS:
-            raise ValueError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+            raise ConfigError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
         if synthetic is not None and layout != "ucf11":
-            raise ValueError(f"data.synthetic generates a UCF11 layout but data.layout={layout!r}: set "
+            raise ConfigError(f"data.synthetic generates a UCF11 layout but data.layout={layout!r}: set "
                              "data.layout=ucf11 or data.synthetic=null")
-        if len(tuple(size)) != 2:
-            raise ValueError(f"data.size must be (height, width), got {size!r}")
+        if root is None or not str(root).strip():
+            raise ConfigError("data.root is empty: point it at the dataset folder, e.g. data.root=/data/UCF11")
+        if len(tuple(size)) != 2 or any(int(v) < 1 for v in size):
+            raise ConfigError(f"data.size must be (height, width) with positive entries, got {size!r}")
+        if int(num_frames) < 1:
+            raise ConfigError(f"data.num_frames must be >= 1, got {num_frames}")
+        if timeout < 0 or min_frames < 1:
+            raise ConfigError(f"data.timeout must be >= 0 and data.min_frames >= 1, got {timeout} and {min_frames}")
         if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
+            raise ConfigError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
                              f"{batch_size} and {num_workers}")
         self.layout = layout
         self.root = str(root)
@@ -94,9 +111,15 @@ class VideoDataModule(pl.LightningDataModule):
         self.decode_device = decode_device
         self.on_bad_video = check_on_bad_video(on_bad_video)
         if test_clips < 1:
-            raise ValueError(f"data.test_clips must be >= 1, got {test_clips}")
+            raise ConfigError(f"data.test_clips must be >= 1, got {test_clips}")
         self.test_clips = int(test_clips)
         self.transform = VideoTransform(mean=mean, std=std, crop_size=crop_size, flip=flip)
+        crop = self.transform.crop_size
+        if crop is not None and (crop[0] > self.size[0] or crop[1] > self.size[1]):
+            raise ConfigError(f"data.crop_size={list(crop)} is larger than data.size={list(self.size)}: lower "
+                              "data.crop_size or raise data.size")
+        self.timeout = float(timeout)
+        self.min_frames = int(min_frames)
         self.cache_dir = cache_dir
         self.synthetic = dict(synthetic) if synthetic is not None else None
         self.group_disjoint = bool(group_disjoint)
@@ -107,6 +130,8 @@ class VideoDataModule(pl.LightningDataModule):
         self._class_names: list[str] | None = None
         self._split: dict[str, list[int]] | None = None
         self._loaded_state: dict[str, Any] | None = None
+        self._scanned: tuple[list[VideoEntry], list[str]] | None = None
+        self._resume_epoch: int | None = None
 
     # ------------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
@@ -116,18 +141,35 @@ class VideoDataModule(pl.LightningDataModule):
         self._scan()
 
     def _scan(self) -> tuple[list[VideoEntry], list[str]]:
+        """Discover (checks root, class folders and the split first: no decoding yet), then scan once."""
+        if self._scanned is not None:
+            return self._scanned
         records, class_names = discover(self.layout, self.root)
+        self._make_split(records)  # too few groups for the split: fail before decoding anything
         entries, bad = scan(records, self.cache_dir, self.backend)
+        short = [e for e in entries if e.num_frames < self.min_frames]
+        if short:
+            entries = [e for e in entries if e.num_frames >= self.min_frames]
+            bad = bad + [(e.record.path, f"{e.record.path}: only {e.num_frames} decodable frame(s), fewer than "
+                          f"data.min_frames={self.min_frames}") for e in short]
         if bad:
             _, report = manifest_paths(records, self.cache_dir, self.backend)
+            if short:
+                write_report(report, bad)
             if self.on_bad_video == "raise":
                 path, reason = bad[0]
-                raise VideoDecodeError(f"{reason} ({len(bad)} bad video(s) listed in {report}): "
-                                       "fix or remove "
-                                       "the file, or set data.on_bad_video=skip")
-            log.warning("skipping %d unreadable, zero-frame or corrupt video(s) listed in %s",
-                        len(bad), report)
-        return entries, class_names
+                where = reason if path in reason else f"{path}: {reason}"
+                raise VideoDecodeError(f"bad video {where} ({len(bad)} bad video(s) listed in {report}): fix or "
+                                       "remove the file, or set data.on_bad_video=skip")
+            log.warning("skipping %d unreadable, too short or corrupt video(s), listed in %s", len(bad), report)
+        if entries:
+            found = {e.record.class_name for e in entries}
+            empty = [c for c in class_names if c not in found]
+            if empty:
+                raise ConfigError(f"class folder(s) {empty} under data.root={self.root!r} have no decodable "
+                                  "video: add videos or remove the folder (see the bad-video report)")
+        self._scanned = (entries, class_names)
+        return self._scanned
 
     def setup(self, stage: str | None = None) -> None:
         """Discover, scan (cache hit after ``prepare_data``) and split; idempotent."""
@@ -137,15 +179,14 @@ class VideoDataModule(pl.LightningDataModule):
             make_synthetic_ucf11(self.root, **self.synthetic)
         entries, class_names = self._scan()
         if not entries:
-            raise ValueError(f"no decodable videos under data.root={self.root!r}: see the bad-video report "
+            raise ConfigError(f"no decodable videos under data.root={self.root!r}: see the bad-video report "
                              f"in {self.cache_dir or 'the cache dir'}")
         self._entries, self._class_names = entries, class_names
-        self._split = self._make_split(entries)
+        self._split = self._make_split([e.record for e in entries])
         if self._loaded_state is not None:
             self._apply_loaded_state()
 
-    def _make_split(self, entries: list[VideoEntry]) -> dict[str, list[int]]:
-        records = [e.record for e in entries]
+    def _make_split(self, records: list[VideoRecord]) -> dict[str, list[int]]:
         if self.fold is not None:
             return leave_one_group_out(records, self.fold, self.val_fraction, self.seed)
         official = split_lists(self.root, self.split_id) if self.layout == "ucf101" else None
@@ -155,7 +196,7 @@ class VideoDataModule(pl.LightningDataModule):
         test = sorted(by_rel[p] for p in official["test"] if p in by_rel)
         train_pool = sorted(by_rel[p] for p in official["train"] if p in by_rel)
         if not train_pool or not test:
-            raise ValueError(f"the UCF101 split lists (split {self.split_id}) name no video found under "
+            raise ConfigError(f"the UCF101 split lists (split {self.split_id}) name no video found under "
                              f"data.root={self.root!r}: check data.root")
         inner = group_split([records[i] for i in train_pool], self.val_fraction, 0.0, self.seed,
                             self.group_disjoint)
@@ -195,7 +236,7 @@ class VideoDataModule(pl.LightningDataModule):
     def records_for(self, split: str) -> list[VideoEntry]:
         """Scanned entries of ``split`` (``train``, ``val`` or ``test``)."""
         if split not in SPLITS:
-            raise ValueError(f"split={split!r} is unknown: use one of {', '.join(SPLITS)}")
+            raise ConfigError(f"split={split!r} is unknown: use one of {', '.join(SPLITS)}")
         self._require_setup()
         assert self._entries is not None and self._split is not None
         return [self._entries[i] for i in self._split[split]]
@@ -204,15 +245,24 @@ class VideoDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Class names and the split (relative paths per split), saved into checkpoints."""
         self._require_setup()
-        return {"class_names": self.class_names, "layout": self.layout, "root": self.root,
-                "split": {s: [self._relative(e.record.path) for e in self.records_for(s)] for s in SPLITS}}
+        state = {"class_names": self.class_names, "layout": self.layout, "root": self.root,
+                 "split": {s: [self._relative(e.record.path) for e in self.records_for(s)] for s in SPLITS}}
+        trainer = getattr(self, "trainer", None)
+        if hasattr(trainer, "fit_loop"):
+            # the epoch a resumed run trains next: Lightning iterates the training loader before it has
+            # worked that out from its loop counters, so the shuffling order is told here
+            done = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            state["resume_epoch"] = int(trainer.current_epoch) + (1 if done else 0)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Use a checkpoint's split (and check its class names) instead of recomputing it."""
         if "split" not in state_dict or "class_names" not in state_dict:
-            raise ValueError("the checkpoint's datamodule state has no 'split'/'class_names': it was not "
+            raise ConfigError("the checkpoint's datamodule state has no 'split'/'class_names': it was not "
                              "saved by VideoDataModule")
         self._loaded_state = dict(state_dict)
+        if state_dict.get("resume_epoch") is not None:
+            self._resume_epoch = int(state_dict["resume_epoch"])
         if self._entries is not None:
             self._apply_loaded_state()
 
@@ -220,7 +270,7 @@ class VideoDataModule(pl.LightningDataModule):
         assert self._loaded_state is not None and self._entries is not None
         saved = list(self._loaded_state["class_names"])
         if saved != self._class_names:
-            raise ValueError(f"the checkpoint was trained on classes {saved} but data.root={self.root!r} has "
+            raise ConfigError(f"the checkpoint was trained on classes {saved} but data.root={self.root!r} has "
                              f"{self._class_names}: point data.root at the checkpoint's dataset")
         by_rel = {self._relative(e.record.path): i for i, e in enumerate(self._entries)}
         split: dict[str, list[int]] = {}
@@ -251,10 +301,28 @@ class VideoDataModule(pl.LightningDataModule):
         if self.feature_cache and split in ("train", "val"):
             dataset = self._cached_features(split)
             context = None  # the cached loader reads files only
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          multiprocessing_context=context)
+        sampler = None
+        if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
+            trainer = getattr(self, "trainer", None)
+            world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
+            sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
+                                   epoch_fn=self._sampler_epoch)
+        return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                                       num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                       persistent_workers=self.persistent_workers and workers,
+                                       multiprocessing_context=context, timeout=self.timeout if workers else 0)
+
+    def _sampler_epoch(self) -> int:
+        """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
+        epoch = self._current_epoch()
+        if self._resume_epoch is not None:
+            epoch = max(epoch, self._resume_epoch)
+            self._resume_epoch = None  # only the first iteration after a restore needs it
+        return epoch
+
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "current_epoch", 0) or 0)
 
     # ------------------------------------------------------------------ feature cache
     def _cached_features(self, split: str) -> CachedFeatureDataset:
@@ -291,8 +359,9 @@ class VideoDataModule(pl.LightningDataModule):
             return net.features(self.transform(video.to(device), train=False))
 
         try:
-            done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size,
-                                      num_workers=self.num_workers, shard=(trainer.global_rank, trainer.world_size))
+            workers = self.num_workers if self.decode_device == "cpu" else 0  # no CUDA in forked workers
+            done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size, num_workers=workers,
+                                      shard=(trainer.global_rank, trainer.world_size))
         finally:
             net.train(was_training)
         log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,
@@ -301,7 +370,7 @@ class VideoDataModule(pl.LightningDataModule):
         return CachedFeatureDataset(clips, store)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training clips (jittered segment sampling)."""
+        """Training clips in a ``(seed, epoch)``-shuffled order (jittered segment sampling)."""
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -321,8 +390,61 @@ class VideoDataModule(pl.LightningDataModule):
         if isinstance(batch, dict) and "video" in batch:
             trainer = getattr(self, "trainer", None)
             training = bool(trainer is not None and trainer.training)
-            batch = {**batch, "video": self.transform(batch["video"], train=training)}
+            generator = None
+            if training and "index" in batch:  # crops and flips from (seed, epoch, the batch's videos)
+                generator = torch.Generator().manual_seed(augment_seed(self.seed, self._current_epoch(),
+                                                                       batch["index"]))
+            batch = {**batch, "video": self.transform(batch["video"], train=training, generator=generator)}
         return batch
+
+
+class _TimeoutReportingLoader(DataLoader):
+    """A DataLoader whose worker timeout (``data.timeout``) ends in a message that names the setting and what
+    to do, instead of a bare ``RuntimeError`` deep in torch."""
+
+    def __iter__(self):  # noqa: ANN204 - a DataLoader iterator
+        return _ReportingIterator(super().__iter__(), self.timeout)
+
+
+class _ReportingIterator:
+    def __init__(self, it: Any, timeout: float) -> None:
+        self._it, self._timeout = it, timeout
+
+    def __iter__(self) -> _ReportingIterator:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._it)
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._it)
+        except RuntimeError as exc:
+            if "DataLoader timed out" not in str(exc):
+                raise
+            raise VideoDecodeError(
+                f"a DataLoader worker took longer than data.timeout={self._timeout:g} s for one batch ({exc}): a "
+                "decoder hangs on some file or the machine is overloaded; check the bad-video report, raise "
+                "data.timeout, or run with data.num_workers=0 to see where it stops") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._it, name)
+
+
+def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:
+    """Seed of a training batch's crops and flips: a pure function of the seed, the epoch and its videos."""
+    keys = [int(seed) & 0xFFFFFFFF, int(epoch), *(int(i) for i in indices.reshape(-1).tolist())]
+    return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
+def auto_num_workers(limit: int = 8) -> int:
+    """``data.num_workers=auto``: one DataLoader worker per CPU core this process may use, less one for the
+    training process itself (at least 1, at most ``limit``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        cpus = os.cpu_count() or 1
+    return max(1, min(limit, cpus - 1))
 
 
 __all__ = ["VideoDataModule"]

@@ -2,21 +2,28 @@
 
 Decoders are opened inside ``__getitem__`` (so inside the DataLoader worker that needs
 them) and closed right after: nothing is shared across processes.
+
+Training randomness is a pure function of ``(seed, epoch, index)``: :class:`EpochSampler` shuffles
+from ``(seed, epoch)`` and yields ``(index, epoch)`` keys, and the dataset draws a clip's frames from
+``(seed, epoch, index)``. Nothing stateful (worker RNGs, persistent workers, a resumed run) changes
+which clips an epoch sees, so a run resumed from a checkpoint sees exactly the data of an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from vidxai.data.decoders import VideoDecodeError, open_video, resolve_backend
 from vidxai.data.manifest import VideoEntry
 from vidxai.data.sampling import jittered_segment_indices, multi_clip_indices, uniform_indices
+from vidxai.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +33,44 @@ ON_BAD_VIDEO = ("skip", "raise")
 def check_on_bad_video(value: str) -> str:
     """Validate the ``on_bad_video`` policy."""
     if value not in ON_BAD_VIDEO:
-        raise ValueError(f"data.on_bad_video={value!r} is unknown: use 'skip' or 'raise'")
+        raise ConfigError(f"data.on_bad_video={value!r} is unknown: use 'skip' or 'raise'")
     return value
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator of one training sample: a pure function of ``(seed, epoch, index)``."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled training order from ``(seed, epoch)`` only; yields ``(index, epoch)`` keys.
+
+    A ``DistributedSampler`` (one replica unless told otherwise), so Lightning keeps it under DDP and
+    each rank gets its shard. ``epoch_fn`` (e.g. the trainer's current epoch) is read when an epoch's
+    iteration starts, so the order is right even when the loader is iterated before ``set_epoch``
+    (Lightning does that for the first epoch of a resumed run).
+    """
+
+    def __init__(self, dataset: Any, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 epoch_fn: Callable[[], int] | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=int(seed),
+                         drop_last=False)
+        self.epoch_fn = epoch_fn
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        if self.epoch_fn is not None:
+            self.epoch = int(self.epoch_fn())
+        epoch = self.epoch
+        for index in super().__iter__():
+            yield int(index), epoch
 
 
 class VideoClipDataset(Dataset):
     """Clips of ``num_frames`` frames from scanned videos, as uint8 ``(T, 3, H, W)`` tensors.
 
-    Training clips use jittered segment sampling (fresh randomness from torch's RNG, which
-    Lightning/DataLoader seed per worker and epoch); evaluation clips are uniform, or
+    Training clips use jittered segment sampling; with ``(index, epoch)`` keys (from
+    :class:`EpochSampler`) its randomness is :func:`sample_rng` of ``(seed, epoch, index)``, with a
+    plain ``index`` it is fresh randomness from torch's RNG. Evaluation clips are uniform, or
     ``clips_per_video`` evenly offset uniform clips stacked as ``(K, T, 3, H, W)``.
     A video that fails to decode is replaced by the next decodable one (``on_bad_video="skip"``,
     with a warning) or raises :class:`VideoDecodeError` (``"raise"``).
@@ -44,9 +80,9 @@ class VideoClipDataset(Dataset):
                  train: bool, clips_per_video: int = 1, backend: str = "auto", seed: int = 0,
                  on_bad_video: str = "skip", device: str = "cpu") -> None:
         if num_frames < 1:
-            raise ValueError(f"data.num_frames must be >= 1, got {num_frames}")
+            raise ConfigError(f"data.num_frames must be >= 1, got {num_frames}")
         if clips_per_video < 1:
-            raise ValueError(f"data.test_clips must be >= 1, got {clips_per_video}")
+            raise ConfigError(f"data.test_clips must be >= 1, got {clips_per_video}")
         self.entries = list(entries)
         self.num_frames = int(num_frames)
         self.size = tuple(int(s) for s in size) if size is not None else None
@@ -72,10 +108,10 @@ class VideoClipDataset(Dataset):
             return multi_clip_indices(n_video, self.num_frames, self.clips_per_video)
         return uniform_indices(n_video, self.num_frames)
 
-    def load(self, index: int) -> dict[str, Any]:
+    def load(self, index: int, generator: np.random.Generator | None = None) -> dict[str, Any]:
         """Decode the sample at ``index``; raises :class:`VideoDecodeError` on failure."""
         entry = self.entries[index]
-        idx = self.frame_indices(index)
+        idx = self.frame_indices(index, generator)
         flat = idx.reshape(-1)
         with open_video(entry.record.path, backend=self.backend, size=self.size, device=self.device) as dec:
             frames = dec.get_frames(flat)
@@ -89,14 +125,16 @@ class VideoClipDataset(Dataset):
                 "index": torch.tensor(index, dtype=torch.int64),
                 "frame_indices": torch.from_numpy(idx.astype(np.int64))}
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), None)
         n = len(self.entries)
         for step in range(n):
             candidate = (index + step) % n  # deterministic replacement: the next decodable video
             if candidate in self._failed:
                 continue
+            rng = sample_rng(self.seed, epoch, candidate) if epoch is not None and self.train else None
             try:
-                return self.load(candidate)
+                return self.load(candidate, rng)
             except (VideoDecodeError, OSError) as exc:
                 if self.on_bad_video == "raise":
                     if isinstance(exc, VideoDecodeError):

@@ -161,7 +161,8 @@ class CachedFeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = int(key[0]) if isinstance(key, (tuple, list)) else int(key)  # (index, epoch) from EpochSampler
         n = len(self.clips)
         for step in range(n):
             candidate = (index + step) % n  # as VideoClipDataset: an undecodable video is replaced by the next

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidxai.errors import ConfigError, MissingPathError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mpg", ".mpeg", ".mkv", ".webm", ".mov", ".m4v"})
 LAYOUTS = ("ucf11", "ucf101", "folder")
 _SKIP_DIRS = frozenset({"annotation", "annotations", "ucftraintestlist"})
@@ -37,21 +39,30 @@ def is_video(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
 
 
+def named_like_video(path: Path) -> bool:
+    """A video file, or anything else (a folder, a link to nothing) whose name says it is one.
+
+    Such entries are listed so that the scan reports them as bad instead of silently passing them over.
+    """
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in _SKIP_DIRS)
+                  if p.is_dir() and not p.name.startswith(".") and p.name.lower() not in _SKIP_DIRS
+                  and not named_like_video(p))
 
 
 def _videos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if is_video(p))
+    return sorted(p for p in folder.iterdir() if named_like_video(p))
 
 
 def _check_root(layout: str, root: str | Path) -> Path:
     if layout not in LAYOUTS:
-        raise ValueError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"data.root={str(path)!r} is not a folder: point data.root at a dataset "
+        raise MissingPathError(f"data.root={str(path)!r} is not a folder: point data.root at a dataset "
                                 f"laid out as {_EXPECTED[layout]}")
     return path.resolve()
 
@@ -61,14 +72,15 @@ def _grouped(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
     found = [(p, f"{class_name}/{p.stem}") for p in _videos(class_dir)]
     for sub in _subdirs(class_dir):
         found += [(p, f"{class_name}/{sub.name}") for p in sorted(sub.rglob("*"))
-                  if is_video(p) and not any(part.lower() in _SKIP_DIRS for part in p.relative_to(sub).parts)]
+                  if named_like_video(p) and not any(part.lower() in _SKIP_DIRS or named_like_video(Path(part))
+                                                     for part in p.relative_to(sub).parts[:-1])]
     return found
 
 
 def _ucf101(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
     found = []
     for p in sorted(class_dir.rglob("*")):
-        if not is_video(p):
+        if not named_like_video(p) or any(named_like_video(Path(part)) for part in p.relative_to(class_dir).parts[:-1]):
             continue
         match = _UCF101_NAME.match(p.stem)
         found.append((p, match.group("group").lower() if match else f"{class_name}/{p.stem}"))
@@ -78,18 +90,26 @@ def _ucf101(class_dir: Path, class_name: str) -> list[tuple[Path, str]]:
 def discover(layout: str, root: str | Path) -> tuple[list[VideoRecord], list[str]]:
     """Find all videos of a ``layout`` under ``root``; returns (records, sorted class names).
 
-    Classes are the immediate sub-folders holding at least one video; ``Annotation`` folders
-    (any case) and ``ucfTrainTestlist`` are skipped.
+    Classes are the immediate sub-folders; ``Annotation`` folders (any case) and
+    ``ucfTrainTestlist`` are skipped. A class folder without any video is an error (a class the model
+    could never learn). Entries named like videos that are not files (a folder ``clip.avi/``) are
+    returned too, so that the scan lists them as bad.
     """
     base = _check_root(layout, root)
     per_class: dict[str, list[tuple[Path, str]]] = {}
+    empty: list[str] = []
     for class_dir in _subdirs(base):
         find = _ucf101 if layout == "ucf101" else _grouped
         found = find(class_dir, class_dir.name)
         if found:
             per_class[class_dir.name] = found
+        else:
+            empty.append(class_dir.name)
+    if per_class and empty:
+        raise ConfigError(f"class folder(s) {empty} under data.root={str(base)!r} hold no video "
+                          f"({', '.join(sorted(VIDEO_EXTENSIONS))}): add videos or remove the folder(s)")
     if not per_class:
-        raise ValueError(f"no videos found under data.root={str(base)!r} for data.layout={layout}: "
+        raise ConfigError(f"no videos found under data.root={str(base)!r} for data.layout={layout}: "
                          f"expected {_EXPECTED[layout]}")
     class_names = sorted(per_class)
     records = [VideoRecord(str(path), label, name, group)
@@ -110,7 +130,7 @@ def split_lists(root: str | Path, split_id: int = 1) -> dict[str, list[str]] | N
     Looks in ``root/ucfTrainTestlist`` and then ``root``; returns ``None`` when no lists exist.
     """
     if split_id not in (1, 2, 3):
-        raise ValueError(f"data.split_id={split_id} is invalid: UCF101 has official splits 1, 2 and 3")
+        raise ConfigError(f"data.split_id={split_id} is invalid: UCF101 has official splits 1, 2 and 3")
     list_dir = _find_list_dir(Path(root).expanduser())
     if list_dir is None:
         return None
@@ -118,7 +138,7 @@ def split_lists(root: str | Path, split_id: int = 1) -> dict[str, list[str]] | N
     for split, stem in (("train", "trainlist"), ("test", "testlist")):
         file = list_dir / f"{stem}0{split_id}.txt"
         if not file.is_file():
-            raise FileNotFoundError(f"{file} is missing: the UCF101 split lists in {list_dir} are "
+            raise MissingPathError(f"{file} is missing: the UCF101 split lists in {list_dir} are "
                                     "incomplete; "
                                     "restore ucfTrainTestlist or remove classInd.txt to use random splits")
         # lines are "Class/v_Class_g01_c01.avi [label]"

@@ -14,13 +14,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from vidxai.data.layouts import VideoRecord
+from vidxai.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"data.{name}={value} must be in [0, 1)")
+        raise ConfigError(f"data.{name}={value} must be in [0, 1)")
 
 
 def _groups_are_per_class(records: Sequence[VideoRecord]) -> bool:
@@ -71,7 +72,7 @@ def group_split(records: Sequence[VideoRecord], val_fraction: float = 0.1, test_
         order = [groups[i] for i in rng.permutation(len(groups))]
         n_test, n_val = _count(len(order), test_fraction), _count(len(order), val_fraction)
         if n_test + n_val >= len(order):
-            raise ValueError(
+            raise ConfigError(
                 f"{block!r} has {len(order)} group(s), too few for group-disjoint train/val/test splits with "
                 f"val_fraction={val_fraction}, test_fraction={test_fraction}: add data or lower the "
                 "fractions")
@@ -102,7 +103,7 @@ def leave_one_group_out(records: Sequence[VideoRecord], fold: int, val_fraction:
     blocks = _blocks(records)
     n_folds = min(len(groups) for groups in blocks.values())
     if not isinstance(fold, (int, np.integer)) or not 0 <= fold < n_folds:
-        raise ValueError(f"data.fold={fold} is out of range: valid folds are 0..{n_folds - 1} "
+        raise ConfigError(f"data.fold={fold} is out of range: valid folds are 0..{n_folds - 1} "
                          f"(the smallest class has {n_folds} groups)")
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
@@ -110,7 +111,7 @@ def leave_one_group_out(records: Sequence[VideoRecord], fold: int, val_fraction:
         rest = [g for i, g in enumerate(groups) if i != fold]
         n_val = _count(len(rest), val_fraction)
         if n_val >= len(rest):
-            raise ValueError(f"{block!r} has {len(groups)} group(s): too few to hold out a test group, "
+            raise ConfigError(f"{block!r} has {len(groups)} group(s): too few to hold out a test group, "
                              f"val groups and train groups; lower data.val_fraction")
         val = {rest[i] for i in rng.permutation(len(rest))[:n_val]}
         assignment[groups[fold]] = "test"

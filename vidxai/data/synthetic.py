@@ -26,14 +26,17 @@ stored video), ``event_position``, ``event_segment`` and ``event_colour``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vidxai.errors import ConfigError
 
 MARKER = "_COMPLETE.json"
 _IN_PROGRESS = "_GENERATING.json"
@@ -57,11 +60,11 @@ CODEC = "mpeg4"
 def class_sequences(num_classes: int) -> list[tuple[str, ...]]:
     """Colour orders used as classes: permutations of 3 colours (up to 6 classes) or 4 (up to 24)."""
     if num_classes < 2:
-        raise ValueError(f"synthetic num_classes must be >= 2, got {num_classes}")
+        raise ConfigError(f"synthetic num_classes must be >= 2, got {num_classes}")
     n_colours = 3 if num_classes <= 6 else 4
     perms = list(itertools.permutations(list(COLOURS)[:n_colours]))
     if num_classes > len(perms):
-        raise ValueError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} "
+        raise ConfigError(f"synthetic num_classes={num_classes} is too large: at most {len(perms)} "
                          "colour orders")
     return [tuple(p) for p in perms[:num_classes]]
 
@@ -74,7 +77,7 @@ def class_name(sequence: Sequence[str]) -> str:
 def event_classes(num_classes: int) -> list[str]:
     """Flash colours used as classes by the "events" variant (up to 4)."""
     if not 2 <= num_classes <= len(COLOURS):
-        raise ValueError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
+        raise ConfigError(f"synthetic num_classes={num_classes} is invalid for variant=events: use 2 to "
                          f"{len(COLOURS)} (one flash colour per class)")
     return list(COLOURS)[:num_classes]
 
@@ -83,23 +86,23 @@ def _params(num_classes: int, groups_per_class: int, clips_per_group: int, num_f
             size: Sequence[int], fps: int, seed: int, variant: str = "order",
             event_segments: int = 8) -> dict[str, Any]:
     if variant not in VARIANTS:
-        raise ValueError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+        raise ConfigError(f"synthetic variant={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
     h, w = (int(s) for s in size)
     if h % 2 or w % 2 or h < 16 or w < 16:
-        raise ValueError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
+        raise ConfigError(f"synthetic size={list(size)} must be even and >= 16 (yuv420p needs even sizes)")
     if groups_per_class < 1 or clips_per_group < 1:
-        raise ValueError("synthetic groups_per_class and clips_per_group must be >= 1")
+        raise ConfigError("synthetic groups_per_class and clips_per_group must be >= 1")
     if variant == "events":
         event_classes(num_classes)
         if event_segments < 3 or num_frames % event_segments:
-            raise ValueError(f"synthetic event_segments={event_segments} must be >= 3 and divide "
+            raise ConfigError(f"synthetic event_segments={event_segments} must be >= 3 and divide "
                              f"num_frames={num_frames} (the flash fills one of event_segments equal segments)")
     n_phases = len(class_sequences(num_classes)[0]) if variant == "order" else 1
     if variant == "order" and num_frames < 2 * n_phases:
-        raise ValueError(f"synthetic num_frames={num_frames} is too short: need >= {2 * n_phases} "
+        raise ConfigError(f"synthetic num_frames={num_frames} is too short: need >= {2 * n_phases} "
                          f"for {n_phases} colour phases")
     if fps < 1:
-        raise ValueError(f"synthetic fps must be >= 1, got {fps}")
+        raise ConfigError(f"synthetic fps must be >= 1, got {fps}")
     params = {"format_version": FORMAT_VERSION, "num_classes": int(num_classes),
               "groups_per_class": int(groups_per_class), "clips_per_group": int(clips_per_group),
               "num_frames": int(num_frames), "size": [h, w], "fps": int(fps), "seed": int(seed), "codec": CODEC}
@@ -283,6 +286,31 @@ def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_clas
     root = Path(root).expanduser()
     params = _params(num_classes, groups_per_class, clips_per_group, num_frames, size, fps, seed, variant,
                      event_segments)
+    # one generator at a time per root: parallel jobs of a sweep (or DDP ranks) wait for the first one
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root.parent / f".{root.name}.lock"):
+        return _make_locked(root, params, num_classes, groups_per_class, clips_per_group, num_frames, fps,
+                            seed, variant, event_segments)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An inter-process lock on ``lock_path`` (``fcntl.flock``; no lock where ``fcntl`` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _make_locked(root: Path, params: dict, num_classes: int, groups_per_class: int, clips_per_group: int,
+                 num_frames: int, fps: int, seed: int, variant: str, event_segments: int) -> Path:
     if variant == "events":
         sequences = [(colour,) for colour in event_classes(num_classes)]
         names = [f"event_{colour}" for colour, in sequences]
@@ -297,7 +325,7 @@ def make_synthetic_ucf11(root: str | Path, num_classes: int = 4, groups_per_clas
         except ValueError:
             pass
     if root.is_dir() and not (marker.is_file() or (root / _IN_PROGRESS).is_file()) and any(root.iterdir()):
-        raise ValueError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: "
+        raise ConfigError(f"data.root={str(root)!r} is not empty and holds no synthetic dataset: "
                          "point data.root at an empty or new folder to generate synthetic data there")
     if root.is_dir():
         _clear_previous(root)

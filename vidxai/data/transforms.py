@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from vidxai.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -20,7 +22,7 @@ def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if isinstance(size, int):
         return size, size
     if len(size) != 2:
-        raise ValueError(f"data.crop_size must be an int or (height, width), got {size!r}")
+        raise ConfigError(f"data.crop_size must be an int or (height, width), got {size!r}")
     return int(size[0]), int(size[1])
 
 
@@ -35,9 +37,9 @@ class VideoTransform:
     def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  crop_size: int | Sequence[int] | None = None, flip: bool = True) -> None:
         if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"data.mean and data.std need 3 values (RGB), got {list(mean)} and {list(std)}")
+            raise ConfigError(f"data.mean and data.std need 3 values (RGB), got {list(mean)} and {list(std)}")
         if any(s <= 0 for s in std):
-            raise ValueError(f"data.std must be positive, got {list(std)}")
+            raise ConfigError(f"data.std must be positive, got {list(std)}")
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.crop_size = _pair(crop_size)
@@ -122,7 +124,7 @@ class VideoTransform:
             return [0] * n, [0] * n, (h, w)
         ch, cw = self.crop_size
         if ch > h or cw > w:
-            raise ValueError(f"data.crop_size={self.crop_size} is larger than the decoded frames ({h}x{w}): "
+            raise ConfigError(f"data.crop_size={self.crop_size} is larger than the decoded frames ({h}x{w}): "
                              "increase data.size or decrease data.crop_size")
         if not train:
             return [(h - ch) // 2] * n, [(w - cw) // 2] * n, (ch, cw)

@@ -4,7 +4,7 @@ from vidxai.models.classifier import VideoClassifier
 from vidxai.models.contract import ExplainableVideoNet, Stage, explain_stages, run_stages
 from vidxai.models.convlstm import ConvLSTM, ConvLSTMCell
 from vidxai.models.r2plus1d import R2Plus1D, r2plus1d_weights_file
-from vidxai.models.registry import NETWORKS, build_network
+from vidxai.models.registry import NETWORKS, build_network, check_network
 from vidxai.models.vgg16_lstm import VGG16LSTM, vgg16_weights_file
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "VGG16LSTM",
     "VideoClassifier",
     "build_network",
+    "check_network",
     "r2plus1d_weights_file",
     "vgg16_weights_file",
 ]

@@ -24,6 +24,7 @@ from torchmetrics.classification import (
     MulticlassROC,
 )
 
+from vidxai.errors import ConfigError
 from vidxai.models.registry import build_network
 
 __all__ = ["DEFAULT_LR", "DEFAULT_WEIGHT_DECAY", "VideoClassifier"]
@@ -65,7 +66,8 @@ def _inputs_and_label(batch: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
             if kind in batch:
                 return kind, batch[kind], batch["label"]
     got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' (or 'features') and 'label', got {got}")
+    raise ValueError(f"VideoClassifier expects batches as dicts with 'video' and 'label' (or cached 'features' "
+                     f"and 'label'), got {got}")
 
 
 class VideoClassifier(pl.LightningModule):
@@ -113,7 +115,7 @@ class VideoClassifier(pl.LightningModule):
                 f"net must be a dict with an 'arch' key (e.g. {{'arch': 'convlstm'}}), got {net!r}"
             )
         if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+            raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes={num_classes}")
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -193,8 +195,19 @@ class VideoClassifier(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------- training
     def on_train_start(self) -> None:
-        """Forget the sanity-check validation when tracking the best accuracy."""
+        """Forget the sanity-check validation when tracking the best accuracy; keep a resumed run's best."""
         self.val_acc_best.reset()
+        restored = getattr(self, "_restored_val_acc_best", None)
+        if restored is not None:
+            self.val_acc_best.update(torch.tensor(restored, device=self.device))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the best validation accuracy so far (a resumed run reports the same ``val/acc_best``)."""
+        if self.val_acc_best.update_called:
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored_val_acc_best = checkpoint.get("val_acc_best")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, label = self._shared_step(batch)

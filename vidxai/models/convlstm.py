@@ -10,12 +10,16 @@ al. 2017, and without them a single rule implementation serves both ``nn.LSTM`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
 from vidxai.models.vgg16_lstm import check_video
+from vidxai.models.weights import check_weights_file
 
 __all__ = ["ConvLSTM", "ConvLSTMCell"]
 
@@ -35,9 +39,9 @@ class ConvLSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"ConvLSTMCell kernel_size must be odd and positive, got {kernel_size}")
+            raise ConfigError(f"ConvLSTMCell kernel_size must be odd and positive, got {kernel_size}")
         if in_channels < 1 or hidden_channels < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTMCell needs in_channels, hidden_channels >= 1, got {in_channels}, {hidden_channels}"
             )
         self.in_channels = in_channels
@@ -87,6 +91,8 @@ class ConvLSTM(nn.Module):
         stem_pool: max-pooling factor of the stem (1 = no pooling).
         dropout: dropout before the linear head.
         freeze_encoder: no gradients for the stem (e.g. to train on cached stem features).
+        weights_path: initial weights: a state dict of this network, or a vidxai checkpoint (its ``net.*``
+            weights); tensors whose shape differs (e.g. the head for another class count) keep their init.
 
     The defaults (130,091 parameters for 11 classes) are small and fast on CPU. A preset close to
     the paper's 1,280,239 parameters (11 classes): ``hidden_channels=(120, 96), stem_channels=0``
@@ -105,16 +111,17 @@ class ConvLSTM(nn.Module):
         stem_pool: int = 2,
         dropout: float = 0.5,
         freeze_encoder: bool = False,
+        weights_path: str | None = None,
     ) -> None:
         super().__init__()
         hidden = [int(h) for h in hidden_channels]
         if num_classes < 1 or not hidden:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTM needs num_classes >= 1 and at least one hidden_channels entry, "
                 f"got num_classes={num_classes}, hidden_channels={hidden_channels}"
             )
         if stem_channels < 0 or stem_pool < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ConvLSTM needs stem_channels >= 0 and stem_pool >= 1, got {stem_channels}, {stem_pool}"
             )
         self.num_classes = num_classes
@@ -141,8 +148,36 @@ class ConvLSTM(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(hidden[-1], num_classes)
         )
         self.freeze_encoder = bool(freeze_encoder)
+        if weights_path is not None:
+            self.load_weights(weights_path)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    @staticmethod
+    def check_config(weights_path: str | None = None, **_: Any) -> None:
+        """Fail early (before data or model) when ``weights_path`` does not exist."""
+        check_weights_file(False, weights_path, Path("."), "", "ConvLSTM")
+
+    def load_weights(self, weights_path: str | Path) -> None:
+        """Initialise from a ConvLSTM state dict or a vidxai checkpoint; same-shaped tensors only."""
+        path = Path(weights_path).expanduser()
+        check_weights_file(False, str(path), path, "", "ConvLSTM")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - corrupt or not a torch file
+            raise ConfigError(f"cannot read ConvLSTM weights {path}: {err}") from err
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ConfigError(f"ConvLSTM weights {path} hold a {type(state).__name__}, expected a state dict")
+        if any(str(k).startswith("net.") for k in state):
+            state = {k[len("net."):]: v for k, v in state.items() if str(k).startswith("net.")}
+        own = self.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        if not usable:
+            raise ConfigError(f"ConvLSTM weights {path} match none of this network's tensors: check "
+                              "hidden_channels, stem_channels and kernel_size")
+        self.load_state_dict(usable, strict=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Per-frame stem feature maps: ``(B, T, C, H, W) -> (B, T, C', H', W')``."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D, R2Plus1dStem
 
+from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
 from vidxai.models.vgg16_lstm import check_video
-from vidxai.models.weights import hub_weights_file, load_state_file
+from vidxai.models.weights import check_weights_file, hub_weights_file, load_state_file
 
 __all__ = ["R2Plus1D", "r2plus1d_weights_file"]
 
@@ -97,11 +99,11 @@ class R2Plus1D(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"R2Plus1D needs num_classes >= 1, got {num_classes}")
+            raise ConfigError(f"R2Plus1D needs num_classes >= 1, got {num_classes}")
         if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
-            raise ValueError(f"R2Plus1D width must be a number in (0, 4], got {width!r}")
+            raise ConfigError(f"R2Plus1D width must be a number in (0, 4], got {width!r}")
         if not 0 <= dropout < 1:
-            raise ValueError(f"R2Plus1D dropout must be in [0, 1), got {dropout!r}")
+            raise ConfigError(f"R2Plus1D dropout must be in [0, 1), got {dropout!r}")
         self.num_classes = num_classes
         self.width = float(width)
         channels = [max(1, round(c * width)) for c in LAYER_CHANNELS]
@@ -132,10 +134,15 @@ class R2Plus1D(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    @staticmethod
+    def check_config(pretrained: bool = False, weights_path: str | None = None, **_: Any) -> None:
+        """Fail early (before data or model) when the pretrained weights file that would be loaded is missing."""
+        check_weights_file(pretrained, weights_path, r2plus1d_weights_file(), _weights_url(), "R(2+1)D-18")
+
     def load_kinetics_weights(self, weights_path: str | Path | None = None) -> None:
         """Load torchvision's Kinetics-400 weights (everything but ``fc``) from ``weights_path`` or the hub cache."""
         if self.width != 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"pretrained R(2+1)D-18 weights need width=1, got width={self.width:g}; "
                 "set width=1 or pretrained=false"
             )

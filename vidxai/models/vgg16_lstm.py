@@ -8,12 +8,14 @@ linear head classifies its last hidden state.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
-from vidxai.models.weights import hub_weights_file, load_state_file
+from vidxai.models.weights import check_weights_file, hub_weights_file, load_state_file
 
 __all__ = ["VGG16_CFG", "VGG16LSTM", "check_video", "make_vgg16_features", "vgg16_weights_file"]
 
@@ -110,7 +112,7 @@ class VGG16LSTM(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1 or hidden_size < 1 or num_layers < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"VGG16LSTM needs num_classes, hidden_size, num_layers >= 1, "
                 f"got {num_classes}, {hidden_size}, {num_layers}"
             )
@@ -130,6 +132,13 @@ class VGG16LSTM(nn.Module):
                 p.requires_grad_(False)
             self.encoder.eval()
 
+    @staticmethod
+    def check_config(pretrained: bool = False, weights_path: str | None = None, batch_norm: bool = False,
+                     **_: Any) -> None:
+        """Fail early (before data or model) when the pretrained weights file that would be loaded is missing."""
+        label = f"VGG16{'-BN' if batch_norm else ''}"
+        check_weights_file(pretrained, weights_path, vgg16_weights_file(batch_norm), _vgg16_url(batch_norm), label)
+
     def load_vgg16_weights(self, weights_path: str | Path | None = None) -> None:
         """Load ImageNet VGG16 conv weights into ``encoder`` from ``weights_path`` or the hub cache."""
         path = Path(weights_path) if weights_path is not None else vgg16_weights_file(self.batch_norm)
@@ -139,7 +148,7 @@ class VGG16LSTM(nn.Module):
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if missing or unexpected:
             hint = " (is batch_norm set to match the weights?)"
-            raise ValueError(
+            raise ConfigError(
                 f"VGG16 weights {path} do not match VGG16{'-BN' if self.batch_norm else ''}: "
                 f"missing {missing[:4]}, unexpected {unexpected[:4]}{hint}"
             )
@@ -147,7 +156,7 @@ class VGG16LSTM(nn.Module):
             conv_stack.load_state_dict(state)
         except RuntimeError as err:
             detail = str(err).splitlines()[-1].strip()
-            raise ValueError(f"VGG16 weights {path} have wrong shapes: {detail}") from err
+            raise ConfigError(f"VGG16 weights {path} have wrong shapes: {detail}") from err
 
     def train(self, mode: bool = True) -> VGG16LSTM:
         """Set training mode; a frozen encoder stays in eval mode."""

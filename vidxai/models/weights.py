@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from vidxai.errors import ConfigError, MissingPathError
+
 __all__ = ["hub_weights_file", "load_state_file"]
 
 
@@ -29,20 +31,32 @@ def load_state_file(path: Path, url: str, label: str, prefix: str | None = None)
             keep only those keys, with the prefix stripped.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist (the message says where to put which file).
-        ValueError: the file cannot be read or is not a state dict.
+        MissingPathError: ``path`` does not exist (the message says where to put which file).
+        ConfigError: the file cannot be read or is not a state dict.
     """
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingPathError(
             f"pretrained {label} weights not found at {path}: download {url} "
             f"into {path.parent} (or pass weights_path=...), or set pretrained=False"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt / not a state dict
-        raise ValueError(f"cannot read {label} weights {path}: {err}; re-download {url}") from err
+        raise ConfigError(f"cannot read {label} weights {path}: {err}; re-download {url}") from err
     if not isinstance(state, dict):
-        raise ValueError(f"{label} weights {path} hold a {type(state).__name__}, expected a state dict")
+        raise ConfigError(f"{label} weights {path} hold a {type(state).__name__}, expected a state dict")
     if prefix and any(k.startswith(prefix) for k in state):
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
+
+
+def check_weights_file(pretrained: bool, weights_path: str | None, default: Path, url: str, label: str) -> None:
+    """Before data or model: the weights file that ``pretrained`` / ``weights_path`` would load must exist."""
+    if weights_path is not None:
+        if not Path(weights_path).expanduser().is_file():
+            raise MissingPathError(f"model.net.weights_path={weights_path}: {label} weights not found there; pass "
+                                   "the path of the weights file or set model.net.weights_path=null")
+    elif pretrained and not default.is_file():
+        raise MissingPathError(f"pretrained {label} weights not found at {default}: download {url} into "
+                               f"{default.parent} (or pass model.net.weights_path=...), or set "
+                               "model.net.pretrained=false")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import hydra
 from hydra.errors import InstantiationException
@@ -19,28 +19,56 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# exceptions a user can cause with a bad path, file or config value; printed as one line (exit code 2)
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError, ValueError, KeyError)
-
 
 def run_entry_point(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
-    """Run a pipeline; user errors end in one line on stderr and exit code 2 (VIDXAI_DEBUG=1: traceback)."""
-    try:
-        from vidxai.data import VideoDecodeError
+    """Run a pipeline; a :class:`UserError` ends in one line on stderr and exit code 2.
 
-        errors = USER_ERRORS + (VideoDecodeError,)
-    except ImportError:  # pragma: no cover - data package always present in a full install
-        errors = USER_ERRORS
+    Only the project's own ``UserError`` (and its subclasses, e.g. ``ConfigError``, ``VideoDecodeError``)
+    becomes one line, also when ``hydra.utils.instantiate`` wrapped it. Anything else is a bug and keeps its
+    traceback. ``VIDXAI_DEBUG=1`` shows the traceback of user errors too.
+    """
     try:
         return fn(cfg)
-    except (InstantiationException, *errors) as exc:
+    except (InstantiationException, UserError) as exc:
         # hydra.utils.instantiate wraps what a constructor raised: report the constructor's own message
         cause = exc.__cause__ if isinstance(exc, InstantiationException) else exc
-        if not isinstance(cause, errors) or os.environ.get("VIDXAI_DEBUG"):
+        if not isinstance(cause, UserError) or os.environ.get("VIDXAI_DEBUG"):
             raise
-        msg = cause.args[0] if isinstance(cause, KeyError) and cause.args else cause
-        print(f"error: {msg}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(cause))
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and exit with code 2."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
+    """Fail with one line (exit 2) when a command-line override names a config group option that does not
+    exist (``model=nope``), before Hydra prints its multi-line error (exit 1)."""
+    conf = Path(conf_dir)
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("hydra/") or "." in key or not (conf / key).is_dir():
+            continue
+        options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        for choice in _sweep_values(value):
+            if choice in ("null", "") or choice in options:
+                continue
+            fail(f"unknown {key}={choice}: choose one of {', '.join(options)} (conf/{key}/)")
+
+
+def _sweep_values(value: str) -> list[str]:
+    """The option names of ``a``, ``a,b`` or ``choice(a,b)`` (other sweep syntax is left to Hydra)."""
+    text = value.strip()
+    if text.startswith("choice(") and text.endswith(")"):
+        text = text[len("choice("):-1]
+    if any(c in text for c in "()[]{}$"):
+        return []
+    return [v.strip().strip("'\"") for v in text.split(",")]
 
 
 def instantiate_group(cfg: DictConfig | None) -> list[Any]:
@@ -51,7 +79,12 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     for name, conf in cfg.items():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             log.debug("instantiating %s <%s>", name, conf._target_)
-            objects.append(hydra.utils.instantiate(conf))
+            obj = hydra.utils.instantiate(conf)
+            init = getattr(obj, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                # Lightning's WandbLogger always passes the deprecated `anonymous` setting; W&B warns about it
+                init.pop("anonymous", None)
+            objects.append(obj)
     return objects
 
 
@@ -83,6 +116,21 @@ def sweep_group(cfg: DictConfig) -> None:
         cfg.logger.wandb.group = name
 
 
+def check_launch(trainer: Any) -> None:
+    """Refuse a multi-process strategy that re-executes the script (Lightning's ``ddp`` launcher) inside a local
+    Hydra multirun: each re-executed rank would start the whole sweep again."""
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    if type(launcher).__name__ != "_SubprocessScriptLauncher":
+        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError("trainer.strategy=ddp re-executes train.py once per process, which a multirun (-m) cannot "
+                        "do: sweep multi-process jobs with hydra/launcher=slurm (srun starts the ranks), or run "
+                        "them one at a time without -m")
+
+
 def finish_wandb() -> None:
     """Close the active W&B run, so every job of a multirun gets its own run."""
     try:
@@ -91,3 +139,35 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message contains one of ``needles`` (library tips a user cannot act on)."""
+
+    def __init__(self, *needles: str) -> None:
+        super().__init__()
+        self.needles = needles
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(n in text for n in self.needles)
+
+
+def quiet_warnings() -> None:
+    """At the entry points: silence library noise a user cannot act on; real warnings stay.
+
+    Deprecation warnings raised inside torch / Lightning / W&B (their own internals, not this project's
+    calls), Lightning's advertising tip and its "already configured with model summary" note, and the
+    log-interval warning (vidxai logs epoch metrics only, so the interval changes nothing).
+    """
+    import warnings
+
+    for module in ("torch", "pytorch_lightning", "lightning_fabric", "lightning_utilities", "wandb", "hydra",
+                   "torchmetrics", "captum", "torchvision"):
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*You are using `torch.load` with `weights_only=False`.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        _DropMessages("💡 Tip", "litlogger", "already configured with model summary"))

@@ -167,7 +167,7 @@ def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_d
     from vidxai.wandb_media import Image, Table, log_media
 
     columns, rows = summary_table(result)
-    media: dict[str, Any] = {"evaluate/table": Table(columns, rows)}  # None = no value (W&B keeps column types)
+    media: dict[str, Any] = {"evaluate/table": Table(columns, [list(r) for r in rows])}  # None = no score
     media.update({f"evaluate/{k}": Image(v) for k, v in figures.items()})
     log_media(run, media)
     for row in rows:

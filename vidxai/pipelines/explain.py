@@ -26,9 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.data.clips import prepare_clip
+from vidxai.data.decoders import nvdec_usable
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
-from vidxai.reporting import positive_mass, relevance_summary, render_explanation, write_json
+from vidxai.reporting import positive_mass, relevance_summary, render_explanation, summary_text, write_json
 from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai import VideoLRP, get_rule, resolve_rule
 from vidxai.xai.recurrent import check_lstm_rule
@@ -99,6 +100,10 @@ def _datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
     if not data:
         raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
     data["num_workers"] = 0
+    if data.get("decode_device") == "cuda" and not nvdec_usable():
+        log.warning("the checkpoint decoded videos on the GPU (NVDEC), which is not available here: decoding on the "
+                    "CPU (colours within a few levels of the GPU's)")
+        data["decode_device"], data["backend"] = "cpu", "auto"
     if cache_dir:
         data["cache_dir"] = cache_dir
     try:
@@ -125,7 +130,9 @@ def _clip_from_file(path: str, ck: LoadedCheckpoint, transform: Any, device: tor
     p = Path(path).expanduser()
     pre = ck.preprocess
     # the training backend when it is installed here too, else whichever is
-    backend = pre.get("backend", "auto") if pre.get("backend") != "decord" or decord_available() else "auto"
+    backend = pre.get("backend", "auto")
+    if (backend == "decord" and not decord_available()) or (backend == "nvdec" and not nvdec_usable()):
+        backend = "auto"
     try:
         video, idx, fps = read_clip(p, int(pre["num_frames"]), size=pre.get("size"), backend=backend)
     except FileNotFoundError:
@@ -232,7 +239,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             result = _explain_one(cfg, ck, explainer, rule, params, clip, target, compare, out_dir, run)
     finally:
         finish_wandb()
-    log.info("explanation written to %s", out_dir)
+    print(summary_text(result, out_dir), flush=True)  # last: after W&B's own closing lines
     return result
 
 

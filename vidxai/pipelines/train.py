@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -15,7 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vidxai.pipelines._common import finish_wandb, instantiate_group, sweep_group, to_plain
+from vidxai.callbacks.resume import TMP_MARK, AtomicCheckpointIO, SeedEveryBatch
+from vidxai.errors import ConfigError, MissingPathError, UserError
+from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +52,33 @@ def build_model(cfg: DictConfig, datamodule: Any) -> pl.LightningModule:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit, then test the best checkpoint; returns ``cfg.optimized_metric`` for sweepers."""
+    preflight(cfg)  # config mistakes fail here, before any video is decoded or model built
+    ckpt_path = resolve_resume(cfg)
     if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if cfg.get("seed") is not None:
+        callbacks.append(SeedEveryBatch(int(cfg.seed)))
+    _wandb_resume_id(cfg)
     sweep_group(cfg)  # W&B: one run per job, grouped by sweep
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = list(cfg.trainer.get("plugins") or [])
+    if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=plugins)
+    check_launch(trainer)
 
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
     try:
         if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
             _link_best(trainer)
         train_metrics = dict(trainer.callback_metrics)
 
@@ -91,7 +105,7 @@ def train(cfg: DictConfig) -> float | None:
     if not name:
         return None
     if name not in summary:
-        raise ValueError(f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}")
+        raise ConfigError(f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}")
     value = summary[name]
     return value if math.isfinite(value) else float("nan")
 
@@ -125,3 +139,126 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
     if isinstance(cb, ModelCheckpoint):
         return cb.best_model_path or cb.last_model_path or None
     return None
+
+
+# ----------------------------------------------------------------------------- checks before expensive work
+def preflight(cfg: DictConfig) -> None:
+    """Check what can be checked without data or model: the accelerator and pretrained weight files."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} (e.g. trainer=gpu or trainer=ddp) but no CUDA GPU is "
+                          "visible here: use trainer=cpu (or trainer=default, which picks what is there)")
+    devices = cfg.trainer.get("devices", 1)
+    if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise ConfigError(f"trainer.devices={devices} but only {torch.cuda.device_count()} GPU(s) are visible: "
+                          "lower trainer.devices or use devices=auto")
+    net = cfg.model.get("net") if cfg.get("model") is not None else None
+    if net is not None:
+        from vidxai.models import check_network
+
+        check_network(**to_plain(net))
+
+
+# ----------------------------------------------------------------------------- resuming
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last``: the newest checkpoint of this run's folder, and continue writing there.
+
+    With ``hydra.run.dir`` given on the command line the run's folder is that folder. Otherwise every run
+    gets a new time-stamped folder, so ``last`` means the newest checkpoint among the sibling run folders of
+    the same task (``outputs/<task>/*/checkpoints/``), and this run continues writing into that folder (its
+    best-checkpoint tracking, CSV and W&B run go on there). Any other ``ckpt_path`` is used as given.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None or str(ckpt_path) != "last":
+        if ckpt_path is not None and not Path(str(ckpt_path)).expanduser().is_file():
+            raise MissingPathError(f"ckpt_path={ckpt_path} is not a file: pass a .ckpt written by train.py, or "
+                                   "ckpt_path=last for the newest checkpoint of the last run")
+        return None if ckpt_path is None else str(ckpt_path)
+    output_dir = Path(str(cfg.paths.output_dir))
+    if _explicit_run_dir() or _is_multirun():
+        folders = [output_dir]
+    else:
+        folders = sorted(p for p in output_dir.parent.iterdir() if p.is_dir())
+    newest = newest_checkpoint(folders)
+    if newest is None:
+        where = output_dir if len(folders) == 1 else f"{output_dir.parent}/*"
+        raise UserError(f"ckpt_path=last but there is no checkpoint in {where}/checkpoints: start without "
+                        "ckpt_path, or pass hydra.run.dir=<the run folder to resume>")
+    run_dir = newest.parent.parent
+    if run_dir.resolve() != output_dir.resolve():
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+        log.info("resuming %s: this run continues in %s", newest, run_dir)
+    else:
+        log.info("resuming %s", newest)
+    _next_csv_version(cfg, run_dir)
+    return str(newest)
+
+
+def newest_checkpoint(run_dirs: list[Path]) -> Path | None:
+    """The most recently written complete ``.ckpt`` under ``<run>/checkpoints/`` of ``run_dirs`` (links and
+    temporary files of interrupted saves excluded)."""
+    found = [p for d in run_dirs for p in (d / "checkpoints").glob("*.ckpt")
+             if p.is_file() and not p.is_symlink() and TMP_MARK not in p.name]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name == "last.ckpt"), default=None)
+
+
+def _explicit_run_dir() -> bool:
+    """Whether ``hydra.run.dir`` / ``hydra.sweep.dir`` was given on the command line."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.hydra)
+    except (ImportError, ValueError):
+        return True
+    return any(o.split("=", 1)[0].lstrip("+") in ("hydra.run.dir", "hydra.sweep.dir") for o in overrides)
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ImportError, ValueError):
+        return False
+
+
+def _next_csv_version(cfg: DictConfig, run_dir: Path) -> None:
+    """A resumed run logs CSV rows to ``csv/resume_<n>/`` (Lightning's CSV logger would delete the old file)."""
+    csv = (cfg.get("logger") or {}).get("csv")
+    if csv is None:
+        return
+    from omegaconf import open_dict
+
+    base = run_dir / str(csv.get("name") or "csv")
+    n = 1
+    while (base / f"resume_{n}").exists():
+        n += 1
+    with open_dict(cfg):
+        csv.version = f"resume_{n}"
+
+
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def _wandb_resume_id(cfg: DictConfig) -> None:
+    """Give the W&B run a fixed id stored in the run folder, so a resumed run continues the same W&B run."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return
+    from omegaconf import open_dict
+
+    run_dir = Path(str(cfg.paths.output_dir))
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = wandb_cfg.get("id") or (id_file.read_text().strip() if id_file.is_file() else None)
+    if not run_id:  # from the run folder: every DDP process of the run agrees on it
+        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0":
+        id_file.parent.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(f"{run_id}\n")
+    with open_dict(cfg):
+        wandb_cfg.id = run_id
+        wandb_cfg.resume = "allow"

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from vidxai.models.contract import Stage, explain_stages
 from vidxai.xai.cnn import Step, compile_sequential, run_steps
 from vidxai.xai.recurrent import (
+    LSTM_RULES,
     RecurrentLayer,
     check_lstm_rule,
     convlstm_layers,
@@ -132,6 +133,9 @@ class VideoLRP(Attribution):
     computation is that of eval mode (dropout off, BatchNorm running statistics, folded into the conv).
     """
 
+    #: the accepted ``lstm_rule`` names, the default first
+    LSTM_RULES = LSTM_RULES
+
     def __init__(
         self,
         model: nn.Module,
@@ -187,6 +191,7 @@ class VideoLRP(Attribution):
             raise ValueError(
                 f"VideoLRP cannot explain {bad[0]}: residual blocks belong in the clip stage, not the head"
             )
+        self._recurrent_layers()  # an unsupported recurrent module fails here, not at the first explanation
 
     def _recurrent_layers(self) -> list[RecurrentLayer] | None:
         stage = self.stages.get("recurrent")

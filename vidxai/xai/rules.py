@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidxai.errors import ConfigError
+
 __all__ = [
     "RULES",
     "AlphaBeta",
@@ -388,8 +390,13 @@ class _SumFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         a, b, z = ctx.saved_tensors
-        s = relevance / stabilize(z, ctx.stabilizer)
-        return a * s, b * s, None
+        stab = ctx.stabilizer
+        return epsilon_relevance(a, z, relevance, stab, _unit), epsilon_relevance(b, z, relevance, stab, _unit), None
+
+
+def _unit(s: Tensor) -> Tensor:
+    """``W^T s`` of a sum of terms (unit weights)."""
+    return s
 
 
 class Pass:
@@ -507,23 +514,23 @@ class RuleSpec:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"rule {self.name!r} has no parameter(s) {unknown}; its parameters are: {valid}")
+            raise ConfigError(f"rule {self.name!r} has no parameter(s) {unknown}; its parameters are: {valid}")
         values = {**self.defaults, **params}
         for key, value in values.items():
             if key == "beta_sign":
                 if value not in ("standard", "paper"):
-                    raise ValueError(
+                    raise ConfigError(
                         f"rule {self.name!r}: beta_sign={value!r} is invalid; use 'standard' "
                         "(alpha - beta = 1) or 'paper' (alpha + beta = 1, the paper's plus-signed beta)"
                     )
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"rule {self.name!r}: parameter {key}={value!r} must be a finite number")
+                raise ConfigError(f"rule {self.name!r}: parameter {key}={value!r} must be a finite number")
             values[key] = float(value)
         if values.get("beta_sign") == "paper":
             alpha, beta = values["alpha"], values["beta"]
             if not math.isclose(alpha + beta, 1.0, abs_tol=1e-9) or beta > 0:
-                raise ValueError(
+                raise ConfigError(
                     f"rule {self.name!r} with beta_sign='paper' needs alpha + beta = 1 and beta <= 0 "
                     f"(the paper's beta is minus ours), got alpha={alpha}, beta={beta}; e.g. alpha=2, beta=-1"
                 )
@@ -531,11 +538,11 @@ class RuleSpec:
             values["beta_sign"] = "standard"
         for key in ("epsilon", "gamma", "alpha", "beta"):
             if key in values and values[key] < 0:
-                raise ValueError(f"rule {self.name!r}: parameter {key}={values[key]} must be >= 0")
+                raise ConfigError(f"rule {self.name!r}: parameter {key}={values[key]} must be >= 0")
         if "epsilon" in values and values["epsilon"] == 0:
-            raise ValueError(f"rule {self.name!r}: epsilon must be > 0 (use rule='z' for LRP-0)")
+            raise ConfigError(f"rule {self.name!r}: epsilon must be > 0 (use rule='z' for LRP-0)")
         if "alpha" in values and not math.isclose(values["alpha"] - values["beta"], 1.0, abs_tol=1e-9):
-            raise ValueError(
+            raise ConfigError(
                 f"rule {self.name!r} needs alpha - beta = 1, got alpha={values['alpha']}, "
                 f"beta={values['beta']}; e.g. alpha=2, beta=1 or alpha=1, beta=0 "
                 "(for the paper's alpha + beta = 1 pass beta_sign='paper')"
@@ -580,7 +587,7 @@ def get_rule(name: Any) -> RuleSpec:
     Every place that checks a rule name (explainer, CLI, callback, composites) goes through here.
     """
     if not isinstance(name, str) or name not in RULES:
-        raise ValueError(f"unknown LRP rule {name!r}; choose one of {sorted(RULES)}")
+        raise ConfigError(f"unknown LRP rule {name!r}; choose one of {sorted(RULES)}")
     return RULES[name]
 
 
