@@ -314,3 +314,16 @@ def test_spearman_matches_scipy_with_ties() -> None:
     assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
     assert spearman(a, a) == pytest.approx(1.0)
     assert np.isnan(spearman(np.ones(5), np.arange(5.0)))
+
+
+def test_summary_table_is_a_valid_wandb_table_with_missing_values() -> None:
+    wandb = pytest.importorskip("wandb")
+    from vidxai.evaluation.runner import markdown_table, summary_table
+
+    res = evaluate(_last_frame_model(), _clips(1), ["saliency", "grad_cam", "random"], EvalSettings(mprt_videos=0))
+    columns, rows = summary_table(res)
+    assert rows[0][columns.index("temporal_accuracy")] is None  # no ground truth here
+    assert rows[1][-1] and all(v is None for v in rows[1][1:-1])  # grad_cam failed on this model
+    table = wandb.Table(columns=columns, data=rows)
+    assert len(table.data) == 3
+    assert "failed: ValueError" in markdown_table(res)
