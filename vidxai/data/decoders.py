@@ -140,19 +140,23 @@ class VideoDecoder(ABC):
         """Number of frames the backend reports (decodable frames for PyAV after decoding)."""
 
     @property
-    @abstractmethod
     def fps(self) -> float:
-        """Average frame rate."""
+        """Average frame rate (backends set ``_fps`` when opening)."""
+        return self._fps
+
+    def _source_size(self) -> tuple[int, int]:
+        """Source ``(H, W)``; backends set ``_h`` / ``_w`` when opening or override this."""
+        return self._h, self._w
 
     @property
-    @abstractmethod
     def height(self) -> int:
         """Source frame height (before resizing)."""
+        return self._source_size()[0]
 
     @property
-    @abstractmethod
     def width(self) -> int:
         """Source frame width (before resizing)."""
+        return self._source_size()[1]
 
     @abstractmethod
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -202,10 +206,6 @@ class DecordDecoder(VideoDecoder):
     def num_frames(self) -> int:
         return self._usable
 
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def _source_size(self) -> tuple[int, int]:
         if self._source_hw is None:
             if self.size is None:
@@ -214,14 +214,6 @@ class DecordDecoder(VideoDecoder):
             else:
                 self._source_hw = _probe_size_pyav(self.path)
         return self._source_hw
-
-    @property
-    def height(self) -> int:
-        return self._source_size()[0]
-
-    @property
-    def width(self) -> int:
-        return self._source_size()[1]
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         if self._reader is None:
@@ -298,18 +290,6 @@ class PyAVDecoder(VideoDecoder):
         if self._decoded_count is None:
             self._decoded_count = self._count_frames()
         return self._decoded_count
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def height(self) -> int:
-        return self._h
-
-    @property
-    def width(self) -> int:
-        return self._w
 
     def _frames(self):  # noqa: ANN202 - generator of av.VideoFrame
         self._container.seek(0)
@@ -403,18 +383,6 @@ class NvdecDecoder(VideoDecoder):
     @property
     def num_frames(self) -> int:
         return self._usable
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def height(self) -> int:
-        return self._h
-
-    @property
-    def width(self) -> int:
-        return self._w
 
     def get_tensor(self, indices: Sequence[int] | np.ndarray) -> Any:
         """Frames at ``indices`` as a ``uint8 (N, 3, H, W)`` tensor on the decoding GPU."""

@@ -39,7 +39,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["STAGE_KINDS", "ExplainableVideoNet", "Stage", "explain_stages", "run_stages"]
+__all__ = ["STAGE_KINDS", "ExplainableVideoNet", "Stage", "explain_stages", "run_cells", "run_stages"]
 
 StageKind = Literal["frames", "recurrent", "clip", "head"]
 #: The stage kinds, in the order they may appear.
@@ -125,15 +125,20 @@ def _recurrent(module: nn.Module, seq: Tensor) -> Tensor:
         out, _ = module(seq)
         return out[:, -1]
     if isinstance(module, nn.ModuleList):
-        for cell in module:
-            state = None
-            outputs = []
-            for t in range(seq.shape[1]):
-                state = cell(seq[:, t], state)
-                outputs.append(state[0])
-            seq = torch.stack(outputs, dim=1)
-        return seq[:, -1]
+        return run_cells(module, seq)[:, -1]
     raise TypeError(f"a recurrent stage must be nn.LSTM or an nn.ModuleList of ConvLSTM cells, got {module}")
+
+
+def run_cells(cells: nn.ModuleList, seq: Tensor) -> Tensor:
+    """Stacked ConvLSTM cells over time from zero states: ``(B, T, C, H, W)`` -> the last cell's hidden sequence."""
+    for cell in cells:
+        state = None
+        outputs = []
+        for t in range(seq.shape[1]):
+            state = cell(seq[:, t], state)
+            outputs.append(state[0])
+        seq = torch.stack(outputs, dim=1)
+    return seq
 
 
 def run_stages(stages: Sequence[Stage], x: Tensor) -> Tensor:

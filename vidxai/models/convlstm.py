@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vidxai.errors import ConfigError
-from vidxai.models.contract import Stage
+from vidxai.models.contract import Stage, run_cells
 from vidxai.models.vgg16_lstm import check_video
 from vidxai.models.weights import check_weights_file
 
@@ -192,15 +192,7 @@ class ConvLSTM(nn.Module):
 
     def recurrence(self, feats: torch.Tensor) -> torch.Tensor:
         """Run the stacked cells over time: ``(B, T, C', H', W')`` -> last layer's hidden sequence."""
-        seq = feats
-        for cell in self.cells:
-            state = None
-            outputs = []
-            for t in range(seq.shape[1]):
-                state = cell(seq[:, t], state)
-                outputs.append(state[0])
-            seq = torch.stack(outputs, dim=1)
-        return seq
+        return run_cells(self.cells, feats)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from per-frame stem features (the last layer's final hidden state)."""
