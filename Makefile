@@ -17,6 +17,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || true
+	@# decord2 replaces the unmaintained decord (same `import decord`): drop an old decord of an earlier install
+	$(BIN)/python -m pip uninstall --quiet --yes decord 2>/dev/null || true
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
