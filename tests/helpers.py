@@ -182,3 +182,36 @@ class LastCkptSteps:
 
 
 STEPS_SEEN: list[tuple[int, int]] = []
+
+
+def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool = False):  # noqa: ANN201
+    """The zennit 0.5.1 composite equal to vidxai's ``rule`` (the DESIGN.md table): the oracle of the CNN rules.
+
+    ``residual`` maps zennit's ``Sum`` layer to its ``Norm`` rule (vidxai's proportional residual rule);
+    ``merge_batch_norm`` folds BatchNorm with zennit's own canonizer.
+    """
+    from torch import nn
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
+    from zennit.layer import Sum
+    from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, ZPlus
+    from zennit.types import Activation, AvgPool, BatchNorm, Convolution
+    from zennit.types import Linear as AnyLinear
+
+    base = [(Activation, Pass()), (AvgPool, Norm()), (BatchNorm, Pass())]
+    if residual:
+        base.append((Sum, Norm()))
+    conv = {
+        "z": Epsilon(1e-9),
+        "epsilon": Epsilon(0.1),
+        "gamma": Gamma(0.25),
+        "alpha_beta": AlphaBeta(2.0, 1.0),
+        "preset_a_flat": ZPlus(),
+        "preset_b_flat": AlphaBeta(2.0, 1.0),
+    }[rule]
+    linear = Epsilon(1e-9) if rule == "z" else Epsilon(0.1)
+    layer_map = base + [(Convolution, conv), (nn.Linear, linear)]
+    canonizers = [SequentialMergeBatchNorm()] if merge_batch_norm else []
+    if rule.endswith("_flat"):
+        return SpecialFirstLayerMapComposite(layer_map, [(AnyLinear, Flat())], canonizers=canonizers)
+    return LayerMapComposite(layer_map, canonizers=canonizers)

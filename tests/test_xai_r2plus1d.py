@@ -19,20 +19,10 @@ from torch import nn
 
 zennit = pytest.importorskip("zennit")
 from captum.attr import InputXGradient  # noqa: E402
+from helpers import zennit_composite  # noqa: E402
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
-from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
-from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite  # noqa: E402
 from zennit.layer import Sum  # noqa: E402
-from zennit.rules import AlphaBeta as ZAlphaBeta  # noqa: E402
-from zennit.rules import Epsilon as ZEpsilon  # noqa: E402
-from zennit.rules import Flat as ZFlat  # noqa: E402
-from zennit.rules import Gamma as ZGamma  # noqa: E402
-from zennit.rules import Norm as ZNorm  # noqa: E402
-from zennit.rules import Pass as ZPass  # noqa: E402
-from zennit.rules import ZPlus as ZZPlus  # noqa: E402
-from zennit.types import Activation, AvgPool, BatchNorm, Convolution  # noqa: E402
-from zennit.types import Linear as AnyLinear  # noqa: E402
 
 from vidxai.models import R2Plus1D  # noqa: E402
 from vidxai.xai import RULES, VideoLRP, make_composite  # noqa: E402
@@ -119,23 +109,6 @@ def test_every_rule_runs_on_r2plus1d_and_leaves_it_untouched() -> None:
 
 
 # ------------------------------------------------------------------------------ zennit oracles
-def _zennit_composite(rule: str) -> LayerMapComposite:
-    base = [(Activation, ZPass()), (AvgPool, ZNorm()), (Sum, ZNorm()), (BatchNorm, ZPass())]
-    conv = {
-        "z": ZEpsilon(1e-9),
-        "epsilon": ZEpsilon(0.1),
-        "gamma": ZGamma(0.25),
-        "alpha_beta": ZAlphaBeta(2.0, 1.0),
-        "preset_a_flat": ZZPlus(),
-        "preset_b_flat": ZAlphaBeta(2.0, 1.0),
-    }[rule]
-    linear = ZEpsilon(1e-9) if rule == "z" else ZEpsilon(0.1)
-    layer_map = base + [(Convolution, conv), (nn.Linear, linear)]
-    if rule.endswith("_flat"):
-        return SpecialFirstLayerMapComposite(layer_map, [(AnyLinear, ZFlat())], canonizers=[SequentialMergeBatchNorm()])
-    return LayerMapComposite(layer_map, canonizers=[SequentialMergeBatchNorm()])
-
-
 def _ours(module: nn.Module, rule: str, x: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     leaf = x.clone().requires_grad_(True)
     out = run_steps(compile_sequential(module, "net"), make_composite(rule), leaf)
@@ -144,7 +117,7 @@ def _ours(module: nn.Module, rule: str, x: torch.Tensor, start: torch.Tensor) ->
 
 
 def _zennit(module: nn.Module, rule: str, x: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with Gradient(module, _zennit_composite(rule)) as attributor:
+    with Gradient(module, zennit_composite(rule, residual=True, merge_batch_norm=True)) as attributor:
         out, rel = attributor(x.clone(), attr_output=start)
     return out.detach(), rel
 

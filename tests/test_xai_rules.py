@@ -10,18 +10,8 @@ from torch import nn
 
 zennit = pytest.importorskip("zennit")
 from captum.attr import InputXGradient  # noqa: E402
+from helpers import zennit_composite  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
-from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
-from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite  # noqa: E402
-from zennit.rules import AlphaBeta as ZAlphaBeta  # noqa: E402
-from zennit.rules import Epsilon as ZEpsilon  # noqa: E402
-from zennit.rules import Flat as ZFlat  # noqa: E402
-from zennit.rules import Gamma as ZGamma  # noqa: E402
-from zennit.rules import Norm as ZNorm  # noqa: E402
-from zennit.rules import Pass as ZPass  # noqa: E402
-from zennit.rules import ZPlus as ZZPlus  # noqa: E402
-from zennit.types import Activation, AvgPool, BatchNorm, Convolution  # noqa: E402
-from zennit.types import Linear as AnyLinear  # noqa: E402
 
 from vidxai.models.vgg16_lstm import make_vgg16_features  # noqa: E402
 from vidxai.xai import RULES, VideoLRP, make_composite  # noqa: E402
@@ -49,23 +39,6 @@ def _encoder(batch_norm: bool, bn_eps: float = 0.0) -> nn.Sequential:
     return enc
 
 
-def _zennit_composite(rule: str) -> LayerMapComposite:
-    base = [(Activation, ZPass()), (AvgPool, ZNorm()), (BatchNorm, ZPass())]
-    conv = {
-        "z": ZEpsilon(1e-9),
-        "epsilon": ZEpsilon(0.1),
-        "gamma": ZGamma(0.25),
-        "alpha_beta": ZAlphaBeta(2.0, 1.0),
-        "preset_a_flat": ZZPlus(),
-        "preset_b_flat": ZAlphaBeta(2.0, 1.0),
-    }[rule]
-    linear = ZEpsilon(1e-9) if rule == "z" else ZEpsilon(0.1)
-    layer_map = base + [(Convolution, conv), (nn.Linear, linear)]
-    if rule.endswith("_flat"):
-        return SpecialFirstLayerMapComposite(layer_map, [(AnyLinear, ZFlat())])
-    return LayerMapComposite(layer_map)
-
-
 def _ours(enc: nn.Module, rule: str, x: torch.Tensor, relevance: torch.Tensor) -> tuple[torch.Tensor, ...]:
     leaf = x.clone().requires_grad_(True)
     out = run_steps(compile_sequential(enc, "encoder"), make_composite(rule), leaf)
@@ -83,9 +56,7 @@ def test_cnn_rule_equals_zennit(rule: str, batch_norm: bool) -> None:
     enc = _encoder(batch_norm)
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)  # one frame: float64 VGG16 is slow on 2 CPU cores
     start = torch.randn(1, 512, dtype=torch.float64)  # the same starting relevance at the encoder output
-    composite = _zennit_composite(rule)
-    if batch_norm:
-        composite.canonizers = [SequentialMergeBatchNorm()]
+    composite = zennit_composite(rule, merge_batch_norm=batch_norm)
     with Gradient(enc, composite) as attributor:
         z_out, z_rel = attributor(x.clone(), attr_output=start)
     out, rel = _ours(enc, rule, x, start)
@@ -136,7 +107,7 @@ def test_end_to_end_cnn_relevance_equals_zennit_from_feature_relevance() -> None
     clip = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     explainer = VideoLRP(model, "alpha_beta")
     out = explainer._propagate(clip[None], target=2)
-    with Gradient(model.encoder, _zennit_composite("alpha_beta")) as attributor:
+    with Gradient(model.encoder, zennit_composite("alpha_beta")) as attributor:
         _, z_rel = attributor(clip.clone(), attr_output=out["feature"][0])
     torch.testing.assert_close(out["relevance"][0], z_rel, rtol=1e-7, atol=1e-10 * float(z_rel.abs().max()))
 
@@ -211,7 +182,7 @@ def test_sign_split_rules_with_negative_inputs_inside_the_network_equal_zennit(r
     assert [s.op.nonnegative_input for s in steps if s.kind == "linear"] == [False, False, True]
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     start = torch.randn(2, 4, dtype=torch.float64)
-    with Gradient(net, _zennit_composite(rule)) as attributor:
+    with Gradient(net, zennit_composite(rule)) as attributor:
         _, z_rel = attributor(x.clone(), attr_output=start)
     _, rel = _ours(net, rule, x, start)
     torch.testing.assert_close(rel, z_rel, rtol=1e-9, atol=1e-12)
