@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	@# decord2 replaces the unmaintained decord (same `import decord`): drop an old decord of an earlier install
 	$(BIN)/python -m pip uninstall --quiet --yes decord 2>/dev/null || true
 	$(BIN)/python -m pip install -e ".[dev]"
+	@# LXT (AttnLRP) is a test oracle: only its pure-torch module is used, so none of its heavy dependencies
+	$(BIN)/python -m pip install --no-deps "lxt==2.1"
 	touch $(STAMP)
 
 test: $(STAMP)
