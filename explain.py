@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Explain a trained video classifier with LRP: ``python explain.py ckpt=path/to/best.ckpt rule=alpha_beta``.
 
-See conf/explain.yaml for every option (video=, split=, index=, class=, target=, compare=, limit=).
+See conf/explain.yaml for every option (mode=, video=, split=, index=, class=, target=, compare=, limit=) and
+conf/lrp/ for the explainer settings.
 """
 
 import os
@@ -41,9 +42,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from vidxai.pipelines._common import check_group_overrides, quiet_warnings
+    from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line, quiet_warnings
 
     _check_rule_args(sys.argv[1:])
-    check_group_overrides(sys.argv[1:], ROOT / "conf")
+    prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES)
     quiet_warnings()
     main()

@@ -21,8 +21,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from vidxai.pipelines._common import check_group_overrides, quiet_warnings
+    from vidxai.pipelines._common import TRAIN_ALIASES, prepare_command_line, quiet_warnings
 
-    check_group_overrides(sys.argv[1:], ROOT / "conf")
+    prepare_command_line(ROOT / "conf", "train", TRAIN_ALIASES)
     quiet_warnings()
     main()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from vidxai.callbacks import TestFiguresCallback
+from vidxai.callbacks import ClassificationFiguresCallback
 from vidxai.models import VGG16LSTM, ConvLSTM, VideoClassifier
 
 NUM_CLASSES, T, SIZE = 3, 4, 32
@@ -185,7 +185,7 @@ def test_fit_test_checkpoint_roundtrip(tmp_path: Path) -> None:
     assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
 
     clips_loader = DataLoader(RandomVideos(n=6, clips=2), batch_size=3)
-    figures_callback = TestFiguresCallback()
+    figures_callback = ClassificationFiguresCallback()
     trainer.callbacks.append(figures_callback)
     (results,) = trainer.test(module, clips_loader)
     for key in ("test/loss", "test/acc", "test/f1", "test/auroc"):
@@ -241,7 +241,7 @@ def test_test_figures_go_to_wandb(tmp_path: Path) -> None:
     wandb = pytest.importorskip("wandb")
     logger = pl.loggers.WandbLogger(save_dir=str(tmp_path), project="vidxai-tests", offline=True)
     try:
-        trainer = make_trainer(tmp_path, logger=logger, callbacks=[TestFiguresCallback()])
+        trainer = make_trainer(tmp_path, logger=logger, callbacks=[ClassificationFiguresCallback()])
         trainer.test(make_module(), DataLoader(RandomVideos(n=6), batch_size=3))
         run_dir = Path(logger.experiment.dir)
     finally:

@@ -7,6 +7,7 @@ path stored in the file.
 
 from __future__ import annotations
 
+import csv
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -39,6 +40,29 @@ class LoadedCheckpoint:
     hparams: dict[str, Any]
     datamodule_state: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
+    #: best validation accuracy recorded in the checkpoint (``val_acc_best``), if any
+    val_accuracy: float | None = None
+
+    def test_accuracy(self) -> float | None:
+        """The test accuracy its training run recorded (``<run>/csv/metrics.csv``, ``test/acc``), if any."""
+        metrics = self.path.resolve().parent.parent / "csv" / "metrics.csv"
+        if not metrics.is_file():
+            return None
+        with metrics.open(newline="") as fh:
+            values = [row.get("test/acc") for row in csv.DictReader(fh)]
+        found = [float(v) for v in values if v not in (None, "")]
+        return found[-1] if found else None
+
+    def describe(self) -> str:
+        """One line: which checkpoint, its architecture, classes, epoch and recorded accuracies."""
+        parts = [self.arch, f"{len(self.class_names)} classes"]
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch}")
+        test = self.test_accuracy()
+        parts.append("test accuracy " + (f"{test:.2f}" if test is not None else "not recorded"))
+        if self.val_accuracy is not None:
+            parts.append(f"best val accuracy {self.val_accuracy:.2f}")
+        return f"checkpoint {self.path}: {', '.join(parts)}"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -156,7 +180,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         hparams=dict(hp),
         datamodule_state=dm_state,
         epoch=ckpt.get("epoch"),
+        val_accuracy=_float_or_none(ckpt.get("val_acc_best")),
     )
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _load_state(net: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:

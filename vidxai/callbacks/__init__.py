@@ -1,14 +1,14 @@
 """Lightning callbacks: they draw and log (models only compute)."""
 
+from vidxai.callbacks.classification_figures import ClassificationFiguresCallback
 from vidxai.callbacks.explanation import ExplanationCallback, stratified_indices
 from vidxai.callbacks.resume import AtomicCheckpointIO, ModelCheckpoint, SeedEveryBatch
-from vidxai.callbacks.test_figures import TestFiguresCallback
 
 __all__ = [
     "AtomicCheckpointIO",
+    "ClassificationFiguresCallback",
     "ExplanationCallback",
     "ModelCheckpoint",
     "SeedEveryBatch",
-    "TestFiguresCallback",
     "stratified_indices",
 ]

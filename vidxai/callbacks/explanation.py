@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
 from vidxai.errors import ConfigError
+from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,43 +44,38 @@ class ExplanationCallback(Callback):
     relevance curve and the overlay GIF under ``explain/<rule>/...``; every logger gets ``explain/time_s``.
 
     Args:
-        rules: rule name -> rule parameters (e.g. ``{"epsilon": {"epsilon": 0.1}}``), see ``vidxai.xai.RULES``.
+        lrp: the explainer settings (:class:`~vidxai.xai.config.LRPConfig` or its mapping, the ``lrp`` group).
+        rules: rule name -> rule parameters for several panels (e.g. ``{"epsilon": {}, "z": {}}``), each with
+            the other settings of ``lrp``; ``None``: ``lrp``'s own rule.
         num_clips: how many validation clips (stratified over classes, the same every epoch).
         every_n_epochs: explain after every n-th validation epoch; 0 disables the callback.
         top_k: peaks marked on the relevance curve.
         scale: heatmap colour scale, ``"video"`` or ``"frame"``.
         log_media: also write and log the overlay GIF.
-        chunk_frames: CNN stage in chunks of this many frames (bounded memory).
-        lstm_eps: epsilon of the recurrent part and the head; ``None``: VideoLRP's default.
-        bias_factor: 0 or 1, see :class:`~vidxai.xai.VideoLRP`; ``None``: VideoLRP's default.
-        lstm_rule: gate rule of the recurrent part: ``signal_take_all``, ``half`` or ``proportional``.
+        settings: single :class:`~vidxai.xai.config.LRPConfig` fields over ``lrp`` (``lstm_eps=0.01``).
 
-    The rules and their parameters are checked against the rule registry when the callback is built, the
-    explainer settings against the model when fitting starts (a bad setting stops the run there, not later).
+    The rules and settings are checked when the callback is built, the explainers against the model when
+    fitting starts (a bad setting stops the run there, not later).
     """
 
     def __init__(
         self,
+        lrp: LRPConfig | Mapping[str, Any] | None = None,
         rules: Mapping[str, Mapping[str, Any]] | None = None,
         num_clips: int = 4,
         every_n_epochs: int = 1,
         top_k: int = 3,
         scale: str = "video",
         log_media: bool = True,
-        chunk_frames: int | None = None,
-        lstm_eps: float | None = None,
-        bias_factor: float | None = None,
-        lstm_rule: str = "signal_take_all",
+        **settings: Any,
     ) -> None:
-        from vidxai.xai import resolve_rule
-        from vidxai.xai.recurrent import check_lstm_rule
-
-        self.rules = {str(k): dict(v or {}) for k, v in (rules or {"epsilon": {}}).items()}
-        for rule, params in self.rules.items():
-            try:
-                resolve_rule(rule, **params)  # the rule registry checks names and parameters
-            except ValueError as exc:
-                raise ConfigError(f"explanation callback: {exc}") from None
+        base = lrp.to_dict() if isinstance(lrp, LRPConfig) else dict(lrp or {})
+        try:
+            base_cfg = LRPConfig.from_dict(base, **settings)
+            panels = {str(k): dict(v or {}) for k, v in (rules or {base_cfg.rule: base_cfg.params}).items()}
+            self.configs = {rule: base_cfg.with_rule(rule, params).check() for rule, params in panels.items()}
+        except ValueError as exc:
+            raise ConfigError(f"explanation callback: {exc}") from None
         if num_clips < 1:
             raise ConfigError(f"explanation callback: num_clips={num_clips} must be >= 1")
         if scale not in ("video", "frame"):
@@ -89,11 +85,6 @@ class ExplanationCallback(Callback):
         self.top_k = int(top_k)
         self.scale = scale
         self.log_media = bool(log_media)
-        self.chunk_frames = chunk_frames
-        self.recurrent_params = {
-            k: v for k, v in (("lstm_eps", lstm_eps), ("bias_factor", bias_factor)) if v is not None
-        }
-        self.recurrent_params["lstm_rule"] = check_lstm_rule(lstm_rule)
         self._indices: list[int] | None = None
         self.last_duration_s: float | None = None
 
@@ -118,17 +109,13 @@ class ExplanationCallback(Callback):
         return self._indices
 
     def _explainer(self, pl_module: pl.LightningModule, rule: str) -> Any:
-        from vidxai.xai import VideoLRP
-
-        net = getattr(pl_module, "net", pl_module)
-        params = self.rules[rule]
-        return VideoLRP(net, rule=rule, chunk_frames=self.chunk_frames, **self.recurrent_params, **params)
+        return self.configs[rule].build(getattr(pl_module, "net", pl_module))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Build each explainer once when fitting starts: a setting VideoLRP refuses stops the run here."""
         if stage != "fit" or self.every_n_epochs <= 0:
             return
-        for rule in self.rules:
+        for rule in self.configs:
             try:
                 self._explainer(pl_module, rule)
             except ValueError as exc:
@@ -155,51 +142,46 @@ class ExplanationCallback(Callback):
             logger.log_metrics({"explain/time_s": self.last_duration_s}, step=trainer.global_step)
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any) -> None:
-        from vidxai.data.clips import prepare_clip
         from vidxai.data.transforms import VideoTransform
-        from vidxai.reporting import render_explanation
         from vidxai.wandb_media import Image, Video, log_media
 
         hp = pl_module.hparams
-        preprocess = dict(hp.get("preprocess") or {})
         class_names = list(hp.get("class_names") or [str(i) for i in range(int(hp["num_classes"]))])
-        transform = VideoTransform.from_preprocess(preprocess)
+        transform = VideoTransform.from_preprocess(dict(hp.get("preprocess") or {}))
         out_root = Path(trainer.default_root_dir) / "explanations" / f"epoch_{trainer.current_epoch:03d}"
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        device = pl_module.device
-
-        for rule in self.rules:
+        media_on = self.log_media and bool(wandb_loggers)
+        for rule in self.configs:
             explainer = self._explainer(pl_module, rule)
-            grids, curves, captions, gifs = [], [], [], []
-            for i in self._select(trainer, dataset):
-                sample = dataset[i]
-                x, frames, frame_indices = prepare_clip(sample["video"], sample["frame_indices"], transform, device)
-                expl = explainer.explain(x)
-                label = int(sample["label"])
-                name = f"{class_names[label]}_{i:04d}"
-                caption = (
-                    f"{class_names[label]} -> pred {class_names[int(np.argmax(expl.logits.cpu().numpy()))]}"
-                    f" (target {class_names[expl.target]})"
-                )
-                files = render_explanation(
-                    out_root / rule,
-                    frames,
-                    expl.pixel.detach().cpu().float().numpy(),
-                    frame_indices=frame_indices,
-                    title=f"epoch {trainer.current_epoch} · {rule} · {caption}",
-                    top_k=self.top_k,
-                    scale=self.scale,
-                    prefix=f"{name}_",
-                    media=self.log_media and bool(wandb_loggers),
-                )
-                grids.append(str(files.heatmaps))
-                curves.append(str(files.curve))
-                captions.append(caption)
-                if files.gif is not None:
-                    gifs.append((str(files.gif), caption))
+            panels = [
+                self._explain_clip(explainer, dataset, i, transform, pl_module.device, class_names,
+                                   out_root / rule, f"epoch {trainer.current_epoch} · {rule}", media_on)
+                for i in self._select(trainer, dataset)
+            ]
             media = {
-                f"explain/{rule}/heatmaps": [Image(path, cap) for path, cap in zip(grids, captions)],
-                f"explain/{rule}/curve": [Image(path, cap) for path, cap in zip(curves, captions)],
-                f"explain/{rule}/overlay": [Video(path, cap) for path, cap in gifs],
+                f"explain/{rule}/heatmaps": [Image(str(f.heatmaps), cap) for f, cap in panels],
+                f"explain/{rule}/curve": [Image(str(f.curve), cap) for f, cap in panels],
+                f"explain/{rule}/overlay": [Video(str(f.gif), cap) for f, cap in panels if f.gif is not None],
             }
             log_media(wandb_loggers, media, step=trainer.global_step)
+
+    def _explain_clip(
+        self, explainer: Any, dataset: Any, i: int, transform: Any, device: torch.device, class_names: list[str],
+        out_dir: Path, title: str, media: bool,
+    ) -> tuple[Any, str]:
+        """Explain and draw validation clip ``i``: its files and its caption."""
+        from vidxai.data.clips import prepare_clip
+        from vidxai.viz.explanation import render_explanation
+
+        sample = dataset[i]
+        x, frames, frame_indices = prepare_clip(sample["video"], sample["frame_indices"], transform, device)
+        expl = explainer.explain(x)
+        label = int(sample["label"])
+        pred = int(np.argmax(expl.logits.detach().cpu().numpy()))
+        caption = f"{class_names[label]} -> pred {class_names[pred]} (target {class_names[expl.target]})"
+        files = render_explanation(
+            out_dir, frames, expl.pixel.detach().cpu().float().numpy(), frame_indices=frame_indices,
+            title=f"{title} · {caption}", top_k=self.top_k, scale=self.scale,
+            prefix=f"{class_names[label]}_{i:04d}_", media=media,
+        )
+        return files, caption

@@ -148,7 +148,7 @@ class VideoClassifier(pl.LightningModule):
             compute_groups=False,
         )
         #: Per-class test metrics of the last test epoch (precision, recall, f1, confmat, auroc: tensors;
-        #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``TestFiguresCallback``.
+        #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``ClassificationFiguresCallback``.
         self.test_results: dict[str, Any] = {}
 
     @classmethod
@@ -245,7 +245,7 @@ class VideoClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Compute the per-class test metrics (on every rank: synchronised) into :attr:`test_results`.
 
-        Drawing them (confusion matrix, ROC, report) is ``vidxai.callbacks.TestFiguresCallback``'s job.
+        Drawing them (confusion matrix, ROC, report) is ``vidxai.callbacks.ClassificationFiguresCallback``'s job.
         """
         results = self.test_per_class.compute()
         self.test_per_class.reset()

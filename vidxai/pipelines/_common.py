@@ -14,6 +14,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidxai.errors import UserError
+from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,15 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def prepare_command_line(conf_dir: str | Path, config_name: str, aliases: dict[str, str]) -> None:
+    """At an entry point, before Hydra: rewrite the old spellings in ``sys.argv`` (:func:`legacy_overrides`),
+    then fail with one line on an unknown group option or key (:func:`check_group_overrides`,
+    :func:`check_overrides`)."""
+    sys.argv[1:] = legacy_overrides(sys.argv[1:], aliases)
+    check_group_overrides(sys.argv[1:], conf_dir)
+    check_overrides(sys.argv[1:], conf_dir, config_name)
+
+
 def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
     """Fail with one line (exit 2) when a command-line override names a config group option that does not
     exist (``model=nope``), before Hydra prints its multi-line error (exit 1)."""
@@ -59,6 +69,84 @@ def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
             if choice in ("null", "") or choice in options:
                 continue
             fail(f"unknown {key}={choice}: choose one of {', '.join(options)} (conf/{key}/)")
+
+
+#: Keys of the explainer settings before the ``lrp`` group, rewritten to ``lrp.<key>`` (old command lines work).
+LRP_KEYS = ("lstm_rule", "lstm_eps", "bias_factor", "chunk_frames")
+EXPLAIN_ALIASES = {key: f"lrp.{key}" for key in LRP_KEYS}
+TRAIN_ALIASES = {f"callbacks.explanation.{key}": f"lrp.{key}" for key in LRP_KEYS}
+
+
+def legacy_overrides(argv: Sequence[str], aliases: dict[str, str]) -> list[str]:
+    """``argv`` with the old spelling of each aliased key replaced by its new one (``lstm_eps=0.01`` ->
+    ``lrp.lstm_eps=0.01``); ``+``/``~`` prefixes and sweep values are kept."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        prefix = key[: len(key) - len(key.lstrip("+~"))]
+        new = aliases.get(key[len(prefix):])
+        out.append(f"{prefix}{new}{sep}{value}" if new and (sep or prefix == "~") else arg)
+    return out
+
+
+def lrp_config(cfg: DictConfig) -> LRPConfig:
+    """The checked :class:`LRPConfig` of the composed ``lrp`` group (one ``error:`` line on a bad setting)."""
+    node = cfg.get("lrp")
+    if node is None:
+        raise UserError("the config has no lrp group; add `- lrp: default` to its defaults (conf/lrp/)")
+    return LRPConfig.from_dict(to_plain(node)).check()
+
+
+def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str) -> None:
+    """Compose ``config_name`` with the command-line overrides once before Hydra does: a key that does not
+    exist (``trainer.max_epoch=2``) fails with one line naming the closest valid key (exit 2), not Hydra's
+    multi-line message (exit 1). Runs with Hydra flags (``-m``, ``--cfg``...) are left to Hydra."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    overrides = [arg for arg in argv if "=" in arg or arg.startswith("~")]
+    try:
+        with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
+            try:
+                compose(config_name, overrides=overrides)
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                fail(_override_message(exc, overrides, config_name))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _override_message(exc: Exception, overrides: list[str], config_name: str) -> str:
+    """One line for a failed composition: the unknown key and its closest valid key where that is the cause."""
+    import difflib
+    import re
+
+    from hydra import compose
+
+    text = str(exc)
+    found = re.search(r"Could not override '([^']+)'", text)
+    if not found:
+        return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    key = found.group(1)
+    base = compose(config_name, overrides=[o for o in overrides if o.lstrip("+~").split("=")[0] != key])
+    keys = _dotted_keys(base)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "see conf/ for the valid keys"
+    return f"unknown key {key}: {hint} (to add a new key: +{key}=...)"
+
+
+def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(cfg, DictConfig):
+        for k in cfg.keys():
+            name = f"{prefix}{k}"
+            keys.append(name)
+            node = cfg._get_node(k)
+            if isinstance(node, DictConfig):
+                keys.extend(_dotted_keys(node, f"{name}."))
+    return keys
 
 
 def _sweep_values(value: str) -> list[str]:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
 from vidxai.pipelines._common import to_plain
+from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
 
     names = to_plain(cfg.get("methods"))
     if names is None:
-        return default_methods(net, **({"lstm_rule": str(cfg.lstm_rule)} if cfg.get("lstm_rule") else {}))
+        lstm_rule = OmegaConf.select(cfg, "lrp.lstm_rule")
+        return default_methods(net, **({"lstm_rule": str(lstm_rule)} if lstm_rule else {}))
     if isinstance(names, str):
         names = [names]
     names = [str(n) for n in names]
@@ -45,7 +47,7 @@ def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
     return names
 
 
-def evaluation_settings(cfg: DictConfig, target: int | None = None, recurrent: dict[str, Any] | None = None) -> Any:
+def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConfig | None = None) -> Any:
     """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg``, validated (one clear line on a bad value)."""
     from vidxai.evaluation import EvalSettings
 
@@ -70,9 +72,9 @@ def evaluation_settings(cfg: DictConfig, target: int | None = None, recurrent: d
         mprt_videos=int(mprt.get("videos", 4)) if isinstance(mprt, dict) else int(mprt),
         mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
         mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
-        chunk_frames=cfg.get("chunk_frames"),
+        chunk_frames=(lrp or LRPConfig()).chunk_frames,
         target=target,
-        recurrent=dict(recurrent or {}),
+        recurrent={k: getattr(lrp or LRPConfig(), k) for k in ("lstm_eps", "bias_factor", "lstm_rule")},
     )
     try:
         settings.check()
@@ -90,20 +92,20 @@ def run_evaluation(
     target: int | None,
     out_dir: Path,
     run: Any,
-    recurrent: dict[str, Any] | None = None,
+    lrp: LRPConfig | None = None,
 ) -> dict[str, Any]:
     """Evaluate the methods of ``cfg`` on the first ``limit`` videos of ``dataset`` and write the results.
 
-    ``load_clip(i)`` returns the explain pipeline's clip ``i`` of ``dataset``; ``recurrent`` holds the
-    ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the LRP methods.
+    ``load_clip(i)`` returns the explain pipeline's clip ``i`` of ``dataset``; ``lrp`` holds the explainer
+    settings of the LRP methods (``lstm_eps``, ``bias_factor``, ``lstm_rule``, ``chunk_frames``).
     """
     from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
     from vidxai.evaluation import EvalClip, evaluate
     from vidxai.evaluation.runner import markdown_table
-    from vidxai.reporting import write_json
+    from vidxai.io import write_json
 
     names = method_names(cfg, ck.net)
-    settings = evaluation_settings(cfg, target, recurrent)
+    settings = evaluation_settings(cfg, target, lrp)
     split = str(cfg.get("split") or "test")
     n = len(dataset) if cfg.get("limit") is None else min(len(dataset), int(cfg.limit))
     if n == 0:

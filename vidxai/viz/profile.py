@@ -22,6 +22,15 @@ SUMMARY_KEYS = ("first_half", "second_half", "last_frame")
 SIGN_TEST_TOL = 1e-9
 
 
+def positive_mass(pixel: np.ndarray) -> np.ndarray:
+    """Positive relevance per frame, ``sum over pixels of max(R, 0)`` for ``(T,H,W)`` relevance -> ``(T,)``.
+
+    Positive evidence is counted per pixel (as in the paper's "only consider the positive"), so a frame with
+    strong positive and negative regions is not mistaken for an irrelevant one.
+    """
+    return np.clip(np.asarray(pixel, dtype=np.float64), 0.0, None).reshape(len(pixel), -1).sum(axis=1)
+
+
 def positive_share(frame_relevance: Sequence[float] | np.ndarray) -> np.ndarray:
     """Share of positive relevance per frame: ``max(R_t, 0) / sum_t max(R_t, 0)``, float ``(T,)``.
 

@@ -89,6 +89,24 @@ class LRPConfig:
             kwargs["attention_rule"] = self.attention_rule
         return {**kwargs, **dict(self.params)}
 
+    def check(self) -> LRPConfig:
+        """These settings, checked without a network: rule and parameters against the rule registry, the gate
+        rule, ``bias_factor`` and ``chunk_frames``; one :class:`~vidxai.errors.ConfigError` line otherwise."""
+        from vidxai.xai.recurrent import check_lstm_rule
+        from vidxai.xai.rules import resolve_rule
+
+        try:
+            resolve_rule(self.rule, **self.params)
+            check_lstm_rule(self.lstm_rule)
+        except ValueError as exc:
+            raise ConfigError(f"rule={self.rule}: {exc}" if "lstm_rule" not in str(exc) else str(exc)) from None
+        if self.bias_factor not in (0, 1):
+            raise ConfigError(f"bias_factor={self.bias_factor!r}; choose 0 or 1")
+        bad_chunk = isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, (int, type(None)))
+        if bad_chunk or (self.chunk_frames is not None and self.chunk_frames < 1):
+            raise ConfigError(f"chunk_frames={self.chunk_frames!r}; choose null or an integer >= 1")
+        return self
+
     def build(self, net: nn.Module) -> Any:
         """The explainer of ``net`` (a network or a LightningModule whose ``.net`` is one) for these settings."""
         from vidxai.xai.explainer import VideoLRP

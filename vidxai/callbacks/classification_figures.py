@@ -11,10 +11,10 @@ from pytorch_lightning.callbacks import Callback
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TestFiguresCallback"]
+__all__ = ["ClassificationFiguresCallback"]
 
 
-class TestFiguresCallback(Callback):
+class ClassificationFiguresCallback(Callback):
     """After ``trainer.test``: write the confusion matrix, ROC curves and classification report, and log them.
 
     The module computes the metrics (``VideoClassifier.test_results``, torchmetrics states synchronised over
@@ -26,8 +26,6 @@ class TestFiguresCallback(Callback):
     Args:
         subdir: folder of the run directory that receives the files.
     """
-
-    __test__ = False  # not a pytest test class, despite its name
 
     def __init__(self, subdir: str = "figures") -> None:
         self.subdir = str(subdir)

@@ -1,0 +1,208 @@
+"""What every explain mode gets (:class:`ExplainContext`) and gives back (:class:`ModeResult`).
+
+The context is built once by :func:`vidxai.pipelines.explain.explain`: the checkpoint, its transform, the
+device, the target class, the output folder, the W&B run and the :class:`~vidxai.xai.config.LRPConfig`.
+Clips come from a file (``video=``) or from the checkpoint's own data (same layout, root, seed and split).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from vidxai.checkpoint import LoadedCheckpoint
+from vidxai.data.clips import prepare_clip
+from vidxai.data.decoders import nvdec_usable
+from vidxai.errors import UserError
+from vidxai.xai.config import LRPConfig
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Clip:
+    """One clip ready for the model, with where it came from."""
+
+    video: torch.Tensor  # (T,3,h,w) float, normalised, on the device
+    frames: np.ndarray  # (T,h,w,3) uint8, what the model saw
+    frame_indices: list[int]
+    fps: float
+    label: int | None
+    source: str
+
+
+@dataclass
+class ModeResult:
+    """What a mode wrote: ``data`` (the JSON summary it saved) and ``lines`` (its terminal summary)."""
+
+    mode: str
+    data: dict[str, Any]
+    lines: list[str]
+
+    def summary(self, out_dir: str | Path) -> str:
+        """The mode's own lines, then the files written under ``out_dir``."""
+        return "\n".join([*self.lines, files_line(Path(out_dir))])
+
+
+@dataclass
+class ExplainContext:
+    """Everything a mode needs; ``options`` holds the mode's own keys (split, index, top_k, compare...)."""
+
+    options: DictConfig
+    ck: LoadedCheckpoint
+    transform: Any
+    device: torch.device
+    target: int | None
+    out_dir: Path
+    run: Any
+    lrp: LRPConfig
+    _datamodule: Any = field(default=None, repr=False)
+
+    def dataset(self, split: str) -> Any:
+        """The checkpoint's own ``split`` (``train``/``val``/``test``), as the model saw it at validation."""
+        if split not in SPLITS:
+            raise UserError(f"split={split!r}; choose val, test or train")
+        if self._datamodule is None:
+            self._datamodule = checkpoint_datamodule(self.ck, self.options.paths.get("cache_dir"))
+        return self._datamodule.dataset(split, train=False)
+
+    def explainer(self, lrp: LRPConfig | None = None) -> Any:
+        """The explainer of the checkpoint's network for ``lrp`` (default: the run's); a setting this network
+        refuses (``chunk_frames`` on a 3D CNN) is one ``error:`` line."""
+        try:
+            return (lrp or self.lrp).build(self.ck.net)
+        except ValueError as exc:
+            raise UserError(f"{exc} (checkpoint {self.ck.path}: {self.ck.arch})") from None
+
+    def split_size(self, dataset: Any, split: str) -> int:
+        """How many videos of ``split`` a split-wide mode takes (``limit=N`` caps it); never zero."""
+        limit = self.options.get("limit")
+        n = len(dataset) if limit is None else min(len(dataset), int(limit))
+        if n == 0:
+            raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
+        return n
+
+    def clip(self, dataset: Any, i: int) -> Clip:
+        """Clip ``i`` of ``dataset``, ready for the model."""
+        sample = dataset[i]
+        x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], self.transform, self.device)
+        entry = dataset.entries[i]
+        return Clip(x, shown, idx, float(entry.fps), int(sample["label"]), entry.record.path)
+
+    def clip_from_file(self, path: str) -> Clip:
+        """The clip of any video file, sampled and preprocessed as the checkpoint's training did."""
+        from vidxai.data import VideoDecodeError, read_clip
+        from vidxai.data.decoders import decord_available
+
+        p = Path(path).expanduser()
+        pre = self.ck.preprocess
+        backend = pre.get("backend", "auto")  # the training backend when it is installed here too
+        if (backend == "decord" and not decord_available()) or (backend == "nvdec" and not nvdec_usable()):
+            backend = "auto"
+        if not p.is_file():
+            raise UserError(f"video not found: {p}; pass video=path/to/file.avi")
+        try:
+            with quiet_decoders():
+                video, idx, fps = read_clip(p, int(pre["num_frames"]), size=pre.get("size"), backend=backend)
+        except VideoDecodeError as exc:
+            raise UserError(
+                f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
+            ) from None
+        x, shown, idx = prepare_clip(video, idx, self.transform, self.device)
+        # the label is known when the file sits in a folder named after a class
+        names = self.ck.class_names
+        label = next((names.index(part) for part in reversed(p.parts[:-1]) if part in names), None)
+        return Clip(x, shown, idx, fps, label, str(p))
+
+
+@contextmanager
+def quiet_decoders() -> Iterator[None]:
+    """Hold back what the video decoders print on the process's stderr (decord's and FFmpeg's C++ ``ERROR`` lines)
+    while reading one file: a file that cannot be decoded ends in our one ``error:`` line, not theirs before it.
+    When the read succeeds, what they printed is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+
+
+def checkpoint_datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
+    """The checkpoint's own data module (same layout, root, seed and split), set up for all splits."""
+    from vidxai.data import VideoDataModule
+
+    data = {k: v for k, v in ck.data.items() if not k.startswith("_")}
+    if not data:
+        raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
+    data["num_workers"] = 0
+    if data.get("decode_device") == "cuda" and not nvdec_usable():
+        log.warning("the checkpoint decoded videos on the GPU (NVDEC), which is not available here: decoding on the "
+                    "CPU (colours within a few levels of the GPU's)")
+        data["decode_device"], data["backend"] = "cpu", "auto"
+    if cache_dir:
+        data["cache_dir"] = cache_dir
+    try:
+        dm = VideoDataModule(**data)
+    except TypeError as exc:
+        raise UserError(f"checkpoint {ck.path}: its data config does not fit this vidxai version ({exc})") from None
+    if ck.datamodule_state:
+        dm.load_state_dict(ck.datamodule_state)  # the checkpoint's own split, not a recomputed one
+    dm.prepare_data()
+    dm.setup(None)
+    if list(dm.class_names) != list(ck.class_names):
+        raise UserError(
+            f"the data at {data.get('root')} has classes {list(dm.class_names)} but checkpoint {ck.path} "
+            f"was trained on {ck.class_names}; pass video=PATH or restore the data set"
+        )
+    return dm
+
+
+def class_index(value: Any, class_names: list[str], key: str = "target") -> int | None:
+    """A class given by name or index (``target=``, ``class=``) as an index; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit()):
+        idx = int(value)
+        if not 0 <= idx < len(class_names):
+            raise UserError(f"{key}={idx} is out of range; the model has {len(class_names)} classes "
+                            f"(0..{len(class_names) - 1})")
+        return idx
+    if value not in class_names:
+        raise UserError(f"unknown class {value!r} for {key}=; the checkpoint's classes are {class_names}")
+    return class_names.index(value)
+
+
+def files_line(out: Path) -> str:
+    """``files in <out>: a, b, ...``: what a run wrote (no hidden files, W&B internals or logs)."""
+    files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not any(part.startswith(".") or part == "wandb" for part in p.relative_to(out).parts[:-1])
+                   and p.suffix != ".log")
+    return f"  files in {out}: " + (", ".join(str(p.relative_to(out)) for p in files) or "none")
+
+
+def pct(value: Any) -> str:
+    """A share as a whole percentage; ``n/a`` for a missing or undefined one."""
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * float(value):.0f}%"

@@ -1,0 +1,37 @@
+"""``mode=evaluate`` (``evaluate=true split=test limit=N``): every LRP rule and the Captum baselines scored on the
+same videos (:mod:`vidxai.pipelines.evaluate`). Builds no explainer of its own: the methods are built by the
+evaluation from ``ctx.lrp``."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from vidxai.errors import UserError
+from vidxai.pipelines.modes.context import ExplainContext, ModeResult
+
+__all__ = ["check", "run"]
+
+
+def check(options: DictConfig) -> None:
+    """Refuse what evaluate mode cannot do and bad evaluation values, before the checkpoint is loaded."""
+    from vidxai.pipelines.evaluate import evaluation_settings, method_names
+
+    if options.get("video") is not None:
+        raise UserError("evaluate mode scores the videos of a split of the checkpoint's data; drop video= "
+                        "and pass split=test limit=N")
+    method_names(options)
+    evaluation_settings(options)
+
+
+def run(ctx: ExplainContext) -> ModeResult:
+    """Score the methods on the first ``limit`` videos of ``split`` (default ``test``)."""
+    from vidxai.pipelines.evaluate import run_evaluation
+
+    split = str(ctx.options.get("split") or "test")
+    dataset = ctx.dataset(split)
+    result = run_evaluation(ctx.options, ctx.ck, dataset, lambda i: ctx.clip(dataset, i), ctx.transform,
+                            ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp)
+    n = len(result.get("settings", {}).get("video_files", []))
+    lines = [f"evaluated {len(result.get('methods', {}))} methods on {n} videos of split {split} "
+             "(evaluation.md: the table; evaluation.png, evaluation.csv, evaluation.json)"]
+    return ModeResult("evaluate", result, lines)
