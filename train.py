@@ -2,7 +2,6 @@
 """Train a video classifier: ``python train.py model=vgg16_lstm`` (configs in conf/, see train.yaml)."""
 
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent

@@ -66,6 +66,10 @@ TINY_TRAIN = [
 
 def compose_cfg(config_name: str, tmp: Path, overrides: list[str], data_dir: Path | None = None) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with run folders under ``tmp`` (like a CLI run would)."""
+    from vidxai.pipelines._common import EXPLAIN_ALIASES, TRAIN_ALIASES, legacy_overrides
+
+    # the entry points rewrite the old spellings (lstm_eps= -> lrp.lstm_eps=) before Hydra: so does this
+    overrides = legacy_overrides(overrides, EXPLAIN_ALIASES if config_name == "explain" else TRAIN_ALIASES)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
@@ -185,7 +189,7 @@ STEPS_SEEN: list[tuple[int, int]] = []
 
 
 def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool = False):  # noqa: ANN201
-    """The zennit 0.5.1 composite equal to vidxai's ``rule`` (the DESIGN.md table): the oracle of the CNN rules.
+    """The zennit 0.5.1 composite equal to vidxai's ``rule`` (docs/design.md, "LRP rules"): the oracle of the CNN rules.
 
     ``residual`` maps zennit's ``Sum`` layer to its ``Norm`` rule (vidxai's proportional residual rule);
     ``merge_batch_norm`` folds BatchNorm with zennit's own canonizer.

@@ -47,6 +47,8 @@ def test_callback_passes_recurrent_settings_and_checks_them_when_fitting_starts(
     explainer = cb._explainer(module, "epsilon")
     assert (explainer.lstm_eps, explainer.bias_factor) == (0.01, 1.0)
     assert ExplanationCallback()._explainer(module, "epsilon").bias_factor == 0.0  # VideoLRP's default
-    with pytest.raises(ValueError, match=r"explanation callback: bias_factor must be 0 or 1.*every_n_epochs=0"):
-        ExplanationCallback(bias_factor=2).setup(None, module, "fit")
-    ExplanationCallback(bias_factor=2, every_n_epochs=0).setup(None, module, "fit")  # off: nothing to check
+    with pytest.raises(ValueError, match=r"explanation callback: bias_factor=2; choose 0 or 1"):
+        ExplanationCallback(bias_factor=2)  # checked when the callback is built, before any training
+    with pytest.raises(ValueError, match=r"explanation callback: chunk_frames=2 does not apply.*every_n_epochs=0"):
+        ExplanationCallback(chunk_frames=2).setup(None, SimpleNamespace(net=build_network("r2plus1d", 2, width=0.125)), "fit")
+    ExplanationCallback(chunk_frames=2, every_n_epochs=0).setup(None, module, "fit")  # off: nothing to check

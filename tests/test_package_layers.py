@@ -23,7 +23,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "models").glob("*.py")), ids=lambda p: p.name)
 def test_models_do_not_import_drawing_or_logging(path: Path) -> None:
-    upward = ("vidxai.viz", "vidxai.callbacks", "vidxai.pipelines", "vidxai.reporting", "vidxai.wandb_media")
+    upward = ("vidxai.viz", "vidxai.callbacks", "vidxai.pipelines", "vidxai.io", "vidxai.wandb_media")
     bad = sorted(m for m in _imports(path) if m.startswith(upward))
     assert not bad, f"vidxai/models/{path.name} imports {bad}: models compute, callbacks draw and log"
 

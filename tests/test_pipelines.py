@@ -54,7 +54,7 @@ def test_train_configs_compose(overrides: list[str]) -> None:
     if "data=synthetic_events" in overrides:  # its own folder; the flash fills one of num_frames segments
         assert cfg.data.synthetic.variant == "events" and cfg.data.root.endswith("/synthetic_events")
         assert cfg.data.synthetic.event_segments == cfg.data.num_frames
-        assert cfg.callbacks.explanation.lstm_rule == "signal_take_all"
+        assert cfg.lrp.lstm_rule == "signal_take_all" and cfg.callbacks.explanation.lrp.lstm_rule == "signal_take_all"
 
 
 def test_default_train_config_matches_issue() -> None:

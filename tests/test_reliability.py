@@ -410,7 +410,8 @@ def test_every_n_train_steps_refreshes_last_ckpt_mid_epoch(tmp_path: Path, data_
 
 # ----------------------------------------------------------------------------- quiet, useful output
 def test_explain_summary_text_reuses_the_written_summary(tmp_path: Path) -> None:
-    from vidxai.reporting import relevance_summary, summary_text
+    from vidxai.pipelines.modes.context import ModeResult
+    from vidxai.pipelines.modes.single import relevance_summary, summary_lines
 
     pixel = np.zeros((4, 2, 2))
     pixel[3] = 1.0  # all positive relevance on the last frame
@@ -419,7 +420,7 @@ def test_explain_summary_text_reuses_the_written_summary(tmp_path: Path) -> None
     (tmp_path / "heatmaps.png").write_bytes(b"")
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("")
-    text = summary_text(result, tmp_path).splitlines()
+    text = ModeResult("single", result, summary_lines(result)).summary(tmp_path).splitlines()
     assert text[0] == "explained clip.avi with rule epsilon"
     assert "predicted jump with probability 0.88" in text[1] and "true class jump (correct)" in text[1]
     assert "0% in the first half, 100% in the second half, 100% on the last frame (uniform: 25%)" in text[2]

@@ -54,4 +54,4 @@ def test_names_and_parameters_are_checked_by_the_registry_everywhere() -> None:
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         ExplanationCallback(rules={"alpha_beta": {"alpha": 3.0}})
     callback = ExplanationCallback(rules={"epsilon": {}, "gamma": {"gamma": 0.5}})  # defaults fill the rest
-    assert callback.rules == {"epsilon": {}, "gamma": {"gamma": 0.5}}
+    assert {k: c.params for k, c in callback.configs.items()} == {"epsilon": {}, "gamma": {"gamma": 0.5}}

@@ -134,7 +134,7 @@ def test_sign_test_matches_exact_binomial_tail(n_greater, n_less):
 
 def test_halves_of_an_odd_clip_are_defined_once() -> None:
     """The middle frame of an odd-length clip counts half in each half, in the summary and in the profile."""
-    from vidxai.reporting import relevance_summary
+    from vidxai.pipelines.modes.single import relevance_summary
     from vidxai.viz.profile import first_half_weights, temporal_shares
 
     np.testing.assert_array_equal(first_half_weights(5), [1.0, 1.0, 0.5, 0.0, 0.0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -217,6 +218,14 @@ def check_launch(trainer: Any) -> None:
         raise UserError("trainer.strategy=ddp re-executes train.py once per process, which a multirun (-m) cannot "
                         "do: sweep multi-process jobs with hydra/launcher=slurm (srun starts the ranks), or run "
                         "them one at a time without -m")
+
+
+def save_in_run(run: Any, path: Path) -> None:
+    """Put ``path`` among the W&B run's files (uploaded with the run), quietly: ``run.save`` would print a
+    "Symlinked 1 file into the W&B run directory" note the user cannot act on."""
+    if run is None or not getattr(run, "dir", None):
+        return
+    shutil.copyfile(path, Path(run.dir) / Path(path).name)
 
 
 def finish_wandb() -> None:

@@ -97,9 +97,12 @@ class LRPConfig:
 
         try:
             resolve_rule(self.rule, **self.params)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
             check_lstm_rule(self.lstm_rule)
         except ValueError as exc:
-            raise ConfigError(f"rule={self.rule}: {exc}" if "lstm_rule" not in str(exc) else str(exc)) from None
+            raise ConfigError(str(exc)) from None
         if self.bias_factor not in (0, 1):
             raise ConfigError(f"bias_factor={self.bias_factor!r}; choose 0 or 1")
         bad_chunk = isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, (int, type(None)))

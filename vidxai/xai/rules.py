@@ -49,7 +49,7 @@ __all__ = [
 STABILIZER = 1e-6
 #: Epsilon of the ``z`` rule (LRP-0): only a stabiliser.
 Z_EPSILON = 1e-9
-#: Epsilon of the linear layers under the composite rules (DESIGN.md table).
+#: Epsilon of the linear layers under the composite rules (docs/design.md, "LRP rules").
 LINEAR_EPSILON = 0.1
 
 
@@ -554,7 +554,7 @@ class RuleSpec:
         return self.factory(**self.resolve(**params))
 
 
-#: The one rule registry: rule name -> :class:`RuleSpec` (see DESIGN.md "LRP definitions").
+#: The one rule registry: rule name -> :class:`RuleSpec` (see docs/design.md, "LRP rules").
 RULES: Mapping[str, RuleSpec] = MappingProxyType(
     {
         "z": RuleSpec("z", "LRP-0: epsilon rule with a tiny stabiliser on every layer", {}, _z),

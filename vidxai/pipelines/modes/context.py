@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from vidxai.checkpoint import LoadedCheckpoint
 from vidxai.data.clips import prepare_clip
 from vidxai.data.decoders import nvdec_usable
-from vidxai.errors import UserError
+from vidxai.errors import ConfigError, UserError
 from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class ExplainContext:
         try:
             return (lrp or self.lrp).build(self.ck.net)
         except ValueError as exc:
-            raise UserError(f"{exc} (checkpoint {self.ck.path}: {self.ck.arch})") from None
+            raise ConfigError(f"{exc} (checkpoint {self.ck.path}: {self.ck.arch})") from None
 
     def split_size(self, dataset: Any, split: str) -> int:
         """How many videos of ``split`` a split-wide mode takes (``limit=N`` caps it); never zero."""

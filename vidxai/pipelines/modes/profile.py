@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from vidxai.io import write_json
+from vidxai.pipelines._common import save_in_run
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult, pct
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:
 
         log_media(ctx.run, {"explain/profile": Image(fig_path)})
         ctx.run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
-        ctx.run.save(str(ctx.out_dir / "profile.json"), base_path=str(ctx.out_dir), policy="now")
+        save_in_run(ctx.run, ctx.out_dir / "profile.json")
 
 
 def summary_lines(prof: dict[str, Any]) -> list[str]:

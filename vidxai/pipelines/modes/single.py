@@ -14,6 +14,7 @@ import numpy as np
 
 from vidxai.errors import UserError
 from vidxai.io import write_json
+from vidxai.pipelines._common import save_in_run
 from vidxai.pipelines.modes.context import Clip, ExplainContext, ModeResult, class_index, pct
 from vidxai.viz.profile import positive_mass, positive_share, temporal_shares
 
@@ -118,7 +119,7 @@ def log_run(ctx: ExplainContext, done: Explained) -> None:
         "rule": s["rule"],
         **{f"share/{k}": v for k, v in s["positive_share"].items() if isinstance(v, float)},
     })
-    ctx.run.save(str(ctx.out_dir / "summary.json"), base_path=str(ctx.out_dir), policy="now")
+    save_in_run(ctx.run, ctx.out_dir / "summary.json")
 
 
 def relevance_summary(
