@@ -14,7 +14,7 @@ set (generated into a temporary folder), clips as in ``--frames``/``--size``/``-
     python benchmarks/bench_cache.py                        # 8 frames, 40x40 decode, 32x32 crop
     python benchmarks/bench_cache.py --frames 16 --size 128 --crop 112
 
-Prints a table and, as its last line, the JSON object also written to ``benchmarks/results/``.
+Prints a table and, as its last line, the JSON object also written to ``outputs/bench/``.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch CPU threads for both runs (default: torch's choice); on a loaded machine "
                              "1 avoids OpenMP threads waiting on each other, which slows small LSTM steps 10-100x")
     parser.add_argument("--data", default=None, help="folder for the synthetic videos (default: a temporary one)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

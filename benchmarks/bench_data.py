@@ -18,8 +18,8 @@ built with ``build_network`` and the ``conf/model/*.yaml`` defaults) at the synt
 setting (20 frames of 224x224, batch ``--paper-batch``). With ``--device cuda`` also bf16 autocast and
 channels_last, and NVDEC decoding when PyNvVideoCodec is installed.
 
-Results are printed as a table, written to ``benchmarks/results/bench_data-<time>-<device>.json`` and the JSON
-object is printed as the last line.
+Results are printed as a table, written to ``outputs/bench/bench_data-<time>-<device>.json`` (outside the source
+tree) and the JSON object is printed as the last line.
 
     python benchmarks/bench_data.py --quick                          # ~2-3 min on 2 cores
     python benchmarks/bench_data.py --decord2-path /tmp/decord2      # also decord2 (pip install --target)
@@ -533,9 +533,9 @@ def main() -> None:
     parser.add_argument("--paper-batch", type=int, default=2)
     parser.add_argument("--archs", nargs="+", help="networks to train (default: all of vidxai.models.NETWORKS)")
     parser.add_argument("--decode-rounds", type=int, help="rounds of alternating decoder runs (default 3, quick 1)")
-    parser.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / "results" / "cache"),
+    parser.add_argument("--cache-dir", default=str(ROOT / "outputs" / "bench" / "cache"),
                         help="generated videos (reused between runs)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     parser.add_argument("--decode-worker", help=argparse.SUPPRESS)
     parser.add_argument("--robust-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

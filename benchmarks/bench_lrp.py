@@ -20,7 +20,7 @@ explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`
 and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
 does not apply to 3D convolutions).
 
-Results go to ``benchmarks/results/bench_lrp-<time>.json`` (git-ignored) and are printed.
+Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
     python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
     python benchmarks/bench_lrp.py --device cuda --memory
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidxai.models import VGG16LSTM, R2Plus1D  # noqa: E402
-from vidxai.xai import VideoLRP  # noqa: E402
+from vidxai.xai.config import LRPConfig  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
 from vidxai.xai.rules import make_composite  # noqa: E402
 
@@ -161,7 +161,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
     full["grad_full_vs_grad_input"] = _paired(grad_full, grad_input, args.repeats, device)
     full_over_input = full["grad_full_vs_grad_input"]["ratio"]
     for rule in args.rules:
-        explainer = VideoLRP(model, rule)
+        explainer = LRPConfig(rule=rule).build(model)
         res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)  # noqa: B023
         res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
         full[f"vidxai_{rule}"] = res
@@ -235,7 +235,7 @@ def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
     """Run in a fresh process: peak memory of one chunked explanation."""
     model = _model(device)
     clip = torch.randn(1, args.memory_frames, 3, args.memory_size, args.memory_size, device=device)
-    explainer = VideoLRP(model, args.memory_rule, chunk_frames=args.chunk_frames)
+    explainer = LRPConfig(rule=args.memory_rule, chunk_frames=args.chunk_frames).build(model)
     out: dict = {"frames": args.memory_frames, "size": args.memory_size, "chunk_frames": args.chunk_frames}
     out["rule"] = args.memory_rule
     if device.type == "cuda":
@@ -285,7 +285,7 @@ def main() -> None:
     parser.add_argument("--memory-rule", default="epsilon")
     parser.add_argument("--chunk-frames", type=int, default=8)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
