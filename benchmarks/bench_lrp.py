@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidxai.models import VGG16LSTM, R2Plus1D  # noqa: E402
-from vidxai.xai.config import LRPConfig  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
+from vidxai.xai.config import LRPConfig  # noqa: E402
 from vidxai.xai.rules import make_composite  # noqa: E402
 
 
