@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -133,20 +134,7 @@ def relevance_curve_figure(
     ax2.set_ylabel("max relevance", color=MAX_COLOR)
     ax2.tick_params(axis="y", colors=MAX_COLOR)
 
-    peak_handle = None
-    for p in peaks:
-        ax.axvline(x[p], color="0.4", ls=":", lw=1)
-        peak_handle = ax.scatter(
-            [x[p]], [scores["mean_pos"][p]], s=60, facecolor="none", edgecolor="black", lw=1.5, zorder=5,
-            label=f"top-{k} peaks",
-        )
-        text = f"#{int(frame_indices[p])}" if frame_indices is not None else (
-            f"{float(timestamps[p]):.2f} s" if timestamps is not None else f"t={p}"
-        )
-        ax.annotate(
-            text, (x[p], scores["mean_pos"][p]), xytext=(0, 8), textcoords="offset points",
-            ha="center", fontsize=9, fontweight="bold",
-        )
+    peak_handle = _mark_peaks(ax, x, scores["mean_pos"], peaks, k, frame_indices, timestamps)
     ymax = float(scores["mean_pos"].max())
     ax.set_ylim(min(0.0, float(scores["mean_pos"].min())), ymax * 1.15 if ymax > 0 else 1.0)
     if t == 1:  # a single point: give the x axis some width
@@ -155,3 +143,21 @@ def relevance_curve_figure(
     ax.legend(handles=handles, loc="upper left", fontsize=8, framealpha=0.8)
     ax.set_title(textwrap.fill(title or "Relevance over time", width=80), fontsize=10)
     return fig, peaks
+
+
+def _mark_peaks(
+    ax: Any, x: np.ndarray, values: np.ndarray, peaks: list[int], k: int,
+    frame_indices: np.ndarray | None, timestamps: np.ndarray | None,
+) -> Any:
+    """Mark and label each peak on ``ax`` (frame index, else seconds, else clip position); the legend handle."""
+    handle = None
+    for p in peaks:
+        ax.axvline(x[p], color="0.4", ls=":", lw=1)
+        handle = ax.scatter([x[p]], [values[p]], s=60, facecolor="none", edgecolor="black", lw=1.5, zorder=5,
+                            label=f"top-{k} peaks")
+        text = f"#{int(frame_indices[p])}" if frame_indices is not None else (
+            f"{float(timestamps[p]):.2f} s" if timestamps is not None else f"t={p}"
+        )
+        ax.annotate(text, (x[p], values[p]), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=9,
+                    fontweight="bold")
+    return handle

@@ -289,31 +289,35 @@ def heatmap_grid(
         _hide_ticks(ax)
         ax.set_visible(False)
 
-    for i in range(t):
-        block, col = divmod(i, ncols)
-        row = block * rows_per_block
-        label = frame_label(i, frame_indices, timestamps)
-        top = axes[row, col]
-        top.set_visible(True)
-        if show_frames:
-            top.imshow(frames[i], interpolation="nearest")
-            bottom = axes[row + 1, col]
-            bottom.set_visible(True)
-            bottom.imshow(images[i], interpolation="nearest")
-        else:
-            top.imshow(images[i], interpolation="nearest")
-        top.set_title(label, fontsize=8, pad=2)
-    if show_frames:
-        for block in range(nblocks):
-            axes[block * 2, 0].set_ylabel("frame", fontsize=8)
-            axes[block * 2 + 1, 0].set_ylabel("relevance", fontsize=8)
-
+    labels = [frame_label(i, frame_indices, timestamps) for i in range(t)]
+    _fill_grid(axes, frames, images, labels, ncols, show_frames)
     _add_relevance_colorbar(
         fig, axes.ravel().tolist(), float(vmax[0]) if scale == "video" else None, shrink=min(1.0, 4.0 / nrows)
     )
     if title:
         fig.suptitle(textwrap.fill(title, width=110))
     return fig
+
+
+def _fill_grid(
+    axes: np.ndarray, frames: np.ndarray, images: np.ndarray, labels: list[str], ncols: int, show_frames: bool
+) -> None:
+    """Draw frame ``i`` in block ``i // ncols``: the frame above its heatmap, or the overlay alone."""
+    rows_per_block = 2 if show_frames else 1
+    for i, label in enumerate(labels):
+        block, col = divmod(i, ncols)
+        top = axes[block * rows_per_block, col]
+        top.set_visible(True)
+        top.imshow(frames[i] if show_frames else images[i], interpolation="nearest")
+        if show_frames:
+            bottom = axes[block * rows_per_block + 1, col]
+            bottom.set_visible(True)
+            bottom.imshow(images[i], interpolation="nearest")
+        top.set_title(label, fontsize=8, pad=2)
+    if show_frames:
+        for block in range(math.ceil(len(labels) / ncols)):
+            axes[block * 2, 0].set_ylabel("frame", fontsize=8)
+            axes[block * 2 + 1, 0].set_ylabel("relevance", fontsize=8)
 
 
 def _check_frame_ids(ids: Sequence[int], t: int, name: str) -> list[int]:

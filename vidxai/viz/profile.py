@@ -165,6 +165,58 @@ def _bootstrap_block(
     }
 
 
+def _check_profile_args(
+    shares: Sequence[np.ndarray], labels: Sequence[int] | None, class_names: Sequence[str] | None, n_bins: int,
+    n_boot: int, ci: float,
+) -> Sequence[str] | None:
+    """One clear ``ValueError`` for a bad argument of :func:`temporal_profile`; the class names to use."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), e.g. 0.95, got {ci}")
+    if len(shares) == 0:
+        raise ValueError("shares is empty; pass one positive_share(...) vector per video")
+    if labels is None:
+        return class_names
+    labels = [int(c) for c in labels]
+    if len(labels) != len(shares):
+        raise ValueError(f"labels has {len(labels)} entries but shares has {len(shares)}; pass one label per video")
+    if class_names is None:
+        class_names = [str(c) for c in range(max(labels) + 1)]
+    bad = [c for c in labels if not 0 <= c < len(class_names)]
+    if bad:
+        raise ValueError(f"labels {sorted(set(bad))} out of range for {len(class_names)} class_names")
+    return class_names
+
+
+def _video_stats(shares: Sequence[np.ndarray], n_bins: int) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Per defined video its observed and uniform bin values (stacked), the kept and the undefined indices."""
+    observed, expected, kept, undefined = [], [], [], []
+    for i, share in enumerate(shares):
+        arr = np.asarray(share, dtype=np.float64)
+        if arr.ndim != 1 or arr.shape[0] == 0:
+            raise ValueError(f"shares[{i}] must be a non-empty 1-D array (T,), got shape {arr.shape}")
+        if np.all(np.isnan(arr)):
+            undefined.append(i)
+            continue
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or not math.isclose(arr.sum(), 1.0, abs_tol=1e-6):
+            raise ValueError(
+                f"shares[{i}] is not a share vector (non-negative, finite, sums to 1; sum = {np.nansum(arr):.4g}); "
+                "pass positive_share(frame_relevance) for each video"
+            )
+        obs, exp = _per_video_stats(arr, n_bins)
+        observed.append(obs)
+        expected.append(exp)
+        kept.append(i)
+    if not kept:
+        raise ValueError(
+            f"all {len(shares)} videos have no positive relevance (positive_share is NaN); nothing to profile"
+        )
+    return np.stack(observed), np.stack(expected), kept, undefined
+
+
 def temporal_profile(
     shares: Sequence[np.ndarray],
     labels: Sequence[int] | None = None,
@@ -195,49 +247,9 @@ def temporal_profile(
     one-sided for "observed > uniform": ``p_sign`` an exact sign test over videos, ``p_boot`` the
     bootstrap share of resampled means at or below uniform. Groups without videos hold ``None``.
     """
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), e.g. 0.95, got {ci}")
-    if len(shares) == 0:
-        raise ValueError("shares is empty; pass one positive_share(...) vector per video")
-    if labels is not None:
-        labels = [int(c) for c in labels]
-        if len(labels) != len(shares):
-            raise ValueError(
-                f"labels has {len(labels)} entries but shares has {len(shares)}; pass one label per video"
-            )
-        if class_names is None:
-            class_names = [str(c) for c in range(max(labels) + 1)]
-        bad = [c for c in labels if not 0 <= c < len(class_names)]
-        if bad:
-            raise ValueError(f"labels {sorted(set(bad))} out of range for {len(class_names)} class_names")
-
-    observed, expected, kept, undefined = [], [], [], []
-    for i, share in enumerate(shares):
-        arr = np.asarray(share, dtype=np.float64)
-        if arr.ndim != 1 or arr.shape[0] == 0:
-            raise ValueError(f"shares[{i}] must be a non-empty 1-D array (T,), got shape {arr.shape}")
-        if np.all(np.isnan(arr)):
-            undefined.append(i)
-            continue
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or not math.isclose(arr.sum(), 1.0, abs_tol=1e-6):
-            raise ValueError(
-                f"shares[{i}] is not a share vector (non-negative, finite, sums to 1; "
-                f"sum = {np.nansum(arr):.4g}); "
-                "pass positive_share(frame_relevance) for each video"
-            )
-        obs, exp = _per_video_stats(arr, n_bins)
-        observed.append(obs)
-        expected.append(exp)
-        kept.append(i)
-    if not kept:
-        raise ValueError(
-            f"all {len(shares)} videos have no positive relevance (positive_share is NaN); nothing to profile"
-        )
-    obs_arr, exp_arr = np.stack(observed), np.stack(expected)
+    class_names = _check_profile_args(shares, labels, class_names, n_bins, n_boot, ci)
+    labels = None if labels is None else [int(c) for c in labels]
+    obs_arr, exp_arr, kept, undefined = _video_stats(shares, n_bins)
 
     names = list(class_names) if (labels is not None and class_names is not None) else []
     seeds = np.random.SeedSequence(seed).spawn(1 + len(names))
