@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,8 @@ def test_explain_says_what_it_took_and_compare_names_every_rule(
                 "rule=alpha_beta", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout.splitlines()
-    assert out[0].startswith(f"checkpoint {ckpt}: vgg16_lstm, 2 classes") and "test accuracy" in out[0], out[0]
+    assert re.fullmatch(rf"checkpoint {re.escape(str(ckpt))}: vgg16_lstm, 2 classes, epoch \d+, "
+                        r"test accuracy \d\.\d\d, best val accuracy \d\.\d\d", out[0]), out[0]
     classes = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["class_names"]
     assert out[1] == f"  it knows 2 classes: {', '.join(classes)}"
     assert any(line.startswith("compared rules z, epsilon on ") and "with rule alpha_beta" in line for line in out)
@@ -155,3 +157,21 @@ def test_a_prediction_near_chance_is_flagged() -> None:
         result.update(video="/x/v.avi", rule="epsilon")
     assert any("close to chance (0.25 for 4 classes)" in line for line in summary_lines(unsure))
     assert not any("chance" in line for line in summary_lines(sure))
+
+
+def test_evaluate_mode_builds_no_explainer_it_does_not_use(
+    trained_run: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vidxai.pipelines.explain import explain
+    from vidxai.xai.explainer import VideoLRP
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("evaluate mode built a VideoLRP that none of its methods uses")
+
+    monkeypatch.setattr(VideoLRP, "__init__", refuse)
+    cfg = compose_cfg("explain", tmp_path, [f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", "logger=none",
+                                            "mode=evaluate", "split=test", "limit=1", "methods=[saliency,random]",
+                                            "mprt.videos=0"], data_dir=data_dir)
+    result = explain(cfg)
+    assert list(result["methods"]) == ["saliency", "random"]
+    assert (tmp_path / "run" / "evaluation.json").is_file()

@@ -153,10 +153,14 @@ def _explain_cfg(tmp: Path, data_dir: Path, ckpt: Path, *extra: str):
     return compose_cfg("explain", tmp, [f"ckpt={ckpt}", *extra], data_dir=data_dir)
 
 
-def test_explain_single_video_writes_all_files(trained_run: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_explain_single_video_writes_all_files(
+    trained_run: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     cfg = _explain_cfg(tmp_path, data_dir, ckpt, "rule=alpha_beta", "compare=[z,epsilon]")
     summary = explain(cfg)
+    printed = capsys.readouterr()
+    assert "Symlinked" not in printed.err + printed.out  # W&B's note the user cannot act on
     out = tmp_path / "run"
     npz = np.load(out / "relevance.npz")
     t = 4
@@ -176,6 +180,7 @@ def test_explain_single_video_writes_all_files(trained_run: Path, data_dir: Path
     logged = {p.name.split("_")[0] for p in runs[0].rglob("media/images/explain/*.png")}
     assert {"heatmaps", "curve", "peaks", "compare"} <= logged, logged
     assert list(runs[0].rglob("media/videos/explain/*.gif")), "overlay GIF not logged"
+    assert json.loads((runs[0] / "files" / "summary.json").read_text()) == saved  # among the run's files
     shares = saved["positive_share"]
     if shares["first_half"] is not None:
         assert abs(shares["first_half"] + shares["second_half"] - 1.0) < 1e-6
