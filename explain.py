@@ -21,10 +21,10 @@ def _check_rule_args(argv: list[str]) -> None:
 
     Checked before Hydra composes the config, whose own message for a missing config file is a long one.
     """
-    from vidxai.xai.rules import get_rule
-
     for arg in argv:
         if arg.startswith("rule="):
+            from vidxai.xai.rules import get_rule
+
             for name in arg.split("=", 1)[1].split(","):
                 try:
                     get_rule(name)

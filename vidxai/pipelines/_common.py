@@ -8,14 +8,16 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidxai.errors import UserError
-from vidxai.xai.config import LRPConfig
+
+if TYPE_CHECKING:  # the LRP engine imports torch: not needed to check a command line
+    from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ def legacy_overrides(argv: Sequence[str], aliases: dict[str, str]) -> list[str]:
 
 def lrp_config(cfg: DictConfig) -> LRPConfig:
     """The checked :class:`LRPConfig` of the composed ``lrp`` group (one ``error:`` line on a bad setting)."""
+    from vidxai.xai.config import LRPConfig
+
     node = cfg.get("lrp")
     if node is None:
         raise UserError("the config has no lrp group; add `- lrp: default` to its defaults (conf/lrp/)")
