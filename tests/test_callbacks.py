@@ -49,6 +49,7 @@ def test_callback_passes_recurrent_settings_and_checks_them_when_fitting_starts(
     assert ExplanationCallback()._explainer(module, "epsilon").bias_factor == 0.0  # VideoLRP's default
     with pytest.raises(ValueError, match=r"explanation callback: bias_factor=2; choose 0 or 1"):
         ExplanationCallback(bias_factor=2)  # checked when the callback is built, before any training
+    clip_cnn = SimpleNamespace(net=build_network("r2plus1d", 2, width=0.125))
     with pytest.raises(ValueError, match=r"explanation callback: chunk_frames=2 does not apply.*every_n_epochs=0"):
-        ExplanationCallback(chunk_frames=2).setup(None, SimpleNamespace(net=build_network("r2plus1d", 2, width=0.125)), "fit")
+        ExplanationCallback(chunk_frames=2).setup(None, clip_cnn, "fit")
     ExplanationCallback(chunk_frames=2, every_n_epochs=0).setup(None, module, "fit")  # off: nothing to check
