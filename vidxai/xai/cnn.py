@@ -43,11 +43,13 @@ __all__ = [
     "ResidualStep",
     "Step",
     "compile_sequential",
+    "flat_steps",
     "fold_batch_norm",
     "layer_handler",
     "register_layer",
     "registered_layers",
     "run_steps",
+    "weighted_layers",
 ]
 
 Handler = Callable[["Compiler", str, nn.Module], None]
@@ -97,6 +99,10 @@ class Step:
     def run(self, x: Tensor, composite: Composite) -> Tensor:
         """The layer's output for ``x``; its autograd backward maps relevance by ``composite``'s rules."""
         raise NotImplementedError
+
+    def substeps(self) -> list[Step]:
+        """Nested steps (a residual block's branch and shortcut); none for a plain layer."""
+        return []
 
 
 @dataclass
@@ -169,6 +175,9 @@ class ResidualStep(Step):
     branch: list[Step] = field(default_factory=list)
     shortcut: list[Step] = field(default_factory=list)
 
+    def substeps(self) -> list[Step]:
+        return [*self.branch, *self.shortcut]
+
     def run(self, x: Tensor, composite: Composite) -> Tensor:
         a = run_steps(self.branch, composite, x)
         b = run_steps(self.shortcut, composite, x) if self.shortcut else x
@@ -232,6 +241,21 @@ def compile_sequential(module: nn.Module, prefix: str, first_layer: bool = True)
     first-layer rule); ``False`` for the stages after the first.
     """
     return Compiler(first_layer).compile(module, prefix)
+
+
+def flat_steps(steps: list[Step]) -> list[Step]:
+    """``steps`` with every nested step (depth first, in order): all layers of a compiled module."""
+    return [s for step in steps for s in (step, *flat_steps(step.substeps()))]
+
+
+def weighted_layers(module: nn.Module, prefix: str) -> list[LinearStep] | None:
+    """The conv / linear layers of ``module`` as the explainer compiles them (nested ones included, with their
+    folded BatchNorm), or ``None`` when the layer registry cannot compile ``module`` (e.g. an LSTM)."""
+    try:
+        steps = compile_sequential(module, prefix)
+    except ConfigError:
+        return None
+    return [s for s in flat_steps(steps) if isinstance(s, LinearStep)]
 
 
 def run_steps(steps: list[Step], composite: Composite, x: Tensor) -> Tensor:
