@@ -233,3 +233,33 @@ def test_head_follows_the_rule_but_keeps_arras_after_a_recurrent_stage() -> None
     head = VideoLRP(lstm_net, "epsilon", epsilon=0.3, lstm_eps=1e-4, bias_factor=1).propagators[-1]
     expected = arras_composite(1e-4, 1.0)
     assert repr(head.composite) == repr(expected)  # the Arras head: epsilon(lstm_eps) with bias_factor
+
+
+# ------------------------------------------------------------------------------ box bounds of epsilon_gamma_box
+def test_box_bounds_come_from_the_preprocess_or_the_params() -> None:
+    net = _ToyNet()
+    net.encoder[1] = nn.Identity()
+    default = VideoLRP(net, "epsilon_gamma_box").rule_params
+    assert default["low"] == pytest.approx([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
+    assert default["high"] == pytest.approx([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225])
+    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.5], "num_frames": 8}
+    explainer = VideoLRP(net, "epsilon_gamma_box", preprocess=pre)
+    assert explainer.rule_params["low"] == [-2.0, -1.0, -1.0] and explainer.rule_params["high"] == [2.0, 1.0, 1.0]
+    assert explainer.composite.first.low == (-2.0, -1.0, -1.0)
+    given = VideoLRP(net, "epsilon_gamma_box", preprocess=pre, low=-3.0, high=3.0).rule_params
+    assert (given["low"], given["high"]) == (-3.0, 3.0)  # explicit parameters win
+    assert "low" not in VideoLRP(net, "epsilon", preprocess=pre).rule_params  # other rules ignore it
+    with pytest.raises(ConfigError, match="set both low and high"):
+        VideoLRP(net, "epsilon_gamma_box", low=-1.0)
+    with pytest.raises(ConfigError, match="must be below high"):
+        VideoLRP(net, "epsilon_gamma_box", low=[0.0, 0.0, 0.0], high=[1.0, 0.0, 1.0])
+    with pytest.raises(ConfigError, match="must be a finite number or one per input channel"):
+        VideoLRP(net, "epsilon_gamma_box", low="a", high=1.0)
+
+
+def test_box_rule_with_wrong_channel_count_is_one_error() -> None:
+    net = _ToyNet()
+    net.encoder[1] = nn.Identity()
+    explainer = VideoLRP(net, "epsilon_gamma_box", low=[0.0, 0.0], high=[1.0, 1.0])
+    with pytest.raises(ValueError, match="ZBox bounds have 2 values but the layer input has shape"):
+        explainer.attribute(torch.rand(1, 2, 3, 8, 8), target=0)
