@@ -126,8 +126,10 @@ class LinearStep(Step):
         sources = [self.module.weight, self.module.bias]
         if self.bn is not None:
             sources += [self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias]
-        key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
-        if self._params and self._params[0] == key:
+        key = None
+        if not any(t is not None and t.is_inference() for t in sources):  # inference tensors have no versions
+            key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if key is not None and self._params and self._params[0] == key:
             return self._params[2]
         weight = self.module.weight.detach()
         bias = None if self.module.bias is None else self.module.bias.detach()

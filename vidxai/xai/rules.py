@@ -198,8 +198,13 @@ class Epsilon(LinearRule):
 _Split = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 
 
-def tensor_key(*tensors: Tensor | None) -> tuple:
-    """Identity and version of ``tensors``: equal keys mean unchanged values (in-place writes bump versions)."""
+def tensor_key(*tensors: Tensor | None) -> tuple | None:
+    """Identity and version of ``tensors``: equal keys mean unchanged values (in-place writes bump versions).
+
+    ``None`` when a tensor has no version counter (an inference tensor): then nothing may be kept.
+    """
+    if any(t is not None and t.is_inference() for t in tensors):
+        return None
     return tuple(None if t is None else (id(t), t._version) for t in tensors)
 
 
@@ -232,16 +237,18 @@ class _SignSplitRule(LinearRule):
     def stacked(self, weight: Tensor, bias: Tensor | None, swapped: bool) -> tuple[Tensor, Tensor | None]:
         """``([wa; wb], [ba; bb])``, or ``([wb; wa], None)`` if ``swapped`` (for the negative inputs)."""
         key = (tensor_key(weight, bias), swapped)
-        entry = self._stacked.get(key)
+        entry = self._stacked.get(key) if key[0] is not None else None
         if entry is None:
             wa, wb, ba, bb = self.split_params(weight, bias)
             if swapped:
                 stacked = (torch.cat([wb, wa], dim=0), None)
             else:
                 stacked = (torch.cat([wa, wb], dim=0), None if ba is None else torch.cat([ba, bb], dim=0))
-            if len(self._stacked) >= self.CACHE_SIZE:
-                self._stacked.pop(next(iter(self._stacked)))
-            entry = self._stacked[key] = (weight, bias, *stacked)  # the references keep the ids unique
+            entry = (weight, bias, *stacked)  # the references keep the ids unique while kept
+            if key[0] is not None:
+                if len(self._stacked) >= self.CACHE_SIZE:
+                    self._stacked.pop(next(iter(self._stacked)))
+                self._stacked[key] = entry
         return entry[2], entry[3]
 
     def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
