@@ -1,0 +1,253 @@
+"""LRP through video transformers: LayerNorm, attention (AttnLRP or CP-LRP), GELU, residuals, token pooling.
+
+The rules (Achtibat et al., "AttnLRP", ICML 2024; Ali et al. 2022 for CP-LRP), each a custom autograd Function
+whose backward maps relevance to relevance, so one ``torch.autograd.grad`` propagates it like a gradient:
+
+- ``Linear`` (q, k, v, qkv, output and MLP projections, TimeSformer's ``temporal_dense``): the chosen rule of the
+  composite's main layers (``composite.conv``: epsilon by default, gamma allowed); the tubelet / patch
+  embedding (``Conv3d`` / ``Conv2d``) gets the first-layer rule (``composite.rule_for(conv, is_first=True)``).
+- ``LayerNorm``: ``y = (x - mean(x)) * w / std + b`` with ``std`` held constant (identity rule on the
+  normalisation) and the epsilon rule on the affine map that remains (mean subtraction, scale, bias):
+  ``R_x = x * (g - mean(g))``, ``g = w / std * R / (y + eps sign(y))``; LXT's ``layer_norm``.
+- GELU: identity (the relevance passes unchanged).
+- Residual additions, mean pooling over tokens, TimeSformer's mean of the CLS token over frames: the
+  proportional sum rule (:class:`vidxai.xai.rules.Norm`).
+- Attention, ``attention_rule="attnlrp"``: ``softmax`` by its deep-Taylor rule ``R_x = x * (R - p * sum(R))``
+  (``x`` the scaled scores, ``p`` the probabilities); the products ``Q K^T`` and ``A V`` by the epsilon rule,
+  split uniformly between the two operands (``R / (2 z + eps sign(z))``, LXT's ``matmul``).
+  ``attention_rule="cp"``: the attention weights are constants (no relevance reaches Q and K), ``A V`` is a
+  linear map of ``V`` with the epsilon rule.
+- Constants: the position embeddings (VideoMAE's fixed sinusoidal table, TimeSformer's learned space and time
+  tables) and TimeSformer's CLS token are added to / joined with the tokens; the sum rule gives them their
+  proportional share, which is *absorbed* like a bias share (it does not reach the pixels). It is reported in
+  :attr:`TokenTrace.constants` (``position``, ``time``, ``cls_token``) so the budget can be checked.
+
+Which rules do not conserve (biases zeroed, everything else exact): the epsilon stabilisers (``eps`` relative to
+the layer outputs), the softmax rule (its deep-Taylor root point is not a zero of the softmax: the relevance
+sum changes by ``sum_i x_i (R_i - p_i sum R)``, i.e. depends on the scores), LayerNorm's epsilon part (the
+``mean(x)`` is subtracted, so ``sum_i x_i (g_i - mean g)`` = ``sum_k y_k s_k`` conserves only without bias), and
+the constants above. ``tests/test_xai_transformer.py`` measures these on tiny models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidxai.errors import ConfigError
+from vidxai.xai.rules import STABILIZER, Composite, LinearOp, LRPLinearFunction, epsilon_relevance, stabilize
+
+__all__ = [
+    "ATTENTION_RULES",
+    "DEFAULT_ATTENTION_RULE",
+    "TokenTrace",
+    "check_attention_rule",
+    "layer_norm",
+    "lrp_matmul",
+    "lrp_softmax",
+    "register_block",
+    "token_forward",
+]
+
+#: The attention rules, the default first.
+ATTENTION_RULES: tuple[str, ...] = ("attnlrp", "cp")
+DEFAULT_ATTENTION_RULE = "attnlrp"
+
+
+def check_attention_rule(rule: Any) -> str:
+    """``rule`` if it is a known attention rule; one clear :class:`ConfigError` otherwise."""
+    if rule not in ATTENTION_RULES:
+        raise ConfigError(f"unknown attention_rule {rule!r}; choose one of {list(ATTENTION_RULES)}")
+    return rule
+
+
+# ----------------------------------------------------------------------------------------- rule functions
+class _LayerNormFunction(torch.autograd.Function):
+    """``F.layer_norm`` with the identity rule on ``1/std`` and the epsilon rule on the rest (LXT ``layer_norm``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, ln_eps: float, stab: float) -> Tensor:
+        y = F.layer_norm(x, x.shape[-1:], weight, bias, ln_eps)
+        std = (x.var(-1, unbiased=False, keepdim=True) + ln_eps).sqrt()
+        ctx.stab = stab
+        ctx.save_for_backward(x, std, y, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        x, std, y, weight = ctx.saved_tensors
+        g = relevance / stabilize(y, ctx.stab) / std
+        if weight is not None:
+            g = g * weight
+        return x * (g - g.mean(-1, keepdim=True)), None, None, None, None
+
+
+class _SoftmaxFunction(torch.autograd.Function):
+    """Softmax over the last dimension with the AttnLRP deep-Taylor rule ``R_x = x * (R - p * sum(R))``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        p = torch.softmax(x, dim=-1)
+        ctx.save_for_backward(x, p)
+        return p
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        x, p = ctx.saved_tensors
+        return x * (relevance - p * relevance.sum(-1, keepdim=True)),
+
+
+class _MatmulFunction(torch.autograd.Function):
+    """``(a @ b) * scale`` with the epsilon rule, the relevance split uniformly between ``a`` and ``b``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, scale: float, stab: float) -> Tensor:
+        z = a @ b
+        if scale != 1.0:
+            z = z * scale
+        ctx.scale, ctx.stab = scale, stab
+        ctx.save_for_backward(a, b, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        a, b, z = ctx.saved_tensors
+        s = relevance / stabilize(2.0 * z, ctx.stab)
+        if ctx.scale != 1.0:
+            s = s * ctx.scale
+        return a * (s @ b.transpose(-1, -2)), b * (a.transpose(-1, -2) @ s), None, None
+
+
+class _FixedWeightsFunction(torch.autograd.Function):
+    """``a @ v`` with ``a`` constant (CP-LRP): the epsilon rule of the linear map ``v -> a v``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, v: Tensor, stab: float) -> Tensor:
+        z = a @ v
+        ctx.stab = stab
+        ctx.save_for_backward(a, v, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        a, v, z = ctx.saved_tensors
+        return None, epsilon_relevance(v, z, relevance, ctx.stab, lambda s: a.transpose(-1, -2) @ s), None
+
+
+def layer_norm(x: Tensor, module: nn.LayerNorm, stab: float = STABILIZER) -> Tensor:
+    """``module(x)`` (a ``LayerNorm`` over the last dimension) with the LRP rule of :class:`_LayerNormFunction`."""
+    if not isinstance(module, nn.LayerNorm) or len(module.normalized_shape) != 1:
+        raise ValueError(f"LRP supports LayerNorm over the last dimension only, got {module!r}")
+    weight = None if module.weight is None else module.weight.detach()
+    bias = None if module.bias is None else module.bias.detach()
+    return _LayerNormFunction.apply(x, weight, bias, module.eps, stab)
+
+
+def lrp_softmax(x: Tensor) -> Tensor:
+    """``softmax(x, -1)`` with the AttnLRP rule."""
+    return _SoftmaxFunction.apply(x)
+
+
+def lrp_matmul(a: Tensor, b: Tensor, scale: float = 1.0, stab: float = STABILIZER) -> Tensor:
+    """``(a @ b) * scale`` with the uniform epsilon rule."""
+    return _MatmulFunction.apply(a, b, scale, stab)
+
+
+# ----------------------------------------------------------------------------------------- propagation context
+@dataclass
+class TokenTrace:
+    """What one LRP forward of a token stage needs: the rules and the constants whose relevance is absorbed.
+
+    ``constants`` maps a name (``position``, ``time``, ``cls_token``) to a leaf tensor that requires grad, so the
+    relevance pass can report the share each constant absorbed.
+    """
+
+    composite: Composite
+    attention_rule: str = DEFAULT_ATTENTION_RULE
+    stab: float = STABILIZER
+    constants: dict[str, Tensor] = field(default_factory=dict)
+
+    def linear(self, x: Tensor, module: nn.Module, first: bool = False) -> Tensor:
+        """A ``Linear`` / ``Conv2d`` / ``Conv3d`` layer with its rule (``first``: the embedding's first-layer rule)."""
+        rule = self.composite.rule_for(module, True) if first else self.composite.conv
+        bias = None if module.bias is None else module.bias.detach()
+        return LRPLinearFunction.apply(x, module.weight.detach(), bias, rule, LinearOp.of(module))
+
+    def norm(self, x: Tensor, module: nn.LayerNorm) -> Tensor:
+        return layer_norm(x, module, self.stab)
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        """A residual addition (proportional sum rule)."""
+        return self.composite.residual.add(a, b)
+
+    def activation(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """GELU and the like: identity rule."""
+        return self.composite.activation.apply(x, fn)
+
+    def mean(self, x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+        """A mean (token pooling, CLS over frames): proportional sum rule."""
+        return self.composite.avgpool.apply(x, lambda t: t.mean(dim, keepdim=keepdim))
+
+    def constant(self, name: str, value: Tensor, like: Tensor) -> Tensor:
+        """A constant added to the tokens (a leaf whose absorbed relevance is reported under ``name``)."""
+        leaf = value.detach().to(dtype=like.dtype, device=like.device).requires_grad_(True)
+        self.constants[name] = leaf
+        return leaf
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+        """Multi-head attention ``softmax(q k^T * scale) v`` on ``(B, heads, N, d)``, under the attention rule."""
+        if self.attention_rule == "cp":
+            with torch.no_grad():
+                weights = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+            return _FixedWeightsFunction.apply(weights, v, self.stab)
+        scores = lrp_matmul(q, k.transpose(-1, -2), scale, self.stab)
+        return lrp_matmul(lrp_softmax(scores), v, 1.0, self.stab)
+
+
+# ----------------------------------------------------------------------------------------- block handlers
+#: HF module type -> ``fn(module, hidden, trace) -> hidden`` (the LRP forward of one block or embedding).
+_BLOCKS: dict[type, Callable[[nn.Module, Tensor, TokenTrace], Tensor]] = {}
+
+
+def register_block(*types: type) -> Callable:
+    """Register the LRP forward of a transformer block / embedding type (``fn(module, hidden, trace)``)."""
+
+    def deco(fn: Callable[[nn.Module, Tensor, TokenTrace], Tensor]) -> Callable:
+        for t in types:
+            _BLOCKS[t] = fn
+        return fn
+
+    return deco
+
+
+def block_handler(module: nn.Module, name: str) -> Callable[[nn.Module, Tensor, TokenTrace], Tensor]:
+    """The registered LRP forward of ``module`` (exact type); one clear error naming the module otherwise."""
+    from vidxai.xai import transformer  # noqa: F401  (registers the Hugging Face blocks)
+
+    fn = _BLOCKS.get(type(module))
+    if fn is None:
+        known = ", ".join(sorted(t.__name__ for t in _BLOCKS))
+        raise ValueError(
+            f"VideoLRP cannot explain {name} ({type(module).__name__}); supported transformer blocks: {known} "
+            "(add one with vidxai.xai.attention.register_block)"
+        )
+    return fn
+
+
+def token_forward(module: nn.Module, x: Tensor, trace: TokenTrace) -> Tensor:
+    """The LRP forward of a token stage (``vidxai.models.hf_stages.TokenEncoder``): clips ``(B, T, C, H, W)`` ->
+    pooled features ``(B, D)``; the relevance then follows with one ``torch.autograd.grad``."""
+    h = block_handler(module.embeddings, "embeddings")(module.embeddings, x, trace)
+    for i, layer in enumerate(module.layers):
+        h = block_handler(layer, f"layers.{i}")(layer, h, trace)
+    if module.norm is not None:
+        h = trace.norm(h, module.norm)
+    pooled = trace.mean(h, 1) if module.pool == "mean" else h[:, 0]
+    if module.pool_norm is not None:
+        pooled = trace.norm(pooled, module.pool_norm)
+    return pooled
