@@ -47,6 +47,25 @@ class TokenEncoder(nn.Module):
         return pooled if self.pool_norm is None else self.pool_norm(pooled)
 
 
+    @property
+    def has_cls_token(self) -> bool:
+        """Whether token 0 is a CLS token (TimeSformer) rather than the first patch (VideoMAE)."""
+        return not _is_videomae(self.embeddings)
+
+    def tokens_to_pixels(self, values: Tensor, frames: int, height: int, width: int) -> Tensor:
+        """Per-token values ``(B, S)`` (the patch tokens, CLS left out, in forward order) -> ``(B, T, H, W)``:
+        every pixel of a tubelet (VideoMAE: ``tubelet_size`` frames x patch) or patch (TimeSformer: one frame x
+        patch) gets its token's value."""
+        patch = self.embeddings.patch_embeddings
+        ph, pw = patch.patch_size
+        gh, gw = height // ph, width // pw
+        if _is_videomae(self.embeddings):
+            grid = values.reshape(-1, frames // patch.tubelet_size, gh, gw).repeat_interleave(patch.tubelet_size, 1)
+        else:  # TimeSformer orders the tokens patch-major: index = patch * T + frame
+            grid = values.reshape(-1, gh, gw, frames).permute(0, 3, 1, 2)
+        return grid.repeat_interleave(ph, 2).repeat_interleave(pw, 3)
+
+
 def _is_videomae(module: nn.Module) -> bool:
     from transformers.models.videomae.modeling_videomae import VideoMAEEmbeddings
 

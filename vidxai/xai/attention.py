@@ -45,6 +45,7 @@ from vidxai.xai.rules import STABILIZER, Composite, LinearOp, LRPLinearFunction,
 __all__ = [
     "ATTENTION_RULES",
     "DEFAULT_ATTENTION_RULE",
+    "GradientTrace",
     "TokenTrace",
     "check_attention_rule",
     "layer_norm",
@@ -199,14 +200,54 @@ class TokenTrace:
         self.constants[name] = leaf
         return leaf
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-        """Multi-head attention ``softmax(q k^T * scale) v`` on ``(B, heads, N, d)``, under the attention rule."""
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
+        """Multi-head attention ``softmax(q k^T * scale) v`` on ``(B, heads, N, d)``, under the attention rule.
+
+        ``role`` says which tokens attend to which (``joint``: all tokens of a clip; TimeSformer's ``temporal``:
+        one patch over the frames, ``spatial``: one frame's patches and the CLS token); :class:`GradientTrace`
+        records it for the attention baselines.
+        """
         if self.attention_rule == "cp":
             with torch.no_grad():
                 weights = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
             return _FixedWeightsFunction.apply(weights, v, self.stab)
         scores = lrp_matmul(q, k.transpose(-1, -2), scale, self.stab)
         return lrp_matmul(lrp_softmax(scores), v, 1.0, self.stab)
+
+
+class GradientTrace(TokenTrace):
+    """The plain forward (ordinary autograd, no LRP rules) that records every attention map.
+
+    ``attentions`` lists ``(role, probabilities (B', heads, n, n))`` in forward order; the probabilities are in
+    the autograd graph, so the gradient of a logit with respect to them can be taken (Chefer et al. 2021).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(composite=None)  # type: ignore[arg-type]
+        self.attentions: list[tuple[str, Tensor]] = []
+
+    def linear(self, x: Tensor, module: nn.Module, first: bool = False) -> Tensor:
+        return LinearOp.of(module)(x, module.weight, module.bias)
+
+    def norm(self, x: Tensor, module: nn.LayerNorm) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], module.weight, module.bias, module.eps)
+
+    def add(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def activation(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        return fn(x)
+
+    def mean(self, x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+        return x.mean(dim, keepdim=keepdim)
+
+    def constant(self, name: str, value: Tensor, like: Tensor) -> Tensor:
+        return value.detach().to(dtype=like.dtype, device=like.device)
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
+        probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+        self.attentions.append((role, probs))
+        return probs @ v
 
 
 # ----------------------------------------------------------------------------------------- block handlers

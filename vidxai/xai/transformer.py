@@ -92,12 +92,12 @@ def _cat(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((a, b), dim=1)
 
 
-def _timesformer_attention(module: nn.Module, x: Tensor, trace: TokenTrace) -> Tensor:
+def _timesformer_attention(module: nn.Module, x: Tensor, trace: TokenTrace, role: str = "joint") -> Tensor:
     """``TimeSformerAttention``: fused qkv projection, attention, output projection."""
     att = module.attention
     b, n, d = x.shape
     qkv = trace.linear(x, att.qkv).reshape(b, n, 3, att.num_heads, d // att.num_heads).permute(2, 0, 3, 1, 4)
-    context = trace.attention(qkv[0], qkv[1], qkv[2], att.scale)
+    context = trace.attention(qkv[0], qkv[1], qkv[2], att.scale, role)
     return trace.linear(_merge(context), module.output.dense)
 
 
@@ -118,11 +118,11 @@ def _divided_attention(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tenso
     n = (h.shape[1] - 1) // t  # patches per frame
     cls, tokens = h[:, :1], h[:, 1:]
     temporal = trace.norm(tokens.reshape(b * n, t, d), module.temporal_layernorm)
-    temporal = _timesformer_attention(module.temporal_attention, temporal, trace).reshape(b, n * t, d)
+    temporal = _timesformer_attention(module.temporal_attention, temporal, trace, "temporal").reshape(b, n * t, d)
     tokens = trace.add(tokens, trace.linear(temporal, module.temporal_dense))
     spatial = tokens.reshape(b, n, t, d).permute(0, 2, 1, 3).reshape(b * t, n, d)
     spatial = _cat(cls.repeat(1, t, 1).reshape(b * t, 1, d), spatial)
-    spatial = _timesformer_attention(module.attention, trace.norm(spatial, module.layernorm_before), trace)
+    spatial = _timesformer_attention(module.attention, trace.norm(spatial, module.layernorm_before), trace, "spatial")
     cls_out = trace.mean(spatial[:, 0].reshape(b, t, d), 1, keepdim=True)
     residual = spatial[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3).reshape(b, n * t, d)
     return trace.add(_cat(cls, tokens), _cat(cls_out, residual))
