@@ -184,8 +184,32 @@ class LastCkptSteps:
 STEPS_SEEN: list[tuple[int, int]] = []
 
 
+#: vidxai's composites named after zennit's, and the zennit class each equals (default parameters).
+ZENNIT_NAMED = {
+    "epsilon_gamma_box": "EpsilonGammaBox",
+    "epsilon_plus_flat": "EpsilonPlusFlat",
+    "epsilon_alpha2_beta1_flat": "EpsilonAlpha2Beta1Flat",
+}
+
+
+def _zennit_named(rule: str, canonizers: list):  # noqa: ANN202
+    """zennit's own named composite; the box bounds are those of the default (ImageNet) normalisation."""
+    import torch
+    from zennit import composites
+
+    from vidxai.xai import box_bounds
+
+    cls = getattr(composites, ZENNIT_NAMED[rule])
+    if rule != "epsilon_gamma_box":
+        return cls(canonizers=canonizers)
+    bounds = box_bounds()
+    low = torch.tensor([bounds["low"]], dtype=torch.float64)  # (1, C): zennit appends the spatial dims
+    high = torch.tensor([bounds["high"]], dtype=torch.float64)
+    return cls(low=low, high=high, canonizers=canonizers)
+
+
 def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool = False):  # noqa: ANN201
-    """The zennit 0.5.1 composite equal to vidxai's ``rule`` (the DESIGN.md table): the oracle of the CNN rules.
+    """The zennit 0.5.1 composite equal to vidxai's ``rule``: the oracle of the CNN rules.
 
     ``residual`` maps zennit's ``Sum`` layer to its ``Norm`` rule (vidxai's proportional residual rule);
     ``merge_batch_norm`` folds BatchNorm with zennit's own canonizer.
@@ -198,6 +222,9 @@ def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool =
     from zennit.types import Activation, AvgPool, BatchNorm, Convolution
     from zennit.types import Linear as AnyLinear
 
+    canonizers = [SequentialMergeBatchNorm()] if merge_batch_norm else []
+    if rule in ZENNIT_NAMED:  # zennit's own composites (their layer maps include Sum -> Norm)
+        return _zennit_named(rule, canonizers)
     base = [(Activation, Pass()), (AvgPool, Norm()), (BatchNorm, Pass())]
     if residual:
         base.append((Sum, Norm()))
@@ -211,7 +238,6 @@ def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool =
     }[rule]
     linear = Epsilon(1e-9) if rule == "z" else Epsilon(0.1)
     layer_map = base + [(Convolution, conv), (nn.Linear, linear)]
-    canonizers = [SequentialMergeBatchNorm()] if merge_batch_norm else []
     if rule.endswith("_flat"):
         return SpecialFirstLayerMapComposite(layer_map, [(AnyLinear, Flat())], canonizers=canonizers)
     return LayerMapComposite(layer_map, canonizers=canonizers)

@@ -195,3 +195,59 @@ def test_residual_block_equals_zennit_sum_rule(rule: str, downsample: bool) -> N
     torch.testing.assert_close(out, z_out, rtol=1e-10, atol=1e-12)
     assert rel.abs().sum() > 0
     torch.testing.assert_close(rel, z_rel, rtol=1e-8, atol=1e-10 * float(z_rel.abs().max()))
+
+
+# ------------------------------------------------------------------------------ the head follows the rule
+def test_z_rule_with_default_settings_equals_input_x_gradient() -> None:
+    """No ``lstm_eps`` override: the head of a clip network follows the rule (z), so LRP-0 is gradient x input
+    up to the fixed stabilisers (1e-9 per conv / linear, 1e-6 per pooled or summed neuron)."""
+    net, x = _net(), _clip()
+    target = int(net(x).argmax())
+    captum = InputXGradient(net).attribute(x.clone().requires_grad_(True), target=target).detach()
+    ours = VideoLRP(net, "z").attribute(x, target=target)
+    scale = float(captum.abs().max())
+    assert float((ours - captum).abs().max()) < 1e-4 * scale  # was 6e-3 with the head on epsilon(lstm_eps)
+    torch.testing.assert_close(VideoLRP(net, "z", lstm_eps=0.5).attribute(x, target=target), ours, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ composites vs zennit, whole network
+def _zennit_form(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every torchvision ``BasicBlock`` in zennit's form (its ``Sum`` layer) and no
+    in-place ReLU (zennit's hooks need the inputs kept)."""
+    if isinstance(module, BasicBlock):
+        return _ZennitBlock(module)
+    if isinstance(module, nn.ReLU):
+        return nn.ReLU()
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(*[_zennit_form(child) for child in module])
+    return module
+
+
+@functools.cache
+def _net_bn_eps0() -> R2Plus1D:
+    net = copy.deepcopy(_net())
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.eps = 0.0  # zennit's MergeBatchNorm leaves x / sqrt(1 + eps): exact for eps=0
+    return net
+
+
+@pytest.mark.parametrize("rule", ["epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat"])
+def test_composites_on_the_whole_r2plus1d_equal_zennit(rule: str) -> None:
+    """vidxai's composite on R(2+1)D (head included) equals zennit's named composite on the same network with
+    its residual blocks in zennit's form; the box bounds come from the default normalisation."""
+    net = _net_bn_eps0()
+    x = _clip(seed=3)
+    target = int(net(x).argmax())
+    ours = VideoLRP(net, rule).attribute(x, target=target)
+    stages = [net.stem, net.layer1, net.layer2, net.layer3, net.layer4, net.avgpool, nn.Flatten(), net.dropout, net.fc]
+    z_net = nn.Sequential(*[_zennit_form(m) for m in stages]).eval()
+    logits = z_net(x.transpose(1, 2))
+    torch.testing.assert_close(logits, net(x), rtol=1e-10, atol=1e-12)
+    start = torch.zeros_like(logits)
+    start[0, target] = logits[0, target]
+    with Gradient(z_net, zennit_composite(rule, merge_batch_norm=True)) as attributor:
+        _, z_rel = attributor(x.transpose(1, 2).clone(), attr_output=start.detach())
+    z_rel = z_rel.transpose(1, 2)
+    assert z_rel.abs().sum() > 0
+    torch.testing.assert_close(ours, z_rel, rtol=1e-7, atol=1e-10 * float(z_rel.abs().max()))

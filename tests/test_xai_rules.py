@@ -120,7 +120,10 @@ def test_stabilize_matches_zennit() -> None:
 
 # ------------------------------------------------------------------------------ registry errors
 def test_registry_names_and_defaults() -> None:
-    assert set(RULES) == {"z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat"}
+    assert set(RULES) == {
+        "z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat",
+        "epsilon_gamma_box", "epsilon_plus_flat", "epsilon_alpha2_beta1_flat",
+    }  # fmt: skip
     expected = {"alpha": 2.0, "beta": 1.0, "epsilon": 0.1, "beta_sign": "standard"}
     assert RULES["alpha_beta"].resolve() == expected
     assert RULES["epsilon"].resolve(epsilon=0.25)["epsilon"] == 0.25

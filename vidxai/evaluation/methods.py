@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from vidxai.models.contract import explain_stages
 from vidxai.xai import RULES, VideoLRP
+from vidxai.xai.cnn import weighted_layers
 from vidxai.xai.recurrent import LSTM_RULES
 
 __all__ = [
@@ -121,17 +122,17 @@ def _batch(clip: Tensor, grad: bool = True) -> Tensor:
 
 
 def last_conv_layer(net: nn.Module) -> tuple[str, nn.Module, str]:
-    """``(name, layer, stage kind)`` of the last ``Conv2d``/``Conv3d`` of the network's frames or clip stage.
+    """``(name, layer, stage kind)`` of the last convolution of the network's first stage that has one.
 
-    Raises ``ValueError`` when that stage has no convolution (e.g. a ConvLSTM without a stem).
+    Layers are found as the explainer compiles the stages (:func:`vidxai.xai.cnn.weighted_layers`, the
+    layer registry; nested residual blocks included): a convolution is a layer whose op has channels
+    first. Raises ``ValueError`` when no stage has one (e.g. a ConvLSTM without a stem).
     """
     for stage in explain_stages(net):
-        if stage.kind not in ("frames", "clip"):
-            continue
-        convs = [(n, m) for n, m in stage.module.named_modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
+        layers = weighted_layers(stage.module, stage.name) or []
+        convs = [s for s in layers if s.op is not None and s.op.channel_dim == 1]
         if convs:
-            name, layer = convs[-1]
-            return f"{stage.name}.{name}", layer, stage.kind
+            return convs[-1].name, convs[-1].module, stage.kind
     raise ValueError(f"{type(net).__name__} has no Conv2d/Conv3d in a frames or clip stage (no Grad-CAM layer)")
 
 

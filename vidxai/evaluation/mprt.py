@@ -1,10 +1,12 @@
 """Cascading model-parameter randomisation (Adebayo et al. 2018) over a network's explainer stages.
 
-The cascade follows :func:`vidxai.models.contract.explain_stages`, from the output down: the head, then
-the recurrent stage (if any), then the conv blocks of the frames/clip stage from the top. With
-``granularity="block"`` (default) a block is a run of plain layers ending at a pooling layer (VGG16's five
-blocks, a ConvLSTM's stem) or one nested container (a residual block or layer of a 3D CNN); with
-``granularity="layer"`` every convolution is its own step, with the BatchNorm that follows it.
+The cascade follows :func:`vidxai.models.contract.explain_stages`, from the output down, stage by stage:
+the head (the terminal stage) whole, a stage the explainer's layer registry cannot compile (the
+recurrent stage) whole, and every other stage (frames, clip) in blocks or layers as the layer registry
+compiles it (:mod:`vidxai.xai.cnn`; no type lists here). With ``granularity="block"`` (default) a block is
+a run of the stage's plain layers ending at a pooling layer (VGG16's five blocks, a ConvLSTM's stem) or
+one nested container (a residual block or layer of a 3D CNN); with ``granularity="layer"`` every
+conv / linear layer is its own step, with the BatchNorm folded into it.
 Each step re-initialises its modules (their own ``reset_parameters``, seeded) on top of the previous
 steps, on a deep copy: the original network is never touched. An explanation that passes the test
 changes as more of the model is randomised; the score is the Spearman rank correlation of ``|map|``
@@ -21,15 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidxai.models.contract import explain_stages
+from vidxai.errors import ConfigError
+from vidxai.models.contract import explain_stages, stage_kind
+from vidxai.xai.cnn import LinearStep, Step, compile_sequential, flat_steps
 
 __all__ = ["CascadeStep", "cascade_steps", "randomised_cascade", "spearman"]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-         nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d,
-         nn.AdaptiveMaxPool3d)
 GRANULARITIES = ("block", "layer")
 
 
@@ -46,34 +45,44 @@ def _network(net: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) and hasattr(inner, "explain_stages") else net
 
 
-def _has_conv(modules: list[nn.Module]) -> bool:
-    return any(isinstance(m, _CONV) for mod in modules for m in mod.modules())
+def _compiled(stage_name: str, module: nn.Module) -> list[Step] | None:
+    """The stage as the explainer's layer registry compiles it, or ``None`` if it cannot (an LSTM)."""
+    try:
+        return compile_sequential(module, stage_name)
+    except ConfigError:
+        return None
 
 
-def _layers(stage_name: str, module: nn.Module) -> list[tuple[str, list[nn.Module]]]:
-    units: list[tuple[str, list[nn.Module]]] = []
-    for name, m in module.named_modules():
-        if isinstance(m, _CONV):
-            units.append((f"{stage_name}.{name}", [m]))
-        elif isinstance(m, _NORM) and units and len(units[-1][1]) == 1:
-            units[-1][1].append(m)  # the BatchNorm right after a conv belongs to it
-    return units
+def _child(stage_name: str, step_name: str) -> str:
+    """The name of the stage module's direct child that a step belongs to (``""``: the module itself)."""
+    return step_name[len(stage_name) + 1 :].split(".")[0]
 
 
-def _blocks(stage_name: str, module: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+def _layers(steps: list[Step]) -> list[tuple[str, list[nn.Module]]]:
+    """Every conv / linear layer (nested ones included) with the BatchNorm folded into it."""
+    layers = [s for s in flat_steps(steps) if isinstance(s, LinearStep)]
+    return [(s.name, [s.module] + ([s.bn] if s.bn is not None else [])) for s in layers]
+
+
+def _blocks(stage_name: str, module: nn.Module, steps: list[Step]) -> list[tuple[str, list[nn.Module]]]:
     children = list(module.named_children()) or [("", module)]
+    own: dict[str, list[Step]] = {}
+    for step in steps:
+        own.setdefault(_child(stage_name, step.name), []).append(step)
+    weighted = {_child(stage_name, s.name) for s in flat_steps(steps) if isinstance(s, LinearStep)}
     units: list[tuple[str, list[nn.Module]]] = []
     run: list[tuple[str, nn.Module]] = []
 
     def close() -> None:
-        if run and _has_conv([m for _, m in run]):
+        if run and any(name in weighted for name, _ in run):
             first, last = run[0][0], run[-1][0]
             label = f"{stage_name}.{first}" if first == last else f"{stage_name}.{first}-{last}"
             units.append((label.rstrip("."), [m for _, m in run]))
         run.clear()
 
     for name, child in children:
-        if isinstance(child, _POOL):
+        mine = own.get(name, [])
+        if mine and all(s.kind in ("maxpool", "avgpool") for s in mine):  # a pooling layer ends a block
             run.append((name, child))
             close()
         elif next(child.children(), None) is None:  # a plain layer
@@ -90,12 +99,14 @@ def cascade_steps(net: nn.Module, granularity: str = "block") -> list[CascadeSte
     """The cascade of ``net``, output first (see the module docstring)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown mprt granularity {granularity!r}; choose one of {list(GRANULARITIES)}")
-    stages = explain_stages(net)
-    steps = [CascadeStep(s.name, (s.module,)) for s in reversed(stages) if s.kind in ("head", "recurrent")]
-    for stage in reversed(stages):
-        if stage.kind in ("frames", "clip"):
-            units = (_blocks if granularity == "block" else _layers)(stage.name, stage.module)
-            steps += [CascadeStep(name, tuple(mods)) for name, mods in reversed(units)]
+    steps: list[CascadeStep] = []
+    for stage in reversed(explain_stages(net)):
+        compiled = None if stage_kind(stage.kind).terminal else _compiled(stage.name, stage.module)
+        if compiled is None:  # the head, or a stage the layer registry does not split (LSTM): whole
+            steps.append(CascadeStep(stage.name, (stage.module,)))
+            continue
+        units = _blocks(stage.name, stage.module, compiled) if granularity == "block" else _layers(compiled)
+        steps += [CascadeStep(name, tuple(mods)) for name, mods in reversed(units)]
     return steps
 
 
@@ -104,8 +115,9 @@ def _reinitialise(module: nn.Module) -> None:
         reset = getattr(m, "reset_parameters", None)
         if callable(reset):
             reset()
-        if isinstance(m, _NORM):
-            m.reset_running_stats()
+        reset_stats = getattr(m, "reset_running_stats", None)  # normalisation layers
+        if callable(reset_stats):
+            reset_stats()
 
 
 def randomised_cascade(

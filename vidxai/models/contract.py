@@ -23,27 +23,89 @@ Stage kinds and the tensors they map (clips enter as ``(B, T, C, H, W)``):
 ``"head"``
     ``nn.Sequential`` on the previous stage's output: ``(B, *F) -> (B, num_classes)`` logits.
 
-Valid sequences: ``[frames] [recurrent] head`` (at least one of the first two) or ``clip head``.
+Stage kinds are a registry (:func:`register_stage_kind`): each kind names its reference forward ``run(module,
+x) -> y`` (what :func:`run_stages` composes), the kinds that may directly precede it, whether it may come first
+and whether it ends the network. The built-in kinds give the valid sequences ``[frames] [recurrent] head``
+(at least one of the first two) or ``clip head``; a new kind (e.g. a transformer's tokens) is one
+registration, and the explainer handles it with a propagator registered for the same kind
+(:func:`vidxai.xai.propagators.register_propagator`).
 A stage's module may be a container built on the fly from the network's own modules (its parameters
 and buffers are the network's, never copies). Adding an architecture means writing its
 ``explain_stages`` (one model file) and a registry entry; ``vidxai/xai`` changes only for a new layer
-type (the layers the explainer supports: ``vidxai.xai.cnn.SUPPORTED``).
+type (one handler: :func:`vidxai.xai.layers.register_layer`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["STAGE_KINDS", "ExplainableVideoNet", "Stage", "explain_stages", "run_cells", "run_stages"]
+__all__ = [
+    "STAGE_KINDS",
+    "ExplainableVideoNet",
+    "Stage",
+    "StageKind",
+    "explain_stages",
+    "register_stage_kind",
+    "run_cells",
+    "run_stages",
+    "stage_kind",
+]
 
-StageKind = Literal["frames", "recurrent", "clip", "head"]
-#: The stage kinds, in the order they may appear.
-STAGE_KINDS: tuple[str, ...] = ("frames", "recurrent", "clip", "head")
+
+@dataclass(frozen=True)
+class StageKind:
+    """A registered stage kind: its reference forward and where it may stand in a network's stages.
+
+    Attributes:
+        name: the kind's name (``Stage.kind``).
+        run: ``run(module, x) -> y``, the forward of a stage of this kind on the previous stage's output
+            (clips ``(B, T, C, H, W)`` for a first stage).
+        after: the kinds that may directly precede it.
+        first: whether it may be the first stage.
+        terminal: whether it is the last stage (produces the logits); exactly one terminal stage, at the end.
+    """
+
+    name: str
+    run: Callable[[nn.Module, Tensor], Tensor]
+    after: tuple[str, ...] = ()
+    first: bool = False
+    terminal: bool = False
+
+
+_KINDS: dict[str, StageKind] = {}
+#: The registered stage kinds by name (a read-only view of the registry).
+STAGE_KINDS: Mapping[str, StageKind] = MappingProxyType(_KINDS)
+
+
+def register_stage_kind(
+    name: str,
+    run: Callable[[nn.Module, Tensor], Tensor],
+    *,
+    after: Sequence[str] = (),
+    first: bool = False,
+    terminal: bool = False,
+) -> StageKind:
+    """Register (or replace) the stage kind ``name``; see :class:`StageKind` for the arguments."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a stage kind needs a non-empty name, got {name!r}")
+    if not callable(run):
+        raise ValueError(f"stage kind {name!r}: run must be callable run(module, x) -> y, got {run!r}")
+    kind = StageKind(name, run, tuple(after), bool(first), bool(terminal))
+    _KINDS[name] = kind
+    return kind
+
+
+def stage_kind(name: str) -> StageKind:
+    """The registered stage kind ``name``; a ``TypeError`` naming the registered kinds otherwise."""
+    if name not in _KINDS:
+        raise TypeError(f"unknown stage kind {name!r}; registered kinds: {sorted(_KINDS)} (see register_stage_kind)")
+    return _KINDS[name]
 
 
 @dataclass(frozen=True)
@@ -54,7 +116,8 @@ class Stage:
         name: the attribute path of ``module`` in the network (``"encoder"``, ``"lstm"``, ...), or a name
             for a container the network builds from its own modules (R2Plus1D's ``"backbone"``); used in
             messages and as a prefix of layer names.
-        kind: ``"frames"``, ``"recurrent"``, ``"clip"`` or ``"head"`` (see the module docstring).
+        kind: a registered stage kind (:data:`STAGE_KINDS`): ``"frames"``, ``"recurrent"``, ``"clip"``,
+            ``"head"`` or one registered with :func:`register_stage_kind`.
         module: the stage's module: one of the network's submodules, or a new ``nn.Sequential`` of them
             (so a network keeps its own attribute names and state-dict keys, e.g. torchvision's). Either
             way its parameters and buffers are the network's own tensors, never copies: changing the
@@ -62,7 +125,7 @@ class Stage:
     """
 
     name: str
-    kind: StageKind
+    kind: str
     module: nn.Module
 
 
@@ -75,11 +138,30 @@ class ExplainableVideoNet(Protocol):
         ...
 
 
-def _valid_order(kinds: Sequence[str]) -> bool:
-    if not kinds or kinds[-1] != "head" or kinds.count("head") != 1:
-        return False
-    body = list(kinds[:-1])
-    return body in (["frames"], ["recurrent"], ["frames", "recurrent"], ["clip"])
+def _order_error(kinds: Sequence[str]) -> str | None:
+    """Why the sequence of stage kinds is invalid under the registry, or ``None`` if it is valid."""
+    if not kinds:
+        return "no stages"
+    if not _KINDS[kinds[0]].first:
+        return f"{kinds[0]!r} cannot be the first stage"
+    for prev, cur in zip(kinds, kinds[1:]):
+        if prev not in _KINDS[cur].after:
+            return f"{cur!r} cannot follow {prev!r}"
+    if not _KINDS[kinds[-1]].terminal or any(_KINDS[k].terminal for k in kinds[:-1]):
+        return "exactly one terminal stage (the head) must come last"
+    return None
+
+
+def _valid_orders() -> str:
+    starts = [k for k, v in _KINDS.items() if v.first]
+    return "; ".join(f"{k} after {list(v.after)}" for k, v in _KINDS.items()) + f"; first: {starts}"
+
+
+def _network_of(net: nn.Module) -> nn.Module:
+    inner = getattr(net, "net", None)
+    if isinstance(inner, nn.Module) and not isinstance(net, ExplainableVideoNet):
+        return inner
+    return net
 
 
 def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
@@ -87,12 +169,10 @@ def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
 
     Raises:
         TypeError: ``net`` does not implement :class:`ExplainableVideoNet`, or its stages are malformed
-            (wrong kinds or order, or a stage holds parameters / buffers that are not the network's);
-            the message names the network and what is wrong.
+            (unregistered kinds, an order the registry does not allow, or a stage holds parameters /
+            buffers that are not the network's); the message names the network and what is wrong.
     """
-    inner = getattr(net, "net", None)
-    if isinstance(inner, nn.Module) and not isinstance(net, ExplainableVideoNet):
-        net = inner
+    net = _network_of(net)
     kind = type(net).__name__
     if not isinstance(net, ExplainableVideoNet):
         raise TypeError(
@@ -101,8 +181,11 @@ def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
         )
     stages = tuple(net.explain_stages())
     for stage in stages:
-        if not isinstance(stage, Stage) or stage.kind not in STAGE_KINDS or not isinstance(stage.module, nn.Module):
-            raise TypeError(f"{kind}.explain_stages() returned {stage!r}; expected Stage(name, kind, module)")
+        if not isinstance(stage, Stage) or stage.kind not in _KINDS or not isinstance(stage.module, nn.Module):
+            raise TypeError(
+                f"{kind}.explain_stages() returned {stage!r}; expected Stage(name, kind, module) with a "
+                f"registered kind ({sorted(_KINDS)})"
+            )
     owned = {id(t) for t in (*net.parameters(), *net.buffers())}
     for stage in stages:
         tensors = (*stage.module.named_parameters(), *stage.module.named_buffers())
@@ -113,20 +196,10 @@ def explain_stages(net: nn.Module) -> tuple[Stage, ...]:
                 f"({foreign[0]!r}); build stages from the network's modules, never from copies"
             )
     kinds = [s.kind for s in stages]
-    if not _valid_order(kinds):
-        raise TypeError(
-            f"{kind}.explain_stages() has kinds {kinds}; valid are [frames] [recurrent] head or clip head"
-        )
+    problem = _order_error(kinds)
+    if problem is not None:
+        raise TypeError(f"{kind}.explain_stages() has kinds {kinds} ({problem}); valid are {_valid_orders()}")
     return stages
-
-
-def _recurrent(module: nn.Module, seq: Tensor) -> Tensor:
-    if isinstance(module, nn.LSTM):
-        out, _ = module(seq)
-        return out[:, -1]
-    if isinstance(module, nn.ModuleList):
-        return run_cells(module, seq)[:, -1]
-    raise TypeError(f"a recurrent stage must be nn.LSTM or an nn.ModuleList of ConvLSTM cells, got {module}")
 
 
 def run_cells(cells: nn.ModuleList, seq: Tensor) -> Tensor:
@@ -143,15 +216,36 @@ def run_cells(cells: nn.ModuleList, seq: Tensor) -> Tensor:
 
 def run_stages(stages: Sequence[Stage], x: Tensor) -> Tensor:
     """Compose ``stages`` on clips ``x (B, T, C, H, W)``: the network's forward, as the contract states it."""
-    b, t = x.shape[:2]
     for stage in stages:
-        if stage.kind == "frames":
-            y = stage.module(x.reshape(b * t, *x.shape[2:]))
-            x = y.reshape(b, t, *y.shape[1:])
-        elif stage.kind == "recurrent":
-            x = _recurrent(stage.module, x)
-        elif stage.kind == "clip":
-            x = stage.module(x.transpose(1, 2))
-        else:
-            x = stage.module(x)
+        x = stage_kind(stage.kind).run(stage.module, x)
     return x
+
+
+# ------------------------------------------------------------------------ the built-in kinds
+def _run_frames(module: nn.Module, x: Tensor) -> Tensor:
+    b, t = x.shape[:2]
+    y = module(x.reshape(b * t, *x.shape[2:]))
+    return y.reshape(b, t, *y.shape[1:])
+
+
+def _run_recurrent(module: nn.Module, seq: Tensor) -> Tensor:
+    if isinstance(module, nn.LSTM):
+        out, _ = module(seq)
+        return out[:, -1]
+    if isinstance(module, nn.ModuleList):
+        return run_cells(module, seq)[:, -1]
+    raise TypeError(f"a recurrent stage must be nn.LSTM or an nn.ModuleList of ConvLSTM cells, got {module}")
+
+
+def _run_clip(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x.transpose(1, 2))
+
+
+def _run_head(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)
+
+
+register_stage_kind("frames", _run_frames, first=True)
+register_stage_kind("recurrent", _run_recurrent, after=("frames",), first=True)
+register_stage_kind("clip", _run_clip, first=True)
+register_stage_kind("head", _run_head, after=("frames", "recurrent", "clip"), terminal=True)

@@ -17,8 +17,12 @@ CONF_RULE_DIR = Path(__file__).resolve().parents[2] / "conf" / "rule"
 
 
 def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, str):
         return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
     return repr(float(value)) if isinstance(value, float) else repr(value)
 
 

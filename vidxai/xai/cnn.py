@@ -1,75 +1,187 @@
-"""The CNN part of the explainer: a list of layer steps that runs with LRP rules as autograd Functions.
+"""The layer registry of the explainer: layer type -> handler compiling it into steps that run with LRP rules.
 
-:func:`compile_sequential` turns a (nested) ``nn.Sequential`` into steps once; :func:`run_steps` runs
-them on a batch with a :class:`~vidxai.xai.rules.Composite`, so that ``torch.autograd.grad`` of the
-output with the upper relevance as ``grad_outputs`` returns the input relevance. BatchNorm layers are
-folded into the preceding conv / linear layer on the fly (new tensors; the module is never changed).
-Modules are never called (no hooks fire, train/eval mode does not matter): the steps use the
-functional ops with the modules' parameters, which is the eval-mode computation.
+:func:`compile_sequential` turns a module (a layer, or nested ``nn.Sequential`` containers) into a list
+of :class:`Step` objects once; :func:`run_steps` runs them on a batch with a
+:class:`~vidxai.xai.rules.Composite`, so that ``torch.autograd.grad`` of the output with the upper
+relevance as ``grad_outputs`` returns the input relevance. Each step runs itself (:meth:`Step.run`) with
+relevance-propagating autograd Functions; modules are never called (no hooks fire, train/eval mode does
+not matter): the steps use the functional ops with the modules' parameters, the eval-mode computation.
 
-2D and 3D layers are handled alike (``Conv2d``/``Conv3d``, ``BatchNorm2d``/``BatchNorm3d``, max and
-average pooling of either). torchvision's video residual blocks (``BasicBlock``, ``Bottleneck`` of
-``torchvision.models.video.resnet``) compile to a ``"residual"`` step: the residual branch and the
-shortcut (``downsample`` or the identity) as two step lists whose outputs ``a`` and ``b`` are added
-with the composite's sum rule (``R(a + b)`` split in proportion to ``a`` and ``b``, stabiliser as
-zennit's ``Norm``), then the block's final ReLU.
+Which handler compiles a module is looked up by its type along the MRO in the registry that
+:func:`register_layer` fills (``exact=True`` entries match the type itself only: a subclass may override
+``forward``). A handler is ``handler(compiler, name, module)`` and appends steps with
+:meth:`Compiler.add` (or changes the last one: BatchNorm is folded into the conv / linear layer before
+it, as new tensors; the module is never changed). Built in: ``Conv2d``/``Conv3d`` (zero padding),
+``Linear``, BatchNorm after them, ReLU-like activations, max and average pooling (1D/2D/3D, adaptive),
+``Flatten``, dropout, ``Identity``, nested ``nn.Sequential`` and torchvision's video residual blocks
+(``BasicBlock``, ``Bottleneck``): the residual branch and the shortcut (``downsample`` or the identity)
+as two step lists whose outputs ``a`` and ``b`` are added with the composite's sum rule (``R(a + b)``
+split in proportion to ``a`` and ``b``, stabiliser as zennit's ``Norm``), then the block's final ReLU.
+A new layer type is one handler (docs/architecture.md, "Adding a layer type").
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from vidxai.errors import ConfigError
 from vidxai.xai.rules import Composite, LinearOp, LRPLinearFunction
 
-__all__ = ["Step", "compile_sequential", "fold_batch_norm", "run_steps"]
+__all__ = [
+    "ActivationStep",
+    "AvgPoolStep",
+    "Compiler",
+    "FlattenStep",
+    "LinearStep",
+    "MaxPoolStep",
+    "ResidualStep",
+    "Step",
+    "compile_sequential",
+    "flat_steps",
+    "fold_batch_norm",
+    "layer_handler",
+    "register_layer",
+    "registered_layers",
+    "run_steps",
+    "weighted_layers",
+]
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh)
-_MAXPOOLS = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_AVGPOOLS = (
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-)  # fmt: skip
-_SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONVS = (nn.Conv2d, nn.Conv3d)
+Handler = Callable[["Compiler", str, nn.Module], None]
+_LAYERS: dict[type, tuple[Handler, bool]] = {}
 
-SUPPORTED = (
-    "Conv2d/Conv3d (zero padding), Linear, BatchNorm after them, ReLU-like activations, max/avg pooling, "
-    "Flatten, Dropout, Identity, torchvision video ResNet blocks (BasicBlock, Bottleneck)"
-)
+
+def register_layer(*module_types: type, exact: bool = False) -> Callable[[Handler], Handler]:
+    """Decorator: ``handler(compiler, name, module)`` compiles modules of ``module_types`` into steps.
+
+    Lookup follows the module's MRO, so a handler covers subclasses unless ``exact=True``. Registering a
+    type again replaces its handler.
+    """
+    if not module_types or not all(isinstance(t, type) for t in module_types):
+        raise TypeError(f"register_layer takes module types, got {module_types!r}")
+
+    def decorate(handler: Handler) -> Handler:
+        for module_type in module_types:
+            _LAYERS[module_type] = (handler, exact)
+        return handler
+
+    return decorate
+
+
+def layer_handler(module: nn.Module) -> Handler | None:
+    """The registered handler of ``module``'s type (nearest along the MRO), or ``None``."""
+    for cls in type(module).__mro__:
+        entry = _LAYERS.get(cls)
+        if entry is not None and (not entry[1] or cls is type(module)):
+            return entry[0]
+    return None
+
+
+def registered_layers() -> tuple[type, ...]:
+    """The layer types with a handler (containers included)."""
+    return tuple(_LAYERS)
+
+
+# ------------------------------------------------------------------------------------------- steps
+@dataclass
+class Step:
+    """One compiled layer: ``run(x, composite)`` computes its output with LRP rules as backward."""
+
+    name: str
+    module: nn.Module
+    kind: ClassVar[str] = "step"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        """The layer's output for ``x``; its autograd backward maps relevance by ``composite``'s rules."""
+        raise NotImplementedError
+
+    def substeps(self) -> list[Step]:
+        """Nested steps (a residual block's branch and shortcut); none for a plain layer."""
+        return []
 
 
 @dataclass
-class Step:
-    """One layer of a compiled sequence.
+class LinearStep(Step):
+    """``Conv2d`` / ``Conv3d`` / ``Linear`` with an optional folded BatchNorm; ``is_first``: the first one."""
 
-    ``kind`` is ``"linear"`` (``Conv2d`` / ``Conv3d`` / ``Linear``, with ``bn`` folded in),
-    ``"activation"``, ``"maxpool"``, ``"avgpool"``, ``"flatten"`` or ``"residual"`` (``branch`` and
-    ``shortcut`` step lists, added; an empty ``shortcut`` is the identity); ``is_first`` marks the first
-    linear-type layer.
-    """
-
-    kind: str
-    name: str
-    module: nn.Module
+    kind: ClassVar[str] = "linear"
+    op: LinearOp | None = None
     bn: nn.Module | None = None
     is_first: bool = False
-    op: LinearOp | None = None
-    branch: list[Step] | None = None
-    shortcut: list[Step] | None = None
 
     def params(self) -> tuple[Tensor, Tensor | None]:
-        """Current (detached) weight and bias of a linear step, with its BatchNorm folded in."""
+        """Current (detached) weight and bias, with the BatchNorm folded in."""
         weight = self.module.weight.detach()
         bias = None if self.module.bias is None else self.module.bias.detach()
         if self.bn is None:
             return weight, bias
         return fold_batch_norm(weight, bias, self.bn)
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        weight, bias = self.params()
+        return LRPLinearFunction.apply(x, weight, bias, composite.rule_for(self.module, self.is_first), self.op)
+
+
+@dataclass
+class ActivationStep(Step):
+    """An elementwise activation: the composite's activation rule (pass-through)."""
+
+    kind: ClassVar[str] = "activation"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return composite.activation.apply(x, self.module.forward)
+
+
+@dataclass
+class MaxPoolStep(Step):
+    """Max pooling: the composite's max-pool rule (winner takes all)."""
+
+    kind: ClassVar[str] = "maxpool"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return composite.maxpool.apply(x, self.module.forward)
+
+
+@dataclass
+class AvgPoolStep(Step):
+    """Average pooling: the composite's sum rule."""
+
+    kind: ClassVar[str] = "avgpool"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return composite.avgpool.apply(x, self.module.forward)
+
+
+@dataclass
+class FlattenStep(Step):
+    """A reshape (``nn.Flatten``): relevance is reshaped back by autograd."""
+
+    kind: ClassVar[str] = "flatten"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return self.module.forward(x)
+
+
+@dataclass
+class ResidualStep(Step):
+    """``branch(x) + shortcut(x)`` (an empty ``shortcut`` is the identity) with the composite's sum rule."""
+
+    kind: ClassVar[str] = "residual"
+    branch: list[Step] = field(default_factory=list)
+    shortcut: list[Step] = field(default_factory=list)
+
+    def substeps(self) -> list[Step]:
+        return [*self.branch, *self.shortcut]
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        a = run_steps(self.branch, composite, x)
+        b = run_steps(self.shortcut, composite, x) if self.shortcut else x
+        return composite.residual.add(a, b)
 
 
 def fold_batch_norm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
@@ -84,115 +196,162 @@ def fold_batch_norm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple
     return weight * scale[index], (bias - mean) * scale + beta
 
 
-def _leaves(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
-    """Leaf modules of nested ``nn.Sequential`` containers, in order, with dotted names."""
-    if isinstance(module, nn.Sequential):
-        out: list[tuple[str, nn.Module]] = []
-        for name, child in module.named_children():
-            out += _leaves(child, f"{prefix}.{name}")
-        return out
-    return [(prefix, module)]
+# ------------------------------------------------------------------------------------------- compiler
+class Compiler:
+    """Compiles modules into steps through the layer registry.
 
-
-def _residual_parts(module: nn.Module) -> tuple[list[str], str] | None:
-    """Branch attribute names and the final activation's of a supported residual block, else ``None``.
-
-    Exact types only: a subclass may override ``forward``. Both compute
-    ``act(branch(x) + (downsample(x) if downsample else x))``.
+    Attributes a handler may read and set: ``steps`` (the list being built), ``seen_linear`` (whether a
+    conv / linear layer came before: the next one is not "first") and ``nonnegative`` (whether the
+    current tensor is known to be >= 0, after ReLU / sigmoid: saves a device sync per layer).
     """
-    from torchvision.models.video.resnet import BasicBlock, Bottleneck
 
-    if type(module) is BasicBlock:
-        return ["conv1", "conv2"], "relu"
-    if type(module) is Bottleneck:
-        return ["conv1", "conv2", "conv3"], "relu"
-    return None
+    def __init__(self, first_layer: bool = True) -> None:
+        self.steps: list[Step] = []
+        self.seen_linear = not first_layer
+        self.nonnegative = False
 
-
-class _Compiler:
-    """Compiles modules to steps, tracking the first linear layer and whether the current tensor is >= 0."""
-
-    def __init__(self) -> None:
-        self.seen_linear = False
-        self.nonnegative = False  # whether the current tensor is known to be >= 0 (after ReLU / sigmoid)
+    def add(self, step: Step) -> None:
+        """Append ``step`` to the list being built."""
+        self.steps.append(step)
 
     def compile(self, module: nn.Module, prefix: str) -> list[Step]:
-        steps: list[Step] = []
-        for name, leaf in _leaves(module, prefix):
-            self._leaf(steps, name, leaf)
-        return steps
+        """Compile ``module`` into a new list of steps (the compiler's state carries on)."""
+        outer, self.steps = self.steps, []
+        try:
+            self.visit(module, prefix)
+            return self.steps
+        finally:
+            self.steps = outer
 
-    def _leaf(self, steps: list[Step], name: str, leaf: nn.Module) -> None:
-        if isinstance(leaf, (*_CONVS, nn.Linear)):
-            if isinstance(leaf, _CONVS) and leaf.padding_mode != "zeros":
-                raise ValueError(
-                    f"VideoLRP cannot explain {name}: padding_mode={leaf.padding_mode!r}; only 'zeros'"
-                )
-            op = LinearOp.of(leaf, nonnegative_input=self.nonnegative)
-            steps.append(Step("linear", name, leaf, is_first=not self.seen_linear, op=op))
-            self.seen_linear, self.nonnegative = True, False
-        elif isinstance(leaf, _BATCHNORMS):
-            if not steps or steps[-1].kind != "linear" or steps[-1].bn is not None:
-                raise ValueError(
-                    f"VideoLRP cannot explain {name}: a BatchNorm must directly follow a Conv2d/Linear "
-                    "(or Conv3d) to be folded"
-                )
-            if leaf.running_mean is None:
-                raise ValueError(f"VideoLRP cannot explain {name}: BatchNorm without running statistics")
-            steps[-1].bn = leaf
-        elif isinstance(leaf, _ACTIVATIONS):
-            if getattr(leaf, "inplace", False):  # would overwrite the saved output of the layer before
-                leaf = copy.copy(leaf)
-                leaf.inplace = False
-            steps.append(Step("activation", name, leaf))
-            self.nonnegative = isinstance(leaf, (nn.ReLU, nn.ReLU6, nn.Sigmoid))
-        elif isinstance(leaf, _MAXPOOLS):
-            if getattr(leaf, "return_indices", False):
-                raise ValueError(f"VideoLRP cannot explain {name}: max pooling with return_indices=True")
-            steps.append(Step("maxpool", name, leaf))
-        elif isinstance(leaf, _AVGPOOLS):
-            steps.append(Step("avgpool", name, leaf))
-        elif isinstance(leaf, nn.Flatten):
-            steps.append(Step("flatten", name, leaf))
-        elif isinstance(leaf, _SKIPPED):
-            return
-        elif (parts := _residual_parts(leaf)) is not None:
-            branch_names, act = parts
-            block_input_nonnegative = self.nonnegative
-            branch = [s for part in branch_names for s in self.compile(getattr(leaf, part), f"{name}.{part}")]
-            self.nonnegative = block_input_nonnegative
-            shortcut = [] if leaf.downsample is None else self.compile(leaf.downsample, f"{name}.downsample")
-            steps.append(Step("residual", name, leaf, branch=branch, shortcut=shortcut))
-            self.nonnegative = False
-            self._leaf(steps, f"{name}.{act}", getattr(leaf, act))
-        else:
-            raise ValueError(
-                f"VideoLRP cannot explain {name} ({type(leaf).__name__}); supported layers: {SUPPORTED}"
+    def visit(self, module: nn.Module, name: str) -> None:
+        """Compile one module into the current list through its handler; one clear error if it has none."""
+        handler = layer_handler(module)
+        if handler is None:
+            raise ConfigError(
+                f"VideoLRP cannot explain {name} ({type(module).__name__}): no LRP handler for this layer type; "
+                "register one with vidxai.xai.register_layer (docs/architecture.md, 'Adding a layer type')"
             )
+        handler(self, name, module)
 
 
-def compile_sequential(module: nn.Module, prefix: str) -> list[Step]:
-    """Compile ``module`` (a layer or nested ``nn.Sequential``) into steps; one clear error if unsupported."""
-    return _Compiler().compile(module, prefix)
+def compile_sequential(module: nn.Module, prefix: str, first_layer: bool = True) -> list[Step]:
+    """Compile ``module`` (a layer or nested ``nn.Sequential``) into steps; one clear error if unsupported.
+
+    ``first_layer``: whether its first conv / linear layer is the network's first (the composites' special
+    first-layer rule); ``False`` for the stages after the first.
+    """
+    return Compiler(first_layer).compile(module, prefix)
+
+
+def flat_steps(steps: list[Step]) -> list[Step]:
+    """``steps`` with every nested step (depth first, in order): all layers of a compiled module."""
+    return [s for step in steps for s in (step, *flat_steps(step.substeps()))]
+
+
+def weighted_layers(module: nn.Module, prefix: str) -> list[LinearStep] | None:
+    """The conv / linear layers of ``module`` as the explainer compiles them (nested ones included, with their
+    folded BatchNorm), or ``None`` when the layer registry cannot compile ``module`` (e.g. an LSTM)."""
+    try:
+        steps = compile_sequential(module, prefix)
+    except ConfigError:
+        return None
+    return [s for s in flat_steps(steps) if isinstance(s, LinearStep)]
 
 
 def run_steps(steps: list[Step], composite: Composite, x: Tensor) -> Tensor:
     """Run ``steps`` on ``x`` with the rules of ``composite`` as backward (``x`` may or may not need grad)."""
     for step in steps:
-        if step.kind == "linear":
-            weight, bias = step.params()
-            rule = composite.rule_for(step.module, step.is_first)
-            x = LRPLinearFunction.apply(x, weight, bias, rule, step.op)
-        elif step.kind == "activation":
-            x = composite.activation.apply(x, step.module.forward)
-        elif step.kind == "maxpool":
-            x = composite.maxpool.apply(x, step.module.forward)
-        elif step.kind == "avgpool":
-            x = composite.avgpool.apply(x, step.module.forward)
-        elif step.kind == "residual":
-            a = run_steps(step.branch or [], composite, x)
-            b = run_steps(step.shortcut, composite, x) if step.shortcut else x
-            x = composite.residual.add(a, b)
-        else:  # flatten
-            x = step.module.forward(x)
+        x = step.run(x, composite)
     return x
+
+
+# ------------------------------------------------------------------------------------------- built-in handlers
+@register_layer(nn.Sequential)
+def _sequential(compiler: Compiler, name: str, module: nn.Module) -> None:
+    for child_name, child in module.named_children():
+        compiler.visit(child, f"{name}.{child_name}")
+
+
+@register_layer(nn.Conv2d, nn.Conv3d, nn.Linear)
+def _linear(compiler: Compiler, name: str, module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.padding_mode != "zeros":
+        raise ConfigError(f"VideoLRP cannot explain {name}: padding_mode={module.padding_mode!r}; only 'zeros'")
+    op = LinearOp.of(module, nonnegative_input=compiler.nonnegative)
+    compiler.add(LinearStep(name, module, op=op, is_first=not compiler.seen_linear))
+    compiler.seen_linear, compiler.nonnegative = True, False
+
+
+@register_layer(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+def _batch_norm(compiler: Compiler, name: str, module: nn.Module) -> None:
+    last = compiler.steps[-1] if compiler.steps else None
+    if not isinstance(last, LinearStep) or last.bn is not None:
+        raise ConfigError(
+            f"VideoLRP cannot explain {name}: a BatchNorm must directly follow a Conv2d/Linear (or Conv3d) to be folded"
+        )
+    if module.running_mean is None:
+        raise ConfigError(f"VideoLRP cannot explain {name}: BatchNorm without running statistics")
+    last.bn = module
+
+
+_NONNEGATIVE_OUTPUT = (nn.ReLU, nn.ReLU6, nn.Sigmoid)
+
+
+@register_layer(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardtanh)
+def _activation(compiler: Compiler, name: str, module: nn.Module) -> None:
+    if getattr(module, "inplace", False):  # would overwrite the saved output of the layer before
+        module = copy.copy(module)
+        module.inplace = False
+    compiler.add(ActivationStep(name, module))
+    compiler.nonnegative = isinstance(module, _NONNEGATIVE_OUTPUT)
+
+
+@register_layer(
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d
+)
+def _maxpool(compiler: Compiler, name: str, module: nn.Module) -> None:
+    if getattr(module, "return_indices", False):
+        raise ConfigError(f"VideoLRP cannot explain {name}: max pooling with return_indices=True")
+    compiler.add(MaxPoolStep(name, module))
+
+
+@register_layer(
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d
+)
+def _avgpool(compiler: Compiler, name: str, module: nn.Module) -> None:
+    compiler.add(AvgPoolStep(name, module))
+
+
+@register_layer(nn.Flatten)
+def _flatten(compiler: Compiler, name: str, module: nn.Module) -> None:
+    compiler.add(FlattenStep(name, module))
+
+
+@register_layer(nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+def _skip(compiler: Compiler, name: str, module: nn.Module) -> None:
+    """Identity in eval mode: no step."""
+
+
+def _residual(branches: tuple[str, ...]) -> Handler:
+    """Handler of a residual block ``relu(branch(x) + (downsample(x) if downsample else x))``."""
+
+    def handler(compiler: Compiler, name: str, module: nn.Module) -> None:
+        block_input_nonnegative = compiler.nonnegative
+        branch = [s for part in branches for s in compiler.compile(getattr(module, part), f"{name}.{part}")]
+        compiler.nonnegative = block_input_nonnegative
+        downsample = module.downsample
+        shortcut = [] if downsample is None else compiler.compile(downsample, f"{name}.downsample")
+        compiler.add(ResidualStep(name, module, branch=branch, shortcut=shortcut))
+        compiler.nonnegative = False
+        compiler.visit(module.relu, f"{name}.relu")
+
+    return handler
+
+
+def _register_video_resnet_blocks() -> None:
+    from torchvision.models.video.resnet import BasicBlock, Bottleneck
+
+    register_layer(BasicBlock, exact=True)(_residual(("conv1", "conv2")))
+    register_layer(Bottleneck, exact=True)(_residual(("conv1", "conv2", "conv3")))
+
+
+_register_video_resnet_blocks()

@@ -1,19 +1,20 @@
 """``VideoLRP``: LRP for video classifiers behind Captum's ``Attribution`` API.
 
 The explainer knows a network only through its stages (:func:`vidxai.models.contract.explain_stages`):
-``[frames] [recurrent] head`` (VGG16+LSTM, ConvLSTM) or ``clip head`` (a 3D CNN such as R(2+1)D-18).
-One propagation per call, stage by stage from the output: the relevance starts as the target logit
-(one-hot times logit) at the head, goes back through the recurrent part over time (Arras et al. 2017,
-see :mod:`vidxai.xai.recurrent`) to the per-frame features and through the per-frame CNN with time
-folded into the batch, or from the head straight into the clip CNN; in the CNNs the rules of the chosen
-composite run as modified gradients (:mod:`vidxai.xai.rules`, :mod:`vidxai.xai.cnn`). No module is
-called and no hook is registered: the model is left exactly as it was.
+``[frames] [recurrent] head`` (VGG16+LSTM, ConvLSTM), ``clip head`` (a 3D CNN such as R(2+1)D-18), or
+any sequence of registered stage kinds. One propagation per call: forward through the stages'
+propagators (:mod:`vidxai.xai.propagators`, one registered per stage kind), then the relevance starts as
+the target logit (one-hot times logit) at the head and goes back through them in reverse order: through
+the recurrent part over time (Arras et al. 2017, :mod:`vidxai.xai.recurrent`), through the per-frame CNN
+with time folded into the batch, or through a clip CNN; in the CNNs the rules of the chosen composite run
+as modified gradients (:mod:`vidxai.xai.rules`, :mod:`vidxai.xai.cnn`). No module is called and no hook
+is registered: the model is left exactly as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,18 +23,9 @@ from captum.attr import Attribution
 from torch import Tensor, nn
 
 from vidxai.models.contract import Stage, explain_stages
-from vidxai.xai.cnn import Step, compile_sequential, run_steps
-from vidxai.xai.recurrent import (
-    LSTM_RULES,
-    RecurrentLayer,
-    check_lstm_rule,
-    convlstm_layers,
-    head_forward,
-    head_relevance,
-    lstm_layers,
-    recurrent_forward,
-    recurrent_relevance,
-)
+from vidxai.xai.composites import fill_box_bounds
+from vidxai.xai.propagators import PropagatorContext, StagePropagator, StageRelevance, build_propagator
+from vidxai.xai.recurrent import LSTM_RULES, check_lstm_rule
 from vidxai.xai.rules import make_composite, resolve_rule
 
 __all__ = ["Explanation", "VideoLRP"]
@@ -99,14 +91,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return net if isinstance(net, nn.Module) else model
 
 
-def _split_global_pool(steps: list[Step]) -> tuple[list[Step], list[Step]]:
-    """Split a clip CNN's steps into the body and its trailing pooling / flatten steps."""
-    k = len(steps)
-    while k > 0 and steps[k - 1].kind in ("avgpool", "maxpool", "flatten"):
-        k -= 1
-    return steps[:k], steps[k:]
-
-
 class VideoLRP(Attribution):
     """Layer-wise Relevance Propagation for any video network with the explainer contract.
 
@@ -114,18 +98,21 @@ class VideoLRP(Attribution):
         model: the network, or a LightningModule whose ``.net`` is the network. It must implement
             :class:`~vidxai.models.contract.ExplainableVideoNet` (``explain_stages()``): VGG16LSTM,
             ConvLSTM, R2Plus1D and any network written to the contract.
-        rule: a name from :data:`~vidxai.xai.RULES` (``z``, ``epsilon``, ``gamma``, ``alpha_beta``,
-            ``preset_a_flat``, ``preset_b_flat``) for the CNN stage (per-frame or clip); its first
-            conv is the "first layer" of the flat presets.
-        lstm_eps: epsilon of the recurrent part and the head (Arras et al.: 1e-3).
+        rule: a name from :data:`~vidxai.xai.RULES` (``z``, ``epsilon``, ``gamma``, ``alpha_beta``, the
+            presets and composites such as ``epsilon_gamma_box``): which rule each layer of the CNN stages
+            and of the head gets; the network's first conv is the composites' "first layer".
+        lstm_eps: epsilon of the recurrent part and of a head after it (Arras et al.: 1e-3).
         bias_factor: 0 (bias and stabiliser absorb their share) or 1 (spread over the inputs, so the
-            recurrent part and head conserve relevance exactly, initial states included).
+            recurrent part and the head after it conserve relevance exactly, initial states included).
         lstm_rule: how the LSTM / ConvLSTM products ``i*g`` and ``o*tanh(c)`` split relevance between
             gate and signal: ``signal_take_all`` (Arras et al. 2017, the gate gets nothing), ``half`` or
             ``proportional`` (see :mod:`vidxai.xai.recurrent`).
         chunk_frames: run the per-frame CNN stage on at most this many frames at a time (bounded memory,
             same result; the CNN forward is then recomputed per chunk). ``None``: all frames at once.
             Not for clip networks: their 3D convolutions mix frames (a ``ValueError`` says so).
+        preprocess: the checkpoint's preprocessing (``mean``, ``std``): where a rule's input bounds
+            ``low`` / ``high`` are unset (``epsilon_gamma_box``) they are computed from it (pixels in
+            ``[0, 1]`` normalised); without it, from the data pipeline's default normalisation.
         **rule_params: parameters of ``rule`` (``epsilon``, ``gamma``, ``alpha``, ``beta``,
             ``beta_sign="paper"`` to give alpha-beta in the paper's ``alpha + beta = 1`` spelling).
 
@@ -145,14 +132,16 @@ class VideoLRP(Attribution):
         bias_factor: float = 0.0,
         lstm_rule: str = "signal_take_all",
         chunk_frames: int | None = None,
+        preprocess: Mapping[str, Any] | None = None,
         **rule_params: Any,
     ) -> None:
         net = _unwrap(model)
         super().__init__(net)
         self.net = net
         self.rule_name = rule
-        self.rule_params = resolve_rule(rule, **rule_params)  # the registry checks name and params
-        self.composite = make_composite(rule, **rule_params)
+        # the registry checks name and params; input bounds of a box rule come from the preprocess
+        self.rule_params = resolve_rule(rule, **fill_box_bounds(resolve_rule(rule, **rule_params), preprocess))
+        self.composite = make_composite(rule, **self.rule_params)
         if isinstance(lstm_eps, bool) or not isinstance(lstm_eps, (int, float)) or not lstm_eps > 0:
             raise ValueError(f"lstm_eps must be a number > 0, got {lstm_eps!r}")
         if bias_factor not in (0, 1):
@@ -173,33 +162,17 @@ class VideoLRP(Attribution):
                 f"VideoLRP {msg}" if msg.startswith("cannot explain") else f"VideoLRP cannot explain: {msg}"
             ) from None
         self.stages: dict[str, Stage] = {s.kind: s for s in stages}
-        frames, clip, head = (self.stages.get(k) for k in ("frames", "clip", "head"))
-        if clip is not None and chunk_frames is not None:
-            raise ValueError(
-                f"chunk_frames={chunk_frames} does not apply to {type(net).__name__}: its clip stage "
-                f"{clip.name!r} mixes frames in 3D convolutions; set chunk_frames=null"
-            )
-        self._encoder_steps: list[Step] | None = (
-            None if frames is None else compile_sequential(frames.module, frames.name)
-        )
-        self._clip_steps: tuple[list[Step], list[Step]] | None = (
-            None if clip is None else _split_global_pool(compile_sequential(clip.module, clip.name))
-        )
-        self._head_steps: list[Step] = compile_sequential(head.module, head.name)
-        bad = [s.name for s in self._head_steps if s.kind == "residual"]
-        if bad:
-            raise ValueError(
-                f"VideoLRP cannot explain {bad[0]}: residual blocks belong in the clip stage, not the head"
-            )
-        self._recurrent_layers()  # an unsupported recurrent module fails here, not at the first explanation
+        self.propagators: list[StagePropagator] = self._build_propagators(stages)
 
-    def _recurrent_layers(self) -> list[RecurrentLayer] | None:
-        stage = self.stages.get("recurrent")
-        if stage is None:
-            return None
-        if isinstance(stage.module, nn.LSTM):
-            return lstm_layers(stage.module)
-        return convlstm_layers(stage.module)
+    def _build_propagators(self, stages: Sequence[Stage]) -> list[StagePropagator]:
+        context = PropagatorContext(
+            self.composite, self.lstm_rule, self.lstm_eps, self.bias_factor, self.chunk_frames, type(self.net).__name__
+        )
+        out = []
+        for k, stage in enumerate(stages):
+            ctx = replace(context, first=k == 0, previous=stages[k - 1].kind if k else None)
+            out.append(build_propagator(stage, ctx))
+        return out
 
     # ------------------------------------------------------------------ captum API
     @property
@@ -287,9 +260,6 @@ class VideoLRP(Attribution):
             raise ValueError(f"target {idx.tolist()} out of range for {classes} classes (0..{classes - 1})")
         return idx
 
-    def _encode(self, frames: Tensor) -> Tensor:
-        return run_steps(self._encoder_steps or [], self.composite, frames)
-
     def _propagate(self, inputs: Tensor, target: TargetType) -> dict[str, Any]:
         if not isinstance(inputs, Tensor) or inputs.ndim != 5:
             shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
@@ -306,93 +276,26 @@ class VideoLRP(Attribution):
                 x = x.to(device=ref.device, dtype=ref.dtype)
             if x.is_inference():
                 x = x.clone()
-            # forward, stage by stage: the first stage's output and what its relevance pass needs
-            if self._clip_steps is not None:
-                cnn = self._clip_forward(x)
-            else:
-                cnn = self._frames_forward(x)
-            layers = self._recurrent_layers()
-            if layers is not None:
-                hidden, traces = recurrent_forward(layers, cnn["out"])
-                head_in = hidden[:, -1]
-            else:
-                head_in = cnn["out"]
-            logits, head_trace = head_forward(self._head_steps, head_in)
+            h, contexts = x, []
+            for propagator in self.propagators:  # forward, stage by stage
+                h, ctx = propagator.forward(h)
+                contexts.append(ctx)
+            logits = h
             idx = self._resolve_target(target, logits)
-
-            # relevance, stage by stage back: head -> recurrent -> frames, or head -> clip
-            r_logits = torch.zeros_like(logits).scatter_(1, idx[:, None], logits.gather(1, idx[:, None]))
-            r_head_in = head_relevance(self._head_steps, head_trace, r_logits, self.lstm_eps, self.bias_factor)
-            r_h0: list[Tensor] = []
-            r_c0: list[Tensor] = []
-            if layers is not None:
-                r_hidden = torch.zeros_like(hidden)
-                r_hidden[:, -1] = r_head_in
-                r_out, r_h0, r_c0 = recurrent_relevance(
-                    layers, traces, r_hidden, self.lstm_eps, self.bias_factor, self.lstm_rule
-                )
-            else:
-                r_out = r_head_in
-            if self._clip_steps is not None:
-                relevance, feature = self._clip_relevance(cnn, r_out)
-            else:
-                relevance, feature = self._frames_relevance(cnn, r_out), r_out
+            r = torch.zeros_like(logits).scatter_(1, idx[:, None], logits.gather(1, idx[:, None]))
+            feature, initial = None, {}
+            for k in reversed(range(len(self.propagators))):  # relevance, stage by stage back
+                if k == 0 and feature is None:
+                    feature = r  # by default: the relevance at the first stage's output
+                res = self.propagators[k].relevance(contexts[k], r)
+                res = res if isinstance(res, StageRelevance) else StageRelevance(res)
+                feature = res.feature if res.feature is not None else feature
+                initial.update(res.initial)
+                r = res.input
         return {
-            "relevance": relevance.reshape(x.shape).detach(),
+            "relevance": r.reshape(x.shape).detach(),
             "feature": feature.detach(),
             "logits": logits.detach(),
             "target": idx,
-            "initial": {"h0": r_h0, "c0": r_c0},
+            "initial": {"h0": [], "c0": [], **initial},
         }
-
-    # per-frame CNN: time folded into the batch, optionally in chunks
-    def _frames_forward(self, x: Tensor) -> dict[str, Any]:
-        b, t = x.shape[:2]
-        frames = x.reshape(b * t, *x.shape[2:])
-        n = frames.shape[0]
-        chunk = n if self.chunk_frames is None else min(self.chunk_frames, n)
-        graph = None
-        if not self._encoder_steps:
-            feats = frames
-        elif chunk >= n:  # one pass: keep the graph for the relevance
-            leaf = frames.detach().requires_grad_(True)
-            graph = (leaf, self._encode(leaf))
-            feats = graph[1].detach()
-        else:  # first pass without graph, chunk by chunk
-            with torch.no_grad():
-                feats = torch.cat([self._encode(frames[k : k + chunk]) for k in range(0, n, chunk)])
-        return {"out": feats.reshape(b, t, *feats.shape[1:]), "frames": frames, "graph": graph, "chunk": chunk}
-
-    def _frames_relevance(self, cnn: dict[str, Any], r_out: Tensor) -> Tensor:
-        frames, graph, chunk = cnn["frames"], cnn["graph"], cnn["chunk"]
-        r_feats = r_out.reshape(frames.shape[0], *r_out.shape[2:])
-        if not self._encoder_steps:
-            return r_feats
-        if graph is not None:
-            (r_frames,) = torch.autograd.grad(graph[1], graph[0], r_feats)
-            return r_frames
-        parts = []
-        for k in range(0, frames.shape[0], chunk):
-            leaf = frames[k : k + chunk].detach().requires_grad_(True)
-            (r,) = torch.autograd.grad(self._encode(leaf), leaf, r_feats[k : k + chunk])
-            parts.append(r)
-        return torch.cat(parts)
-
-    # clip CNN: (B, T, C, H, W) -> (B, C, T, H, W), one pass over the whole clip
-    def _clip_forward(self, x: Tensor) -> dict[str, Any]:
-        body, pool = self._clip_steps  # type: ignore[misc]
-        leaf = x.transpose(1, 2).detach().requires_grad_(True)
-        fmap = run_steps(body, self.composite, leaf)
-        out = run_steps(pool, self.composite, fmap) if pool else fmap
-        return {"out": out.detach(), "leaf": leaf, "fmap": fmap, "graph_out": out}
-
-    def _clip_relevance(self, cnn: dict[str, Any], r_out: Tensor) -> tuple[Tensor, Tensor]:
-        leaf, fmap, out = cnn["leaf"], cnn["fmap"], cnn["graph_out"]
-        if fmap is out or fmap is leaf:
-            (r_leaf,) = torch.autograd.grad(out, leaf, r_out)
-            r_fmap = r_out
-        else:
-            r_leaf, r_fmap = torch.autograd.grad(out, [leaf, fmap], r_out)
-        # feature: per time step of the last feature map (B, C, T', ...) -> (B, T', C, ...)
-        feature = r_fmap.transpose(1, 2) if r_fmap.ndim >= 3 else r_fmap[:, None]
-        return r_leaf.transpose(1, 2), feature

@@ -40,12 +40,13 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from vidxai.xai.cnn import Step
-from vidxai.xai.rules import LinearOp, _pool_grad, epsilon_relevance
+from vidxai.xai.cnn import Step, run_steps
+from vidxai.xai.rules import Composite, Epsilon, LinearOp, Norm, epsilon_relevance
 
 __all__ = [
     "LSTM_RULES",
     "RecurrentLayer",
+    "arras_composite",
     "RecurrentTrace",
     "convlstm_layers",
     "HeadTrace",
@@ -299,50 +300,41 @@ def _identity(s: Tensor) -> Tensor:
     return s
 
 
+def arras_composite(eps: float = 1e-3, bias_factor: float = 0.0) -> Composite:
+    """The rules of a head after a recurrent stage (the Arras model's output layer).
+
+    Linear layers: epsilon with ``eps`` and ``bias_factor`` (channels last, the bias as it is); average
+    pooling: the proportional rule with ``eps``; activations pass relevance through; max pooling routes it
+    to the winner.
+    """
+    rule = Epsilon(eps, bias_factor)
+    return Composite(conv=rule, linear=rule, avgpool=Norm(eps, bias_factor))
+
+
 @dataclass
 class HeadTrace:
-    """Inputs and outputs of every head step, kept by :func:`head_forward`."""
+    """The head input kept by :func:`head_forward`."""
 
-    inputs: list[Tensor] = field(default_factory=list)
-    outputs: list[Tensor] = field(default_factory=list)
+    input: Tensor
 
 
 def head_forward(steps: list[Step], x: Tensor) -> tuple[Tensor, HeadTrace]:
-    """Logits ``(B, C)`` of the head for its input ``x`` (the last hidden state) and the trace."""
-    trace = HeadTrace()
-    for step in steps:
-        trace.inputs.append(x)
-        if step.kind == "linear":
-            weight, bias = step.params()
-            x = step.op(x, weight, bias)
-        else:
-            x = step.module.forward(x)
-        trace.outputs.append(x)
-    if x.ndim != 2:
-        raise ValueError(f"the head must produce logits (B, C), got shape {tuple(x.shape)}")
-    return x, trace
+    """Logits ``(B, C)`` of the compiled head ``steps`` for its input ``x`` (the last hidden state), and the trace."""
+    with torch.no_grad():
+        logits = run_steps(steps, arras_composite(), x)
+    if logits.ndim != 2:
+        raise ValueError(f"the head must produce logits (B, C), got shape {tuple(logits.shape)}")
+    return logits, HeadTrace(x)
 
 
 def head_relevance(
     steps: list[Step], trace: HeadTrace, relevance: Tensor, eps: float = 1e-3, bias_factor: float = 0.0
 ) -> Tensor:
-    """Propagate the relevance of the logits back to the head input.
-
-    Linear layers and average pooling use the epsilon rule with ``eps`` and ``bias_factor`` like the
-    LSTM; activations pass relevance through; max pooling routes it to the winner.
-    """
-    for step, xin, z in zip(reversed(steps), reversed(trace.inputs), reversed(trace.outputs)):
-        if step.kind in ("activation", "flatten"):
-            relevance = relevance.reshape(xin.shape)
-        elif step.kind == "maxpool":
-            relevance = _pool_grad(step.module.forward, xin, relevance)
-        elif step.kind == "linear":
-            weight, bias = step.params()  # linear: channels last, the bias broadcasts as it is
-            relevance = epsilon_relevance(
-                xin, z, relevance, eps, partial(step.op.input_grad, xin.shape, weight), bias, bias_factor
-            )
-        else:  # average pooling, through autograd of the pooling function
-            relevance = epsilon_relevance(
-                xin, z, relevance, eps, partial(_pool_grad, step.module.forward, xin), None, bias_factor
-            )
-    return relevance
+    """Propagate the relevance of the logits back to the head input with :func:`arras_composite` rules."""
+    with torch.enable_grad():
+        leaf = trace.input.detach().requires_grad_(True)
+        out = run_steps(steps, arras_composite(eps, bias_factor), leaf)
+        if out is leaf:
+            return relevance
+        (r,) = torch.autograd.grad(out, leaf, relevance)
+    return r

@@ -13,8 +13,9 @@ Stabilisers add ``eps * sign(z)`` with ``sign(0) = +1`` (zennit's :func:`zennit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -37,10 +38,15 @@ __all__ = [
     "Pass",
     "RuleSpec",
     "WinnerTakeAll",
+    "ZBox",
     "ZPlus",
+    "at_least",
     "epsilon_relevance",
     "get_rule",
     "make_composite",
+    "numbers",
+    "register_composite",
+    "register_rule",
     "resolve_rule",
     "stabilize",
 ]
@@ -49,7 +55,7 @@ __all__ = [
 STABILIZER = 1e-6
 #: Epsilon of the ``z`` rule (LRP-0): only a stabiliser.
 Z_EPSILON = 1e-9
-#: Epsilon of the linear layers under the composite rules (DESIGN.md table).
+#: Epsilon of the linear layers under the gamma, alpha-beta and preset rules.
 LINEAR_EPSILON = 0.1
 
 
@@ -172,16 +178,21 @@ class Epsilon(LinearRule):
 
     name = "epsilon"
 
-    def __init__(self, epsilon: float = 1e-6) -> None:
+    def __init__(self, epsilon: float = 1e-6, bias_factor: float = 0.0) -> None:
         self.epsilon = float(epsilon)
+        self.bias_factor = float(bias_factor)  # > 0: the absorbed share is spread (see epsilon_relevance)
 
     def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
         z = op(x, weight, bias)
-        return z, (x, weight, z)
+        return z, (x, weight, z, bias if self.bias_factor else None)
 
     def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
-        x, weight, z = saved
-        return epsilon_relevance(x, z, relevance, self.epsilon, lambda s: op.input_grad(x.shape, weight, s))
+        x, weight, z, bias = saved
+        if bias is not None and op.channel_dim == 1:
+            bias = bias.reshape(1, -1, *((1,) * (z.ndim - 2)))
+        return epsilon_relevance(
+            x, z, relevance, self.epsilon, lambda s: op.input_grad(x.shape, weight, s), bias, self.bias_factor
+        )
 
 
 _Split = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
@@ -324,6 +335,50 @@ class Flat(LinearRule):
         return op.input_grad(x.shape, ones, relevance / stabilize(fan_in, self.stabilizer))
 
 
+class ZBox(LinearRule):
+    """LRP-z^B for a bounded input ``low <= x <= high`` (zennit's ``ZBox``; the first layer of ``epsilon_gamma_box``).
+
+    ``z = W x - W+ low - W- high`` (the bias cancels, as in zennit, whose three terms carry ``b``, ``b+`` and
+    ``b-``), ``R_i = x_i (W^T s)_i - low_i (W+^T s)_i - high_i (W-^T s)_i`` with ``s = R / (z + stabilizer
+    sign(z))``. ``low`` / ``high``: a number, or one value per input channel
+    (dimension 1 of the input: the colour channels of a frame or a clip).
+    """
+
+    name = "zbox"
+
+    def __init__(self, low: float | Sequence[float], high: float | Sequence[float], stabilizer: float = STABILIZER):
+        self.low = low if isinstance(low, (int, float)) else tuple(float(v) for v in low)
+        self.high = high if isinstance(high, (int, float)) else tuple(float(v) for v in high)
+        self.stabilizer = float(stabilizer)
+
+    @staticmethod
+    def _bound(value: float | tuple[float, ...], x: Tensor) -> Tensor:
+        t = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        if t.ndim == 1:
+            if x.ndim < 2 or x.shape[1] != t.numel():
+                raise ValueError(
+                    f"ZBox bounds have {t.numel()} values but the layer input has shape {tuple(x.shape)}; "
+                    "give one value per input channel (dimension 1) or one number"
+                )
+            t = t.reshape(1, -1, *((1,) * (x.ndim - 2)))
+        return t.expand_as(x)
+
+    def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
+        low, high = self._bound(self.low, x), self._bound(self.high, x)
+        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+        plain = op(x, weight, None)
+        z = plain - op(low, wp, None) - op(high, wn, None)
+        out = plain if bias is None else plain + bias.reshape(-1, *((1,) * (plain.ndim - 2)))
+        return out, (x, low, high, weight, z)
+
+    def relevance(self, op: LinearOp, saved: tuple, relevance: Tensor) -> Tensor:
+        x, low, high, weight, z = saved
+        s = relevance / stabilize(z, self.stabilizer)
+        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+        grad = partial(op.input_grad, x.shape)
+        return x * grad(weight, s) - low * grad(wp, s) - high * grad(wn, s)
+
+
 class LRPLinearFunction(torch.autograd.Function):
     """Autograd Function: forward is the layer, backward maps relevance with a :class:`LinearRule`."""
 
@@ -365,16 +420,19 @@ class _NormFunction(torch.autograd.Function):
     """Parameter-free linear map (average pooling) with the proportional (epsilon) rule as backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], stabilizer: float) -> Tensor:
+    def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor], stabilizer: float, bias_factor: float) -> Tensor:
         z = fn(x)
-        ctx.fn, ctx.stabilizer = fn, stabilizer
+        ctx.fn, ctx.stabilizer, ctx.bias_factor = fn, stabilizer, bias_factor
         ctx.save_for_backward(x, z)
         return z
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         x, z = ctx.saved_tensors
-        return epsilon_relevance(x, z, relevance, ctx.stabilizer, lambda s: _pool_grad(ctx.fn, x, s)), None, None
+        r = epsilon_relevance(
+            x, z, relevance, ctx.stabilizer, lambda s: _pool_grad(ctx.fn, x, s), bias_factor=ctx.bias_factor
+        )
+        return r, None, None, None
 
 
 class _SumFunction(torch.autograd.Function):
@@ -421,19 +479,20 @@ class Norm:
 
     name = "norm"
 
-    def __init__(self, stabilizer: float = STABILIZER) -> None:
+    def __init__(self, stabilizer: float = STABILIZER, bias_factor: float = 0.0) -> None:
         self.stabilizer = float(stabilizer)
+        self.bias_factor = float(bias_factor)  # pooling only: > 0 spreads the stabiliser's share
 
     def apply(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Apply the pooling ``fn`` with the proportional backward."""
-        return _NormFunction.apply(x, fn, self.stabilizer)
+        return _NormFunction.apply(x, fn, self.stabilizer, self.bias_factor)
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """``a + b`` whose backward splits ``R(a + b)`` in proportion to ``a`` and ``b``."""
         return _SumFunction.apply(a, b, self.stabilizer)
 
     def __repr__(self) -> str:
-        return f"Norm(stabilizer={self.stabilizer!r})"
+        return f"Norm(stabilizer={self.stabilizer!r}, bias_factor={self.bias_factor!r})"
 
 
 class WinnerTakeAll:
@@ -454,9 +513,11 @@ class WinnerTakeAll:
 class Composite:
     """Which rule each layer type of a CNN gets (zennit's ``SpecialFirstLayerMapComposite``, in small).
 
-    ``first`` (if set) replaces the rule of the first conv / linear layer of the CNN stage (the per-frame
-    encoder, or the clip network of a 3D CNN). ``avgpool`` and ``residual`` (the addition ``y = a + b`` of a
-    residual block) use the proportional sum rule; ``conv`` covers ``Conv2d`` and ``Conv3d``.
+    ``first`` (if set) replaces the rule of the network's first conv / linear layer (in the first stage:
+    the per-frame encoder, or the clip network of a 3D CNN); with ``first_conv_only`` only if that layer
+    is a convolution (zennit's ``EpsilonGammaBox`` maps its first-layer rule to convolutions only).
+    ``avgpool`` and ``residual`` (the addition ``y = a + b`` of a residual block) use the proportional sum
+    rule; ``conv`` covers ``Conv2d`` and ``Conv3d``.
     """
 
     conv: LinearRule
@@ -466,87 +527,39 @@ class Composite:
     avgpool: Norm = field(default_factory=Norm)
     maxpool: WinnerTakeAll = field(default_factory=WinnerTakeAll)
     residual: Norm = field(default_factory=Norm)
+    first_conv_only: bool = False
 
     def rule_for(self, module: nn.Module, is_first: bool) -> LinearRule:
-        """The rule of a ``Conv2d`` / ``Conv3d`` / ``Linear`` layer; ``is_first`` marks the CNN's first such layer."""
-        if is_first and self.first is not None:
+        """The rule of a ``Conv2d`` / ``Conv3d`` / ``Linear`` layer; ``is_first`` marks the network's first one."""
+        conv = isinstance(module, (nn.Conv2d, nn.Conv3d))
+        if is_first and self.first is not None and (conv or not self.first_conv_only):
             return self.first
-        return self.conv if isinstance(module, (nn.Conv2d, nn.Conv3d)) else self.linear
+        return self.conv if conv else self.linear
 
 
-def _z(**_: Any) -> Composite:
-    rule = Epsilon(Z_EPSILON)
-    return Composite(conv=rule, linear=rule)
-
-
-def _epsilon(epsilon: float, **_: Any) -> Composite:
-    rule = Epsilon(epsilon)
-    return Composite(conv=rule, linear=rule)
-
-
-def _gamma(gamma: float, epsilon: float, **_: Any) -> Composite:
-    return Composite(conv=Gamma(gamma), linear=Epsilon(epsilon))
-
-
-def _alpha_beta(alpha: float, beta: float, epsilon: float, **_: Any) -> Composite:
-    return Composite(conv=AlphaBeta(alpha, beta), linear=Epsilon(epsilon))
-
-
-def _preset_a_flat(epsilon: float, **_: Any) -> Composite:
-    return Composite(conv=ZPlus(), linear=Epsilon(epsilon), first=Flat())
-
-
-def _preset_b_flat(epsilon: float, **_: Any) -> Composite:
-    return Composite(conv=AlphaBeta(2.0, 1.0), linear=Epsilon(epsilon), first=Flat())
+#: A parameter check of one rule: ``check(rule_name, values) -> values`` (may normalise the values).
+ParamCheck = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """One entry of :data:`RULES`: a rule name, its parameters with defaults, and its composite factory."""
+    """One entry of :data:`RULES`: a rule name, its parameters with defaults, its checks and composite factory."""
 
     name: str
     description: str
     defaults: Mapping[str, Any]
     factory: Callable[..., Composite]
+    checks: tuple[ParamCheck, ...] = ()
 
     def resolve(self, **params: Any) -> dict[str, Any]:
-        """Validate ``params`` against this rule and return them merged with the defaults (our convention)."""
+        """Validate ``params`` by this rule's own checks; return them merged with the defaults."""
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
             valid = ", ".join(sorted(self.defaults)) or "none"
             raise ConfigError(f"rule {self.name!r} has no parameter(s) {unknown}; its parameters are: {valid}")
         values = {**self.defaults, **params}
-        for key, value in values.items():
-            if key == "beta_sign":
-                if value not in ("standard", "paper"):
-                    raise ConfigError(
-                        f"rule {self.name!r}: beta_sign={value!r} is invalid; use 'standard' "
-                        "(alpha - beta = 1) or 'paper' (alpha + beta = 1, the paper's plus-signed beta)"
-                    )
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"rule {self.name!r}: parameter {key}={value!r} must be a finite number")
-            values[key] = float(value)
-        if values.get("beta_sign") == "paper":
-            alpha, beta = values["alpha"], values["beta"]
-            if not math.isclose(alpha + beta, 1.0, abs_tol=1e-9) or beta > 0:
-                raise ConfigError(
-                    f"rule {self.name!r} with beta_sign='paper' needs alpha + beta = 1 and beta <= 0 "
-                    f"(the paper's beta is minus ours), got alpha={alpha}, beta={beta}; e.g. alpha=2, beta=-1"
-                )
-            values["beta"] = -beta + 0.0  # paper's plus-signed beta -> our convention (+0.0 avoids -0.0)
-            values["beta_sign"] = "standard"
-        for key in ("epsilon", "gamma", "alpha", "beta"):
-            if key in values and values[key] < 0:
-                raise ConfigError(f"rule {self.name!r}: parameter {key}={values[key]} must be >= 0")
-        if "epsilon" in values and values["epsilon"] == 0:
-            raise ConfigError(f"rule {self.name!r}: epsilon must be > 0 (use rule='z' for LRP-0)")
-        if "alpha" in values and not math.isclose(values["alpha"] - values["beta"], 1.0, abs_tol=1e-9):
-            raise ConfigError(
-                f"rule {self.name!r} needs alpha - beta = 1, got alpha={values['alpha']}, "
-                f"beta={values['beta']}; e.g. alpha=2, beta=1 or alpha=1, beta=0 "
-                "(for the paper's alpha + beta = 1 pass beta_sign='paper')"
-            )
+        for check in self.checks:
+            values = check(self.name, values)
         return values
 
     def build(self, **params: Any) -> Composite:
@@ -554,31 +567,57 @@ class RuleSpec:
         return self.factory(**self.resolve(**params))
 
 
-#: The one rule registry: rule name -> :class:`RuleSpec` (see DESIGN.md "LRP definitions").
-RULES: Mapping[str, RuleSpec] = MappingProxyType(
-    {
-        "z": RuleSpec("z", "LRP-0: epsilon rule with a tiny stabiliser on every layer", {}, _z),
-        "epsilon": RuleSpec("epsilon", "LRP-epsilon on conv and linear layers", {"epsilon": 0.1}, _epsilon),
-        "gamma": RuleSpec(
-            "gamma", "LRP-gamma on conv layers, epsilon on linear layers",
-            {"gamma": 0.25, "epsilon": LINEAR_EPSILON}, _gamma,
-        ),
-        "alpha_beta": RuleSpec(
-            "alpha_beta", "LRP-alpha-beta on conv layers (alpha - beta = 1), epsilon on linear layers",
-            {"alpha": 2.0, "beta": 1.0, "epsilon": LINEAR_EPSILON, "beta_sign": "standard"}, _alpha_beta,
-        ),
-        "preset_a_flat": RuleSpec(
-            "preset_a_flat",
-            "iNNvestigate PresetAFlat: z-plus on conv, epsilon on linear, flat on the first layer",
-            {"epsilon": LINEAR_EPSILON}, _preset_a_flat,
-        ),
-        "preset_b_flat": RuleSpec(
-            "preset_b_flat",
-            "iNNvestigate PresetBFlat: alpha 2 beta 1 on conv, epsilon on linear, flat on the first layer",
-            {"epsilon": LINEAR_EPSILON}, _preset_b_flat,
-        ),
-    }
-)
+_RULES: dict[str, RuleSpec] = {}
+#: The one rule registry: rule name -> :class:`RuleSpec` (a read-only view; fill it with :func:`register_rule`).
+RULES: Mapping[str, RuleSpec] = MappingProxyType(_RULES)
+
+
+def register_rule(
+    name: str, description: str, defaults: Mapping[str, Any] | None = None, checks: Sequence[ParamCheck] = ()
+) -> Callable[[Callable[..., Composite]], Callable[..., Composite]]:
+    """Decorator registering a rule / composite: ``factory(**params) -> Composite`` under ``name``.
+
+    ``defaults``: every parameter with its default; ``checks``: the rule's own parameter checks, run in
+    order on the merged values (e.g. :func:`numbers`, :func:`at_least`). Like zennit's
+    ``register_composite``; registering a name again replaces it.
+    """
+
+    def decorate(factory: Callable[..., Composite]) -> Callable[..., Composite]:
+        _RULES[name] = RuleSpec(name, description, MappingProxyType(dict(defaults or {})), factory, tuple(checks))
+        return factory
+
+    return decorate
+
+
+#: zennit's name for the same decorator.
+register_composite = register_rule
+
+
+def numbers(*keys: str) -> ParamCheck:
+    """Check: the parameters ``keys`` are finite numbers (stored as ``float``)."""
+
+    def check(rule: str, values: dict[str, Any]) -> dict[str, Any]:
+        for key in keys:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"rule {rule!r}: parameter {key}={value!r} must be a finite number")
+            values[key] = float(value)
+        return values
+
+    return check
+
+
+def at_least(bound: float, *keys: str, strict: bool = False) -> ParamCheck:
+    """Check: the (numeric) parameters ``keys`` are ``>= bound`` (``> bound`` with ``strict``)."""
+
+    def check(rule: str, values: dict[str, Any]) -> dict[str, Any]:
+        for key in keys:
+            if values[key] < bound or (strict and values[key] == bound):
+                sign = ">" if strict else ">="
+                raise ConfigError(f"rule {rule!r}: parameter {key}={values[key]} must be {sign} {bound}")
+        return values
+
+    return check
 
 
 def get_rule(name: Any) -> RuleSpec:
