@@ -80,10 +80,12 @@ def exact_composite() -> Composite:
     return Composite(conv=rule, linear=rule, avgpool=Norm(EPS), residual=Norm(EPS))
 
 
-def ours(net: TinyHF, x: Tensor, target: int, rule: str) -> tuple[Tensor, Tensor, TokenTrace]:
-    """Input relevance, logits and trace of our rules (token stage + epsilon classifier)."""
+def ours(
+    net: TinyHF, x: Tensor, target: int, rule: str, composite: Composite | None = None, stab: float = EPS
+) -> tuple[Tensor, Tensor, TokenTrace]:
+    """Input relevance, logits and trace of our rules (token stage + classifier), straight from the functions."""
     tokens, head = net.explain_stages()
-    trace = TokenTrace(exact_composite(), rule, stab=EPS)
+    trace = TokenTrace(composite or exact_composite(), rule, stab=stab)
     leaf = x.clone().requires_grad_(True)
     logits = trace.linear(token_forward(tokens.module, leaf, trace), head.module[0])
     r_out = torch.zeros_like(logits)
@@ -306,3 +308,54 @@ def test_attnlrp_softmax_does_not_conserve(build) -> None:
     total, _, logit = _conservation(_zero_biases(build(), constants=True), "attnlrp")
     gap = ((total - logit).abs() / logit.abs()).max().item()
     assert gap > 1e-6, gap
+
+
+# ----------------------------------------------------------------------------------------- through VideoLRP
+@pytest.mark.parametrize("rule", ["attnlrp", "cp"])
+@pytest.mark.parametrize("build", [tiny_videomae, tiny_timesformer])
+def test_videolrp_on_transformers(build, rule: str) -> None:
+    """The explainer (LRPConfig -> VideoLRP, stage propagators, head) computes what the rule functions compute
+    (whose equality to LXT is tested above with matched stabilisers)."""
+    from vidxai.xai.config import LRPConfig
+    from vidxai.xai.rules import STABILIZER, make_composite
+
+    net, x = build(), clip()
+    explainer = LRPConfig(rule="z", attention_rule=rule).build(net)
+    rel, delta = explainer.attribute(x, target=1, return_convergence_delta=True)
+    ref, _, _ = ours(net, x, 1, rule, make_composite("z"), STABILIZER)
+    torch.testing.assert_close(rel, ref, rtol=1e-12, atol=1e-15)
+    logit = net(x)[:, 1].detach()
+    torch.testing.assert_close(delta, rel.flatten(1).sum(1) - logit)
+    exp = explainer.explain(x[0], target=1)
+    torch.testing.assert_close(exp.relevance, rel[0])
+    steps = T // 2 if build is tiny_videomae else T
+    assert exp.feature.shape == (steps, 32)
+
+
+@pytest.mark.parametrize("build", [tiny_videomae, tiny_timesformer])
+def test_videolrp_reports_the_constants(build) -> None:
+    """Biases zeroed, CP: pixels plus the constants' shares (Explanation.initial_state) are the target logit."""
+    from vidxai.xai import VideoLRP
+
+    net = _zero_biases(build(), constants=False)
+    x = clip(batch=1)
+    exp = VideoLRP(net, "z", attention_rule="cp").explain(x[0], target=0)
+    names = {"position_l0"} | ({"cls_token_l0", "time_l0"} if build is tiny_timesformer else set())
+    assert names <= set(exp.initial_state)
+    absorbed = sum(float(exp.initial_state[n].sum()) for n in names)
+    assert abs(exp.total() + absorbed - float(exp.logits[0])) < 1e-4 * abs(float(exp.logits[0]))  # stabilisers 1e-6
+    assert abs(absorbed) > 1e-3 * abs(float(exp.logits[0]))
+
+
+def test_attention_rule_needs_attention() -> None:
+    from vidxai.errors import ConfigError
+    from vidxai.models.r2plus1d import R2Plus1D
+    from vidxai.xai import VideoLRP
+    from vidxai.xai.config import LRPConfig
+
+    net = R2Plus1D(num_classes=3, width=0.25)
+    with pytest.raises(ConfigError, match="attention_rule='cp' does not apply to R2Plus1D: it has no attention"):
+        LRPConfig(attention_rule="cp").build(net)
+    with pytest.raises(ConfigError, match="unknown attention_rule"):
+        VideoLRP(tiny_videomae(), attention_rule="softmax")
+    VideoLRP(net)  # unset: fine

@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vidxai.models.contract import Stage
+from vidxai.models.contract import Stage, register_stage_kind, stage_kind
 
 __all__ = ["TokenEncoder", "transformer_stages"]
+
+
+def _run_tokens(module: nn.Module, x: Tensor) -> Tensor:
+    return module(x)
+
+
+# "tokens": clips (B, T, C, H, W) -> pooled (B, D), the first stage; the head may follow it
+register_stage_kind("tokens", _run_tokens, first=True)
+_head = stage_kind("head")
+if "tokens" not in _head.after:
+    register_stage_kind("head", _head.run, after=(*_head.after, "tokens"), terminal=True)
 
 
 class TokenEncoder(nn.Module):
@@ -64,6 +75,16 @@ class TokenEncoder(nn.Module):
         else:  # TimeSformer orders the tokens patch-major: index = patch * T + frame
             grid = values.reshape(-1, gh, gw, frames).permute(0, 3, 1, 2)
         return grid.repeat_interleave(ph, 2).repeat_interleave(pw, 3)
+
+
+    def tokens_per_step(self, values: Tensor, frames: int) -> Tensor:
+        """Per-token vectors ``(B, S, D)`` (CLS included where there is one) summed over the patches of each time
+        step: ``(B, T', D)``, ``T'`` the tubelets (VideoMAE) or the frames (TimeSformer)."""
+        if _is_videomae(self.embeddings):
+            steps = frames // self.embeddings.patch_embeddings.tubelet_size
+            return values.reshape(values.shape[0], steps, -1, values.shape[-1]).sum(2)
+        tokens = values[:, 1:]  # patch-major: index = patch * T + frame
+        return tokens.reshape(values.shape[0], -1, frames, values.shape[-1]).sum(1)
 
 
 def _is_videomae(module: nn.Module) -> bool:

@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
+from vidxai.models.contract import Stage
+from vidxai.xai.propagators import PropagatorContext, StageRelevance, register_propagator
 from vidxai.xai.rules import STABILIZER, Composite, LinearOp, LRPLinearFunction, epsilon_relevance, stabilize
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "DEFAULT_ATTENTION_RULE",
     "GradientTrace",
     "TokenTrace",
+    "TokensPropagator",
     "check_attention_rule",
     "layer_norm",
     "lrp_matmul",
@@ -172,6 +175,7 @@ class TokenTrace:
     attention_rule: str = DEFAULT_ATTENTION_RULE
     stab: float = STABILIZER
     constants: dict[str, Tensor] = field(default_factory=dict)
+    embedded: Tensor | None = None  # the tokens entering the first block
 
     def linear(self, x: Tensor, module: nn.Module, first: bool = False) -> Tensor:
         """A ``Linear`` / ``Conv2d`` / ``Conv3d`` layer with its rule (``first``: the embedding's first-layer rule)."""
@@ -194,10 +198,11 @@ class TokenTrace:
         """A mean (token pooling, CLS over frames): proportional sum rule."""
         return self.composite.avgpool.apply(x, lambda t: t.mean(dim, keepdim=keepdim))
 
-    def constant(self, name: str, value: Tensor, like: Tensor) -> Tensor:
-        """A constant added to the tokens (a leaf whose absorbed relevance is reported under ``name``)."""
-        leaf = value.detach().to(dtype=like.dtype, device=like.device).requires_grad_(True)
-        self.constants[name] = leaf
+    def constant(self, name: str, value: Tensor, like: Tensor, batch: int) -> Tensor:
+        """A constant ``(1, ...)`` added to the tokens, as a per-sample leaf ``(batch, ...)`` whose absorbed
+        relevance is reported under ``name``."""
+        leaf = value.detach().to(dtype=like.dtype, device=like.device).expand(batch, *value.shape[1:]).clone()
+        self.constants[name] = leaf.requires_grad_(True)
         return leaf
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
@@ -241,8 +246,8 @@ class GradientTrace(TokenTrace):
     def mean(self, x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
         return x.mean(dim, keepdim=keepdim)
 
-    def constant(self, name: str, value: Tensor, like: Tensor) -> Tensor:
-        return value.detach().to(dtype=like.dtype, device=like.device)
+    def constant(self, name: str, value: Tensor, like: Tensor, batch: int) -> Tensor:
+        return value.detach().to(dtype=like.dtype, device=like.device).expand(batch, *value.shape[1:])
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
         probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
@@ -284,6 +289,7 @@ def token_forward(module: nn.Module, x: Tensor, trace: TokenTrace) -> Tensor:
     """The LRP forward of a token stage (``vidxai.models.hf_stages.TokenEncoder``): clips ``(B, T, C, H, W)`` ->
     pooled features ``(B, D)``; the relevance then follows with one ``torch.autograd.grad``."""
     h = block_handler(module.embeddings, "embeddings")(module.embeddings, x, trace)
+    trace.embedded = h
     for i, layer in enumerate(module.layers):
         h = block_handler(layer, f"layers.{i}")(layer, h, trace)
     if module.norm is not None:
@@ -292,3 +298,42 @@ def token_forward(module: nn.Module, x: Tensor, trace: TokenTrace) -> Tensor:
     if module.pool_norm is not None:
         pooled = trace.norm(pooled, module.pool_norm)
     return pooled
+
+
+# ----------------------------------------------------------------------------------------- the stage propagator
+@register_propagator("tokens")
+class TokensPropagator:
+    """A transformer's token stage (``vidxai.models.hf_stages.TokenEncoder``): clips -> pooled ``(B, D)``.
+
+    Forward: :func:`token_forward` under the rules; relevance: one ``torch.autograd.grad``. Reports
+    ``feature``: the relevance of the tokens entering the first block, summed over the patches of each time step,
+    ``(B, T', D)`` (``T'``: tubelets for VideoMAE, frames for TimeSformer); and, as ``initial``, the relevance the
+    constants absorbed per sample (``position``, ``cls_token``, ``time``; ``Explanation.initial_state`` keys
+    ``position_l0``, ...).
+    """
+
+    uses_attention = True  # VideoLRP refuses attention_rule= on a network without such a stage
+
+    def __init__(self, stage: Stage, context: PropagatorContext) -> None:
+        self.module = stage.module
+        self.composite = context.composite
+        self.rule = check_attention_rule(context.attention_rule or DEFAULT_ATTENTION_RULE)
+        block_handler(self.module.embeddings, f"{stage.name}.embeddings")  # unsupported blocks fail here
+        for i, layer in enumerate(self.module.layers):
+            block_handler(layer, f"{stage.name}.layers.{i}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Any]:
+        trace = TokenTrace(self.composite, self.rule)
+        leaf = x.detach().requires_grad_(True)
+        out = token_forward(self.module, leaf, trace)
+        return out.detach(), (leaf, out, trace)
+
+    def relevance(self, ctx: Any, r_out: Tensor) -> StageRelevance:
+        leaf, out, trace = ctx
+        names = list(trace.constants)
+        r_in, r_tokens, *r_const = torch.autograd.grad(
+            out, [leaf, trace.embedded, *trace.constants.values()], r_out, allow_unused=True
+        )
+        initial = {n: [torch.zeros_like(trace.constants[n]) if r is None else r] for n, r in zip(names, r_const)}
+        feature = self.module.tokens_per_step(r_tokens, leaf.shape[1])
+        return StageRelevance(r_in, feature=feature, initial=initial)

@@ -47,7 +47,7 @@ def _videomae_embeddings(module: nn.Module, x: Tensor, trace: TokenTrace) -> Ten
     patch = module.patch_embeddings
     _check_size("VideoMAE", (x.shape[1], *x.shape[3:]), (module.config.num_frames, *patch.image_size))
     emb = trace.linear(x.permute(0, 2, 1, 3, 4), patch.projection, first=True).flatten(2).transpose(1, 2)
-    return trace.add(emb, trace.constant("position", module.position_embeddings, emb))
+    return trace.add(emb, trace.constant("position", module.position_embeddings, emb, x.shape[0]))
 
 
 @register_block(VideoMAELayer)
@@ -79,12 +79,14 @@ def _timesformer_embeddings(module: nn.Module, x: Tensor, trace: TokenTrace) -> 
     patch = module.patch_embeddings
     _check_size("TimeSformer", (t, *x.shape[3:]), (module.time_embeddings.shape[1], *patch.image_size))
     emb = trace.linear(x.reshape(b * t, *x.shape[2:]), patch.projection, first=True).flatten(2).transpose(1, 2)
-    cls = trace.constant("cls_token", module.cls_token, emb).expand(b * t, -1, -1)
-    emb = trace.add(_cat(cls, emb), trace.constant("position", module.position_embeddings, emb))
-    cls, emb = emb[:b, :1], emb[:, 1:]
+    # per-sample constants, copied to every frame (rows b * T + t) / every patch (rows b * n + patch)
+    cls = trace.constant("cls_token", module.cls_token, emb, b).repeat_interleave(t, 0)
+    pos = trace.constant("position", module.position_embeddings, emb, b).repeat_interleave(t, 0)
+    emb = trace.add(_cat(cls, emb), pos)
+    cls, emb = emb[::t, :1], emb[:, 1:]  # HF takes rows [:b]: all CLS rows are equal; frame 0 of each sample here
     n, d = emb.shape[1:]
     emb = emb.reshape(b, t, n, d).permute(0, 2, 1, 3).reshape(b * n, t, d)
-    emb = trace.add(emb, trace.constant("time", module.time_embeddings, emb))
+    emb = trace.add(emb, trace.constant("time", module.time_embeddings, emb, b).repeat_interleave(n, 0))
     return _cat(cls, emb.reshape(b, n * t, d))
 
 
