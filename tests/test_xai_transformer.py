@@ -359,3 +359,26 @@ def test_attention_rule_needs_attention() -> None:
     with pytest.raises(ConfigError, match="unknown attention_rule"):
         VideoLRP(tiny_videomae(), attention_rule="softmax")
     VideoLRP(net)  # unset: fine
+
+
+def test_layer_norm_in_a_head_is_a_registered_layer() -> None:
+    """nn.LayerNorm through the layer registry (a head with LayerNorm + Linear): equal to LXT's layer_norm."""
+    from vidxai.xai.cnn import compile_sequential, run_steps
+
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        head[0].weight.add_(torch.randn(8, dtype=torch.float64))
+        head[0].bias.add_(torch.randn(8, dtype=torch.float64))
+    x = torch.randn(2, 8, dtype=torch.float64)
+    steps = compile_sequential(head, "head")
+    assert [s.kind for s in steps] == ["layernorm", "linear"]
+    leaf = x.clone().requires_grad_(True)
+    out = run_steps(steps, exact_composite(), leaf)
+    (ours_r,) = torch.autograd.grad(out, leaf, out.detach())
+    for p in head.parameters():
+        p.requires_grad_(False)
+    leaf = x.clone().requires_grad_(True)
+    ref_out = _lin(_ln(leaf, head[0]), head[1])
+    (ref,) = torch.autograd.grad(ref_out, leaf, ref_out.detach())
+    torch.testing.assert_close(ours_r, ref, rtol=1e-8, atol=1e-12)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
+from vidxai.xai.cnn import Compiler, Step, register_layer
 from vidxai.xai.propagators import PropagatorContext, StageRelevance, register_propagator
 from vidxai.xai.rules import STABILIZER, Composite, LinearOp, LRPLinearFunction, epsilon_relevance, stabilize
 
@@ -145,11 +146,15 @@ class _FixedWeightsFunction(torch.autograd.Function):
 
 def layer_norm(x: Tensor, module: nn.LayerNorm, stab: float = STABILIZER) -> Tensor:
     """``module(x)`` (a ``LayerNorm`` over the last dimension) with the LRP rule of :class:`_LayerNormFunction`."""
-    if not isinstance(module, nn.LayerNorm) or len(module.normalized_shape) != 1:
-        raise ValueError(f"LRP supports LayerNorm over the last dimension only, got {module!r}")
+    _check_layer_norm(module, type(module).__name__)
     weight = None if module.weight is None else module.weight.detach()
     bias = None if module.bias is None else module.bias.detach()
     return _LayerNormFunction.apply(x, weight, bias, module.eps, stab)
+
+
+def _check_layer_norm(module: nn.Module, name: str) -> None:
+    if not isinstance(module, nn.LayerNorm) or len(module.normalized_shape) != 1:
+        raise ConfigError(f"VideoLRP cannot explain {name}: LayerNorm over the last dimension only, got {module!r}")
 
 
 def lrp_softmax(x: Tensor) -> Tensor:
@@ -160,6 +165,23 @@ def lrp_softmax(x: Tensor) -> Tensor:
 def lrp_matmul(a: Tensor, b: Tensor, scale: float = 1.0, stab: float = STABILIZER) -> Tensor:
     """``(a @ b) * scale`` with the uniform epsilon rule."""
     return _MatmulFunction.apply(a, b, scale, stab)
+
+
+@dataclass
+class LayerNormStep(Step):
+    """``nn.LayerNorm`` (last dimension) in a compiled sequence (a head, a CNN stage): the LayerNorm rule."""
+
+    kind: ClassVar[str] = "layernorm"
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return layer_norm(x, self.module, composite.residual.stabilizer)
+
+
+@register_layer(nn.LayerNorm)
+def _layer_norm_handler(compiler: Compiler, name: str, module: nn.Module) -> None:
+    _check_layer_norm(module, name)
+    compiler.add(LayerNormStep(name, module))
+    compiler.nonnegative = False
 
 
 # ----------------------------------------------------------------------------------------- propagation context
