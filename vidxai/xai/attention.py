@@ -53,8 +53,6 @@ __all__ = [
     "TokensPropagator",
     "check_attention_rule",
     "layer_norm",
-    "lrp_matmul",
-    "lrp_softmax",
     "register_block",
     "token_forward",
 ]
@@ -77,55 +75,52 @@ class _LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, ln_eps: float, stab: float) -> Tensor:
-        y = F.layer_norm(x, x.shape[-1:], weight, bias, ln_eps)
-        std = (x.var(-1, unbiased=False, keepdim=True) + ln_eps).sqrt()
+        y, _, rstd = torch.native_layer_norm(x, x.shape[-1:], weight, bias, ln_eps)
         ctx.stab = stab
-        ctx.save_for_backward(x, std, y, weight)
+        ctx.save_for_backward(x, rstd, y, weight)
         return y
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
-        x, std, y, weight = ctx.saved_tensors
-        g = relevance / stabilize(y, ctx.stab) / std
+        x, rstd, y, weight = ctx.saved_tensors
+        g = stabilize(y, ctx.stab)
+        torch.div(relevance, g, out=g)
+        g.mul_(rstd)
         if weight is not None:
-            g = g * weight
-        return x * (g - g.mean(-1, keepdim=True)), None, None, None, None
+            g.mul_(weight)
+        g.sub_(g.mean(-1, keepdim=True))
+        return g.mul_(x), None, None, None, None
 
 
-class _SoftmaxFunction(torch.autograd.Function):
-    """Softmax over the last dimension with the AttnLRP deep-Taylor rule ``R_x = x * (R - p * sum(R))``."""
+class _AttnLRPFunction(torch.autograd.Function):
+    """``softmax(q k^T * scale) v`` with the AttnLRP rules, fused: one backward costs about one gradient.
 
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        p = torch.softmax(x, dim=-1)
-        ctx.save_for_backward(x, p)
-        return p
-
-    @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple:
-        x, p = ctx.saved_tensors
-        return x * (relevance - p * relevance.sum(-1, keepdim=True)),
-
-
-class _MatmulFunction(torch.autograd.Function):
-    """``(a @ b) * scale`` with the epsilon rule, the relevance split uniformly between ``a`` and ``b``."""
+    Composed, the rules are: ``A V`` uniform epsilon (``s = R / (2 z + eps sign z)``, ``R_A = A * (s V^T)``,
+    ``R_V = V * (A^T s)``), softmax deep-Taylor (``R_x = x * (R_A - A * sum R_A)`` with ``x`` the scaled scores)
+    and ``q k^T`` uniform epsilon (``R_x / (2 x)``). The softmax rule multiplies by ``x`` and the product rule
+    divides by ``2 x``, so their composition is exactly ``(R_A - A * sum R_A) / 2``: no stabiliser is needed
+    there (LXT's stabiliser on that division changes it by ``eps / (2 |x|)``) and neither ``x`` nor a second
+    ``n x n`` buffer is kept. Same ``n x n`` work as the gradient of attention.
+    """
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, scale: float, stab: float) -> Tensor:
-        z = a @ b
-        if scale != 1.0:
-            z = z * scale
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
+        probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+        out = probs @ v
         ctx.scale, ctx.stab = scale, stab
-        ctx.save_for_backward(a, b, z)
-        return z
+        ctx.save_for_backward(q, k, v, probs, out)
+        return out
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
-        a, b, z = ctx.saved_tensors
-        s = relevance / stabilize(2.0 * z, ctx.stab)
-        if ctx.scale != 1.0:
-            s = s * ctx.scale
-        return a * (s @ b.transpose(-1, -2)), b * (a.transpose(-1, -2) @ s), None, None
+        q, k, v, probs, out = ctx.saved_tensors
+        s = relevance / stabilize(2.0 * out, ctx.stab)
+        r_v = v * (probs.transpose(-1, -2) @ s)
+        g = s @ v.transpose(-1, -2)  # R_A = A * g
+        total = torch.linalg.vecdot(probs, g).unsqueeze(-1)  # sum_j R_A
+        g.sub_(total).mul_(probs)  # (R_A - A sum R_A) = A (g - sum R_A): twice the scores' message
+        half = 0.5 * ctx.scale
+        return q * (g @ k).mul_(half), k * (g.transpose(-1, -2) @ q).mul_(half), r_v, None, None
 
 
 class _FixedWeightsFunction(torch.autograd.Function):
@@ -155,16 +150,6 @@ def layer_norm(x: Tensor, module: nn.LayerNorm, stab: float = STABILIZER) -> Ten
 def _check_layer_norm(module: nn.Module, name: str) -> None:
     if not isinstance(module, nn.LayerNorm) or len(module.normalized_shape) != 1:
         raise ConfigError(f"VideoLRP cannot explain {name}: LayerNorm over the last dimension only, got {module!r}")
-
-
-def lrp_softmax(x: Tensor) -> Tensor:
-    """``softmax(x, -1)`` with the AttnLRP rule."""
-    return _SoftmaxFunction.apply(x)
-
-
-def lrp_matmul(a: Tensor, b: Tensor, scale: float = 1.0, stab: float = STABILIZER) -> Tensor:
-    """``(a @ b) * scale`` with the uniform epsilon rule."""
-    return _MatmulFunction.apply(a, b, scale, stab)
 
 
 @dataclass
@@ -238,8 +223,7 @@ class TokenTrace:
             with torch.no_grad():
                 weights = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
             return _FixedWeightsFunction.apply(weights, v, self.stab)
-        scores = lrp_matmul(q, k.transpose(-1, -2), scale, self.stab)
-        return lrp_matmul(lrp_softmax(scores), v, 1.0, self.stab)
+        return _AttnLRPFunction.apply(q, k, v, scale, self.stab)
 
 
 class GradientTrace(TokenTrace):
