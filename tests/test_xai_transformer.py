@@ -382,3 +382,16 @@ def test_layer_norm_in_a_head_is_a_registered_layer() -> None:
     ref_out = _lin(_ln(leaf, head[0]), head[1])
     (ref,) = torch.autograd.grad(ref_out, leaf, ref_out.detach())
     torch.testing.assert_close(ours_r, ref, rtol=1e-8, atol=1e-12)
+
+
+def test_gamma_rule_on_the_transformer_linears() -> None:
+    """rule=gamma applies gamma to the blocks' Linear layers and the tubelet conv: gamma=0 is the epsilon rule
+    with the same stabiliser (1e-6); gamma=0.25 is not."""
+    from vidxai.xai import VideoLRP
+
+    net, x = tiny_videomae(), clip(batch=1)
+    eps = VideoLRP(net, "epsilon", epsilon=1e-6).attribute(x, target=0)
+    gamma0 = VideoLRP(net, "gamma", gamma=0.0, epsilon=1e-6).attribute(x, target=0)
+    gamma = VideoLRP(net, "gamma", gamma=0.25, epsilon=1e-6).attribute(x, target=0)
+    torch.testing.assert_close(gamma0, eps, rtol=1e-8, atol=1e-12)
+    assert ((gamma - eps).abs().max() / eps.abs().max()).item() > 1e-2
