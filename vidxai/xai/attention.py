@@ -44,7 +44,15 @@ from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
 from vidxai.xai.cnn import Compiler, Step, register_layer
 from vidxai.xai.propagators import PropagatorContext, StageRelevance, register_propagator
-from vidxai.xai.rules import STABILIZER, Composite, LinearOp, LRPLinearFunction, epsilon_relevance, stabilize
+from vidxai.xai.rules import (
+    STABILIZER,
+    Composite,
+    LinearOp,
+    LRPLinearFunction,
+    Norm,
+    epsilon_relevance,
+    stabilize,
+)
 
 __all__ = [
     "ATTENTION_RULES",
@@ -124,6 +132,25 @@ class _AttnLRPFunction(torch.autograd.Function):
         return q * (g @ k).mul_(half), k * (g.transpose(-1, -2) @ q).mul_(half), r_v, None, None
 
 
+class _SumFunction(torch.autograd.Function):
+    """``a + b`` with the proportional sum rule (:class:`vidxai.xai.rules.Norm`'s), one message for both operands:
+    ``s = R / (z + eps sign z)``, ``R_a = a s``, ``R_b = b s``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor, stab: float) -> Tensor:
+        z = a + b
+        ctx.stab = stab
+        ctx.save_for_backward(a, b, z)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        a, b, z = ctx.saved_tensors
+        s = stabilize(z, ctx.stab)
+        torch.div(relevance, s, out=s)
+        return a * s, s.mul_(b), None
+
+
 class _FixedWeightsFunction(torch.autograd.Function):
     """``a @ v`` with ``a`` constant (CP-LRP): the epsilon rule of the linear map ``v -> a v``."""
 
@@ -195,7 +222,9 @@ class TokenTrace:
         return layer_norm(x, module, self.stab)
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
-        """A residual addition (proportional sum rule)."""
+        """A residual addition: the composite's sum rule (Norm: proportional, computed with one message)."""
+        if type(self.composite.residual) is Norm:  # a subclass may change add()
+            return _SumFunction.apply(a, b, self.composite.residual.stabilizer)
         return self.composite.residual.add(a, b)
 
     def activation(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
