@@ -189,3 +189,30 @@ def test_sign_split_rules_with_negative_inputs_inside_the_network_equal_zennit(r
         _, z_rel = attributor(x.clone(), attr_output=start)
     _, rel = _ours(net, rule, x, start)
     torch.testing.assert_close(rel, z_rel, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["alpha_beta", "gamma"])
+def test_kept_weights_follow_in_place_changes(rule: str) -> None:
+    """Sign-split rules keep their stacked weights and the steps their folded BatchNorm while the weights are
+    unchanged; an in-place change (training, a randomisation test) is seen at the next call."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3), nn.Flatten())
+    net = net.double().eval()
+    steps, composite = compile_sequential(net, "n"), make_composite(rule)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+
+    def explain(steps, composite) -> tuple[torch.Tensor, torch.Tensor]:
+        leaf = x.clone().requires_grad_(True)
+        out = run_steps(steps, composite, leaf)
+        return out.detach(), torch.autograd.grad(out, leaf, torch.ones_like(out))[0]
+
+    before = explain(steps, composite)
+    torch.testing.assert_close(explain(steps, composite)[1], before[1], rtol=0, atol=0)
+    with torch.no_grad():
+        net[3].weight.mul_(-1.0)
+        net[1].running_mean.add_(0.3)
+    out, rel = explain(steps, composite)
+    fresh_out, fresh_rel = explain(compile_sequential(net, "n"), make_composite(rule))
+    torch.testing.assert_close(out, net(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(rel, fresh_rel, rtol=0, atol=0)
+    assert not torch.allclose(rel, before[1])

@@ -67,6 +67,8 @@ class StageKind:
         run: ``run(module, x) -> y``, the forward of a stage of this kind on the previous stage's output
             (clips ``(B, T, C, H, W)`` for a first stage).
         after: the kinds that may directly precede it.
+        before: the kinds it may directly precede (so a new kind can stand before a built-in one, e.g.
+            ``before=("head",)``, without re-registering that one).
         first: whether it may be the first stage.
         terminal: whether it is the last stage (produces the logits); exactly one terminal stage, at the end.
     """
@@ -74,6 +76,7 @@ class StageKind:
     name: str
     run: Callable[[nn.Module, Tensor], Tensor]
     after: tuple[str, ...] = ()
+    before: tuple[str, ...] = ()
     first: bool = False
     terminal: bool = False
 
@@ -88,6 +91,7 @@ def register_stage_kind(
     run: Callable[[nn.Module, Tensor], Tensor],
     *,
     after: Sequence[str] = (),
+    before: Sequence[str] = (),
     first: bool = False,
     terminal: bool = False,
 ) -> StageKind:
@@ -96,7 +100,7 @@ def register_stage_kind(
         raise ValueError(f"a stage kind needs a non-empty name, got {name!r}")
     if not callable(run):
         raise ValueError(f"stage kind {name!r}: run must be callable run(module, x) -> y, got {run!r}")
-    kind = StageKind(name, run, tuple(after), bool(first), bool(terminal))
+    kind = StageKind(name, run, tuple(after), tuple(before), bool(first), bool(terminal))
     _KINDS[name] = kind
     return kind
 
@@ -145,7 +149,7 @@ def _order_error(kinds: Sequence[str]) -> str | None:
     if not _KINDS[kinds[0]].first:
         return f"{kinds[0]!r} cannot be the first stage"
     for prev, cur in zip(kinds, kinds[1:]):
-        if prev not in _KINDS[cur].after:
+        if prev not in _KINDS[cur].after and cur not in _KINDS[prev].before:
             return f"{cur!r} cannot follow {prev!r}"
     if not _KINDS[kinds[-1]].terminal or any(_KINDS[k].terminal for k in kinds[:-1]):
         return "exactly one terminal stage (the head) must come last"
@@ -154,7 +158,9 @@ def _order_error(kinds: Sequence[str]) -> str | None:
 
 def _valid_orders() -> str:
     starts = [k for k, v in _KINDS.items() if v.first]
-    return "; ".join(f"{k} after {list(v.after)}" for k, v in _KINDS.items()) + f"; first: {starts}"
+    pairs = [f"{a} -> {k}" for k, v in _KINDS.items() for a in v.after]
+    pairs += [f"{k} -> {b}" for k, v in _KINDS.items() for b in v.before]
+    return f"first: {starts}; then {', '.join(pairs)}; one terminal stage last"
 
 
 def _network_of(net: nn.Module) -> nn.Module:

@@ -114,13 +114,28 @@ class LinearStep(Step):
     bn: nn.Module | None = None
     is_first: bool = False
 
+    _params: tuple = field(default=(), init=False, repr=False, compare=False)
+
     def params(self) -> tuple[Tensor, Tensor | None]:
-        """Current (detached) weight and bias, with the BatchNorm folded in."""
+        """Current (detached) weight and bias, with the BatchNorm folded in.
+
+        The same tensors are returned while the module's and the BatchNorm's tensors are unchanged (rules
+        may keep what they derive from them, see ``rules.tensor_key``); an in-place change of any of them
+        (training, a randomisation test) gives new ones.
+        """
+        sources = [self.module.weight, self.module.bias]
+        if self.bn is not None:
+            sources += [self.bn.running_mean, self.bn.running_var, self.bn.weight, self.bn.bias]
+        key = None
+        if not any(t is not None and t.is_inference() for t in sources):  # inference tensors have no versions
+            key = tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if key is not None and self._params and self._params[0] == key:
+            return self._params[2]
         weight = self.module.weight.detach()
         bias = None if self.module.bias is None else self.module.bias.detach()
-        if self.bn is None:
-            return weight, bias
-        return fold_batch_norm(weight, bias, self.bn)
+        params = (weight, bias) if self.bn is None else fold_batch_norm(weight, bias, self.bn)
+        self._params = (key, sources, params)  # the sources keep their storage (and data_ptr) alive
+        return params
 
     def run(self, x: Tensor, composite: Composite) -> Tensor:
         weight, bias = self.params()

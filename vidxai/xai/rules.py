@@ -169,7 +169,7 @@ class LinearRule:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({params})"
 
 
@@ -198,19 +198,33 @@ class Epsilon(LinearRule):
 _Split = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 
 
+def tensor_key(*tensors: Tensor | None) -> tuple | None:
+    """Identity and version of ``tensors``: equal keys mean unchanged values (in-place writes bump versions).
+
+    ``None`` when a tensor has no version counter (an inference tensor): then nothing may be kept.
+    """
+    if any(t is not None and t.is_inference() for t in tensors):
+        return None
+    return tuple(None if t is None else (id(t), t._version) for t in tensors)
+
+
 class _SignSplitRule(LinearRule):
     """Rules that split the contributions ``x_i w_ij`` by sign into two groups ``a`` and ``b``.
 
     Group ``a`` is ``x+ wa + x- wb + ba``, group ``b`` is ``x+ wb + x- wa + bb``. Both are computed by one
     convolution with the stacked weights ``[wa; wb]`` (a second one only if the input has negative
     entries), and so is the layer output, ``(a + b) / scale``; the relevance needs one transposed
-    convolution with the stacked weights, so the cost is about twice that of a gradient.
+    convolution with the stacked weights, so the cost is about twice that of a gradient. The stacked
+    weights are kept per weight tensor while its values are unchanged (:func:`tensor_key`).
     """
 
     scale = 1.0
+    #: how many layers' stacked weights a rule keeps
+    CACHE_SIZE = 64
 
     def __init__(self, stabilizer: float = STABILIZER) -> None:
         self.stabilizer = float(stabilizer)
+        self._stacked: dict[tuple, tuple] = {}
 
     def split_params(self, weight: Tensor, bias: Tensor | None) -> _Split:
         """The weights and biases ``(wa, wb, ba, bb)`` of the two groups."""
@@ -220,15 +234,30 @@ class _SignSplitRule(LinearRule):
         """The messages ``(sa, sb)`` that the transposed convolution sends back through ``wa`` and ``wb``."""
         raise NotImplementedError
 
+    def stacked(self, weight: Tensor, bias: Tensor | None, swapped: bool) -> tuple[Tensor, Tensor | None]:
+        """``([wa; wb], [ba; bb])``, or ``([wb; wa], None)`` if ``swapped`` (for the negative inputs)."""
+        key = (tensor_key(weight, bias), swapped)
+        entry = self._stacked.get(key) if key[0] is not None else None
+        if entry is None:
+            wa, wb, ba, bb = self.split_params(weight, bias)
+            if swapped:
+                stacked = (torch.cat([wb, wa], dim=0), None)
+            else:
+                stacked = (torch.cat([wa, wb], dim=0), None if ba is None else torch.cat([ba, bb], dim=0))
+            entry = (weight, bias, *stacked)  # the references keep the ids unique while kept
+            if key[0] is not None:
+                if len(self._stacked) >= self.CACHE_SIZE:
+                    self._stacked.pop(next(iter(self._stacked)))
+                self._stacked[key] = entry
+        return entry[2], entry[3]
+
     def forward(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, tuple]:
-        wa, wb, ba, bb = self.split_params(weight, bias)
-        w_ab = torch.cat([wa, wb], dim=0)
-        b_ab = None if ba is None else torch.cat([ba, bb], dim=0)
+        w_ab, b_ab = self.stacked(weight, bias, False)
         has_negative = not op.nonnegative_input and bool((x < 0).any())
         out = op(x.clamp(min=0) if has_negative else x, w_ab, b_ab)
         w_ba = None
         if has_negative:
-            w_ba = torch.cat([wb, wa], dim=0)
+            w_ba = self.stacked(weight, bias, True)[0]
             out = out + op(x.clamp(max=0), w_ba, None)
         da, db = out.chunk(2, dim=op.channel_dim)
         z = da + db if self.scale == 1.0 else (da + db) / self.scale
@@ -269,15 +298,20 @@ class AlphaBeta(_SignSplitRule):
         return weight.clamp(min=0), weight.clamp(max=0), bp, bn
 
     def messages(self, op: LinearOp, z: Tensor, relevance: Tensor, out: Tensor) -> Tensor:
-        """``[alpha R / stab(a); -beta R / stab(b)]`` computed in place on one buffer (no concatenation)."""
+        """``[alpha R / stab(a); -beta R / stab(b)]`` in two passes over one new buffer.
+
+        ``a >= 0`` and ``b <= 0`` by construction, so ``stab(a) = a + eps`` and ``stab(b) = b - eps``: zennit's
+        ``stabilize`` except where ``b = 0``, where it adds ``+eps``; there every contribution ``x_i w_ij`` of
+        ``b`` is 0, so the input relevance is the same.
+        """
         pair_dim = op.channel_dim % out.ndim
-        s = stabilize(out, self.stabilizer)
-        pairs = s.unflatten(pair_dim, (2, -1))  # a view: (..., 2, C, ...)
-        torch.div(relevance.unsqueeze(pair_dim), pairs, out=pairs)
-        coef_shape = [1] * pairs.ndim
-        coef_shape[pair_dim] = 2
-        pairs.mul_(torch.tensor([self.alpha, -self.beta], dtype=s.dtype, device=s.device).view(coef_shape))
-        return s
+        shape = [1] * (out.ndim + 1)
+        shape[pair_dim] = 2
+        eps = torch.tensor([self.stabilizer, -self.stabilizer], dtype=out.dtype, device=out.device).view(shape)
+        coef = torch.tensor([self.alpha, -self.beta], dtype=out.dtype, device=out.device).view(shape)
+        s = out.unflatten(pair_dim, (2, -1)) + eps  # (..., 2, C, ...): a new buffer
+        torch.div(relevance.unsqueeze(pair_dim) * coef, s, out=s)
+        return s.flatten(pair_dim, pair_dim + 1)
 
 
 class ZPlus(AlphaBeta):
