@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vidxai.models.contract import Stage, register_stage_kind, stage_kind
+from vidxai.models.contract import Stage, register_stage_kind
 
 __all__ = ["TokenEncoder", "transformer_stages"]
 
@@ -19,11 +19,8 @@ def _run_tokens(module: nn.Module, x: Tensor) -> Tensor:
     return module(x)
 
 
-# "tokens": clips (B, T, C, H, W) -> pooled (B, D), the first stage; the head may follow it
-register_stage_kind("tokens", _run_tokens, first=True)
-_head = stage_kind("head")
-if "tokens" not in _head.after:
-    register_stage_kind("head", _head.run, after=(*_head.after, "tokens"), terminal=True)
+# "tokens": clips (B, T, C, H, W) -> pooled (B, D), the first stage; the head follows it
+register_stage_kind("tokens", _run_tokens, before=("head",), first=True)
 
 
 class TokenEncoder(nn.Module):
