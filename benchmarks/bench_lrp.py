@@ -20,11 +20,19 @@ explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`
 and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
 does not apply to 3D convolutions).
 
+``--model videomae|timesformer`` measures a video transformer (Hugging Face ``transformers``, random weights,
+``--hidden``/``--layers``/``--heads``/``--patch``, VideoMAE tubelet 2; ``--attn sdpa|eager`` is the attention the
+*gradient* runs with, TimeSformer has eager only): ``VideoLRP(rule, attention_rule=...)`` for each
+``--attention-rules`` entry divided by one input gradient of the same clip; with ``--memory`` the peak memory of
+one explanation and of one input gradient, each in a fresh subprocess (CPU: ``VmHWM`` growth; CUDA: peak
+allocated growth).
+
 Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
     python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
     python benchmarks/bench_lrp.py --device cuda --memory
     python benchmarks/bench_lrp.py --model r2plus1d     # the 3D CNN
+    python benchmarks/bench_lrp.py --model videomae --memory   # a video transformer (also: timesformer)
 """
 
 from __future__ import annotations
@@ -127,6 +135,126 @@ def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
                 m.running_var.uniform_(0.5, 2.0)
                 m.bias.normal_(0, 0.01)
     return model
+
+
+TRANSFORMERS = ("videomae", "timesformer")
+
+
+class _HFVideo(torch.nn.Module):
+    """A Hugging Face video classifier behind vidxai's network interface (``.hf``, forward, explain_stages)."""
+
+    def __init__(self, hf: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=x).logits
+
+    def explain_stages(self) -> tuple:
+        from vidxai.models.hf_stages import transformer_stages
+
+        return transformer_stages(self)
+
+
+def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> _HFVideo:
+    import transformers
+
+    torch.manual_seed(seed)
+    common = {
+        "image_size": args.size, "patch_size": args.patch, "num_frames": args.frames, "hidden_size": args.hidden,
+        "num_hidden_layers": args.layers, "num_attention_heads": args.heads, "intermediate_size": 4 * args.hidden,
+        "num_labels": 11,
+    }  # fmt: skip
+    if args.model == "videomae":
+        cfg = transformers.VideoMAEConfig(**common, tubelet_size=2, attn_implementation=args.attn)
+        hf = transformers.VideoMAEForVideoClassification(cfg)
+    else:
+        cfg = transformers.TimesformerConfig(**common, attn_implementation="eager")
+        hf = transformers.TimesformerForVideoClassification(cfg)
+    return _HFVideo(hf).to(device).eval()
+
+
+def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
+    """LRP time / input-gradient time of a video transformer, per attention rule."""
+    from vidxai.xai.config import LRPConfig
+
+    model = _transformer(args, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    target = 3
+
+    def grad_input() -> None:
+        x = clip.clone().requires_grad_(True)
+        model(x)[0, target].backward()
+
+    full: dict = {}
+    for rule in args.rules:
+        for attention in args.attention_rules:
+            explainer = LRPConfig(rule=rule, attention_rule=attention).build(model)
+            full[f"vidxai_{rule}_{attention}"] = _paired(
+                lambda e=explainer: e.attribute(clip, target=target), grad_input, args.repeats, device
+            )
+    return {"full_model": full}
+
+
+def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> dict:
+    """In a fresh process: the peak memory of one LRP explanation (``--memory-rule``, first attention rule) or,
+    with ``--memory-rule gradient``, of one input gradient."""
+    from vidxai.xai.config import LRPConfig
+
+    model = _transformer(args, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    if args.memory_rule == "gradient":
+        def run() -> None:
+            x = clip.clone().requires_grad_(True)
+            model(x)[0, 0].backward()
+    else:
+        explainer = LRPConfig(rule=args.memory_rule, attention_rule=args.attention_rules[0]).build(model)
+
+        def run() -> None:
+            explainer.attribute(clip, target=0)
+    return _peak(run, device, {"method": args.memory_rule, "attention_rule": args.attention_rules[0]})
+
+
+def _peak(run: Callable[[], object], device: torch.device, out: dict) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    rss_before = _vm_kib("VmRSS")
+    start = time.perf_counter()
+    run()
+    _sync(device)
+    out["seconds"] = time.perf_counter() - start
+    out["peak_growth_gib"] = (_vm_kib("VmHWM") - rss_before) / 2**20
+    if device.type == "cuda":
+        out["cuda_peak_growth_gib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**30
+    return out
+
+
+def transformer_memory(args: argparse.Namespace) -> dict:
+    """:func:`transformer_memory_child` for the gradient and for LRP, each in its own subprocess."""
+    out = {}
+    for method in ("gradient", args.memory_rule):
+        cmd = [
+            sys.executable, __file__, "--memory-child", "--device", args.device, "--model", args.model,
+            "--frames", str(args.frames), "--size", str(args.size), "--patch", str(args.patch),
+            "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", str(args.heads),
+            "--attn", args.attn, "--memory-rule", method, "--attention-rules", *args.attention_rules,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            out[method] = {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+        else:
+            out[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    grad, lrp = out["gradient"], out[args.memory_rule]
+    key = "cuda_peak_growth_gib" if args.device.startswith("cuda") else "peak_growth_gib"
+    if key in grad and key in lrp and grad[key] > 0:
+        out["ratio"] = lrp[key] / grad[key]
+    return out
 
 
 def speed(args: argparse.Namespace, device: torch.device) -> dict:
@@ -272,7 +400,13 @@ def memory(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d"])
+    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d", *TRANSFORMERS])
+    parser.add_argument("--patch", type=int, default=16, help="transformers: patch size")
+    parser.add_argument("--hidden", type=int, default=384, help="transformers: hidden size")
+    parser.add_argument("--layers", type=int, default=6, help="transformers: blocks")
+    parser.add_argument("--heads", type=int, default=6, help="transformers: attention heads")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="VideoMAE's attention (gradient)")
+    parser.add_argument("--attention-rules", nargs="+", default=["attnlrp", "cp"])
     parser.add_argument("--width", type=float, default=1.0, help="R(2+1)D channel multiplier (1 = R(2+1)D-18)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=112)
@@ -293,8 +427,12 @@ def main() -> None:
         parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
     device = torch.device(args.device)
 
+    is_transformer = args.model in TRANSFORMERS
+    if is_transformer and args.rules == parser.get_default("rules"):
+        args.rules = ["epsilon"]
     if args.memory_child:
-        print(json.dumps(memory_child(args, device)))
+        child = transformer_memory_child if is_transformer else memory_child
+        print(json.dumps(child(args, device)))
         return
 
     report: dict = {
@@ -306,10 +444,15 @@ def main() -> None:
             "frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules,
         },  # fmt: skip
     }
+    if is_transformer:
+        report["config"].update(
+            {"patch": args.patch, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+             "attn": args.attn if args.model == "videomae" else "eager", "attention_rules": args.attention_rules}
+        )  # fmt: skip
     if not args.no_speed:
-        report["speed"] = speed(args, device)
+        report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
     if args.memory:
-        report["memory"] = memory(args)
+        report["memory"] = transformer_memory(args) if is_transformer else memory(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"

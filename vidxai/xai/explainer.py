@@ -22,7 +22,9 @@ import torch
 from captum.attr import Attribution
 from torch import Tensor, nn
 
+from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage, explain_stages
+from vidxai.xai.attention import check_attention_rule
 from vidxai.xai.composites import fill_box_bounds
 from vidxai.xai.propagators import PropagatorContext, StagePropagator, StageRelevance, build_propagator
 from vidxai.xai.recurrent import LSTM_RULES, check_lstm_rule
@@ -113,6 +115,9 @@ class VideoLRP(Attribution):
         preprocess: the checkpoint's preprocessing (``mean``, ``std``): where a rule's input bounds
             ``low`` / ``high`` are unset (``epsilon_gamma_box``) they are computed from it (pixels in
             ``[0, 1]`` normalised); without it, from the data pipeline's default normalisation.
+        attention_rule: the attention rule of a transformer (``attnlrp``: AttnLRP, the default; ``cp``: CP-LRP,
+            attention weights held constant; :mod:`vidxai.xai.attention`). ``None``: the default; set on a
+            network without attention, a ``ConfigError``.
         **rule_params: parameters of ``rule`` (``epsilon``, ``gamma``, ``alpha``, ``beta``,
             ``beta_sign="paper"`` to give alpha-beta in the paper's ``alpha + beta = 1`` spelling).
 
@@ -133,6 +138,7 @@ class VideoLRP(Attribution):
         lstm_rule: str = "signal_take_all",
         chunk_frames: int | None = None,
         preprocess: Mapping[str, Any] | None = None,
+        attention_rule: str | None = None,
         **rule_params: Any,
     ) -> None:
         net = _unwrap(model)
@@ -154,6 +160,7 @@ class VideoLRP(Attribution):
         self.lstm_eps = float(lstm_eps)
         self.bias_factor = float(bias_factor)
         self.chunk_frames = chunk_frames
+        self.attention_rule = None if attention_rule is None else check_attention_rule(attention_rule)
         try:
             stages = explain_stages(net)
         except TypeError as err:  # no contract / malformed stages: one line naming the fix
@@ -163,10 +170,16 @@ class VideoLRP(Attribution):
             ) from None
         self.stages: dict[str, Stage] = {s.kind: s for s in stages}
         self.propagators: list[StagePropagator] = self._build_propagators(stages)
+        if self.attention_rule is not None and not any(getattr(p, "uses_attention", False) for p in self.propagators):
+            raise ConfigError(
+                f"attention_rule={attention_rule!r} does not apply to {type(net).__name__}: it has no attention "
+                f"(stages {[s.kind for s in stages]}); leave attention_rule unset (null)"
+            )
 
     def _build_propagators(self, stages: Sequence[Stage]) -> list[StagePropagator]:
         context = PropagatorContext(
-            self.composite, self.lstm_rule, self.lstm_eps, self.bias_factor, self.chunk_frames, type(self.net).__name__
+            self.composite, self.lstm_rule, self.lstm_eps, self.bias_factor, self.chunk_frames, type(self.net).__name__,
+            attention_rule=self.attention_rule,
         )
         out = []
         for k, stage in enumerate(stages):

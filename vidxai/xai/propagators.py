@@ -57,6 +57,7 @@ class PropagatorContext:
         first: whether this stage is the network's first (its first conv / linear layer is the composite's
             "first layer").
         previous: the kind of the stage before this one (``None`` for the first).
+        attention_rule: the attention rule of a transformer stage (``attnlrp`` / ``cp``; ``None``: its default).
     """
 
     composite: Composite
@@ -67,6 +68,7 @@ class PropagatorContext:
     network: str = "network"
     first: bool = True
     previous: str | None = None
+    attention_rule: str | None = None
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""Attention rollout and Chefer et al.'s relevancy on tiny float64 transformers: hand computations and properties."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from test_xai_transformer import PATCH, SIZE, T, clip, tiny_timesformer, tiny_videomae  # noqa: E402
+
+from vidxai.errors import ConfigError  # noqa: E402
+from vidxai.evaluation.attention_methods import (  # noqa: E402
+    _token_map,
+    build_attention_rollout,
+    build_chefer_relevancy,
+)
+from vidxai.xai.attention import GradientTrace, token_forward  # noqa: E402
+
+
+def _upsample_videomae(tokens: torch.Tensor) -> torch.Tensor:
+    """VideoMAE token scores (S,) -> (T, H, W): tubelet 2 in time, PATCH x PATCH in space."""
+    grid = tokens.reshape(T // 2, SIZE // PATCH, SIZE // PATCH)
+    return grid.repeat_interleave(2, 0).repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)
+
+
+def test_chefer_equals_hand_computation_one_layer() -> None:
+    """One VideoMAE layer: R = I + mean_h((dy/dA * A)^+), read as the mean of the rows (mean pooling); the
+    attention and its gradient taken from the transformers forward itself (output_attentions)."""
+    net = tiny_videomae(layers=1)
+    x = clip(batch=1)
+    target = 2
+    out = net.hf(pixel_values=x, output_attentions=True)
+    (att,) = out.attentions
+    (grad,) = torch.autograd.grad(out.logits[0, target], att)
+    cam = (grad * att).clamp(min=0).mean(1)[0]
+    rel = torch.eye(cam.shape[0], dtype=cam.dtype) + cam
+    expected = _upsample_videomae(rel.mean(0))
+    got = build_chefer_relevancy(net)(x[0], target, 0)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(got, build_chefer_relevancy(net)(x[0], 0, 0))  # class-specific
+
+
+def test_rollout_equals_matrix_product_videomae() -> None:
+    """Two layers: the rows of (0.5 A2 + 0.5 I)(0.5 A1 + 0.5 I), A from the transformers forward."""
+    net = tiny_videomae()
+    x = clip(batch=1)
+    with torch.no_grad():
+        atts = net.hf(pixel_values=x, output_attentions=True).attentions
+    eye = torch.eye(atts[0].shape[-1], dtype=x.dtype)
+    mats = [0.5 * a.mean(1)[0] + 0.5 * eye for a in atts]
+    expected = _upsample_videomae((mats[1] @ mats[0]).mean(0))
+    torch.testing.assert_close(build_attention_rollout(net)(x[0], 0, 0), expected, rtol=1e-10, atol=1e-12)
+
+
+def _full_timesformer_matrices(maps, n: int) -> list[torch.Tensor]:
+    """The (1 + n T)^2 token matrices 0.5 M + 0.5 I of TimeSformer's divided steps, built entry by entry."""
+    size = 1 + n * T
+    idx = lambda p, f: 1 + p * T + f  # noqa: E731  (patch-major token order)
+    out = []
+    for role, m in maps:
+        full = torch.zeros(size, size, dtype=m.dtype)
+        if role == "temporal":
+            full[0, 0] = 1.0  # the CLS token does not attend in time
+            for p in range(n):
+                for f in range(T):
+                    for g in range(T):
+                        full[idx(p, f), idx(p, g)] = m[p, f, g]
+        else:
+            for f in range(T):
+                full[0, 0] += m[f, 0, 0] / T
+                for q in range(n):
+                    full[0, idx(q, f)] = m[f, 0, 1 + q] / T
+                for p in range(n):
+                    full[idx(p, f), 0] = m[f, 1 + p, 0]
+                    for q in range(n):
+                        full[idx(p, f), idx(q, f)] = m[f, 1 + p, 1 + q]
+        out.append(0.5 * full + 0.5 * torch.eye(size, dtype=m.dtype))
+    return out
+
+
+def test_rollout_equals_matrix_product_timesformer_divided() -> None:
+    """Divided attention as explicit token matrices (CLS copied per frame, averaged back): same rollout."""
+    net = tiny_timesformer()
+    x = clip(batch=1)
+    tokens = net.explain_stages()[0].module
+    trace = GradientTrace()
+    with torch.no_grad():
+        token_forward(tokens, x, trace)
+    maps = [(role, p.mean(1)) for role, p in trace.attentions]
+    assert [r for r, _ in maps] == ["temporal", "spatial"] * 2
+    n = (SIZE // PATCH) ** 2
+    prod = torch.eye(1 + n * T, dtype=x.dtype)
+    for mat in _full_timesformer_matrices(maps, n):
+        prod = mat @ prod
+    scores = prod[0, 1:].reshape(SIZE // PATCH, SIZE // PATCH, T).permute(2, 0, 1)
+    expected = scores.repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)
+    got = build_attention_rollout(net)(x[0], 0, 0)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert got.sum() > 0
+
+
+def test_rollout_of_identity_attention_is_uniform() -> None:
+    """Mean pooling and every attention the identity: every pixel gets the same score."""
+    net = tiny_videomae()
+    tokens = net.explain_stages()[0].module
+    s = (T // 2) * (SIZE // PATCH) ** 2
+    eye = torch.eye(s, dtype=torch.float64)[None]
+    out = _token_map(tokens, clip(batch=1)[0], [("joint", eye), ("joint", eye)], 0.5, 0.5)
+    torch.testing.assert_close(out, torch.full_like(out, 1.0 / s))
+
+
+def test_attention_baselines_refuse_a_network_without_attention() -> None:
+    from vidxai.models.r2plus1d import R2Plus1D
+
+    net = R2Plus1D(num_classes=3, width=0.25)
+    for build in (build_attention_rollout, build_chefer_relevancy):
+        with pytest.raises(ConfigError, match="no attention"):
+            build(net)

@@ -1,0 +1,135 @@
+"""Attention baselines for video transformers, as attribution functions ``fn(clip, target, key) -> (T, H, W)``.
+
+- **Attention rollout** (Abnar & Zuidema 2020): per attention layer the head-averaged attention ``A`` mixed with the
+  residual, ``0.5 A + 0.5 I``; the product over the layers, read at the pooled output (the CLS row, or the mean
+  of all rows for mean pooling). Class-agnostic: ``target`` is not used.
+- **Gradient-weighted attention relevancy** (Chefer, Gur & Wolf, ICCV 2021, "Generic attention-model
+  explainability"): ``R = I``, then per layer ``R <- R + mean_heads((dy_t/dA * A)^+) R``; read like rollout.
+
+Both run on the token stage of the explainer contract (``vidxai.models.hf_stages.TokenEncoder``): its plain
+forward (:class:`vidxai.xai.attention.GradientTrace`) records the attention maps, the rows are propagated as
+vectors from the output down (no ``n x n`` products), TimeSformer's divided attention as its two steps (each
+patch over the frames, then each frame's patches with the CLS token copied to every frame and averaged back).
+The token scores (CLS left out) are mapped to pixels through the tubelet / patch geometry
+(``TokenEncoder.tokens_to_pixels``): every pixel of a tubelet or patch gets its token's score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from vidxai.errors import ConfigError
+from vidxai.models.contract import explain_stages
+from vidxai.xai.attention import GradientTrace, token_forward
+
+__all__ = ["ATTENTION_METHODS", "build_attention_rollout", "build_chefer_relevancy"]
+
+#: ``fn(clip (T, C, H, W), target, key) -> (T, H, W)``, like ``vidxai.evaluation.methods.AttributeFn``.
+AttributeFn = Callable[[Tensor, int, int], Tensor]
+
+
+def _token_stages(net: nn.Module, method: str) -> tuple[nn.Module, nn.Module]:
+    """The token stage's module and the head's of ``net``; one clear error for a network without attention."""
+    try:
+        stages = explain_stages(net)
+    except TypeError as err:
+        raise ConfigError(f"{method} cannot explain this network: {err}") from None
+    tokens = [s for s in stages if s.kind == "tokens"]
+    if not tokens:
+        kinds = [s.kind for s in stages]
+        raise ConfigError(
+            f"{method} needs a transformer (a 'tokens' stage); {type(net).__name__} has stages {kinds} and no "
+            "attention: leave it out of methods= or use model=videomae / model=timesformer"
+        )
+    return tokens[0].module, stages[-1].module
+
+
+@contextlib.contextmanager
+def _grad_mode() -> Iterator[None]:
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _record(tokens: nn.Module, head: nn.Module, clip: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
+    """Logits ``(1, C)`` of one clip and the attention maps of the plain forward (in the graph)."""
+    ref = next(iter(tokens.parameters()))
+    x = clip.detach().clone()[None].to(device=ref.device, dtype=ref.dtype)
+    trace = GradientTrace()
+    return head(token_forward(tokens, x, trace)), trace.attentions
+
+
+def _apply(role: str, r: Tensor, m: Tensor, a: float, b: float, frames: int) -> Tensor:
+    """``r (1, S)`` times the layer matrix ``a I + b M`` (``M``: head-averaged ``(B', n, n)`` of ``role``)."""
+    if role == "joint":
+        return a * r + b * (r[:, None, :] @ m)[:, 0]
+    cls, tok = r[:, :1], r[:, 1:]  # TimeSformer: CLS first, then the patches patch-major (patch * T + frame)
+    n = tok.shape[1] // frames
+    if role == "temporal":  # each patch over the frames; the CLS token does not take part
+        mixed = (tok.reshape(n, 1, frames) @ m)[:, 0].reshape(1, n * frames)
+        return torch.cat((cls, a * tok + b * mixed), 1)
+    # spatial: per frame, the CLS copy (row weight 1/T: its outputs are averaged over the frames) and the patches
+    v = torch.cat((cls.expand(frames, 1) / frames, tok.reshape(n, frames).t()), 1)  # (T, 1 + n)
+    u = (v[:, None, :] @ m)[:, 0]  # (T, 1 + n)
+    new_cls = a * cls + b * u[:, :1].sum(0, keepdim=True)
+    return torch.cat((new_cls, a * tok + b * u[:, 1:].t().reshape(1, n * frames)), 1)
+
+
+def _num_tokens(role: str, m: Tensor, frames: int) -> int:
+    """Tokens of a clip from one head-averaged map: joint ``(1, S, S)``, spatial ``(T, 1 + n, 1 + n)``."""
+    if role == "joint":
+        return m.shape[-1]
+    return 1 + (m.shape[-1] - 1) * frames if role == "spatial" else 1 + m.shape[0] * frames
+
+
+def _token_map(
+    tokens: nn.Module, clip: Tensor, layers: list[tuple[str, Tensor]], a: float, b: float
+) -> Tensor:
+    """Rows propagated from the pooled output down through ``layers`` ``(role, M)``, mapped to ``(T, H, W)``."""
+    frames, _, height, width = clip.shape
+    size = _num_tokens(*layers[-1], frames)
+    if tokens.pool == "mean":
+        r = torch.full((1, size), 1.0 / size, dtype=layers[0][1].dtype, device=layers[0][1].device)
+    else:
+        r = torch.zeros(1, size, dtype=layers[0][1].dtype, device=layers[0][1].device)
+        r[0, 0] = 1.0
+    for role, m in reversed(layers):
+        r = _apply(role, r, m, a, b, frames)
+    r = r[:, 1:] if tokens.has_cls_token else r
+    return tokens.tokens_to_pixels(r, frames, height, width)[0]
+
+
+def build_attention_rollout(net: nn.Module) -> AttributeFn:
+    """Attention rollout of ``net`` (a transformer with a ``tokens`` stage); ``target`` is not used."""
+    tokens, head = _token_stages(net, "attention_rollout")
+
+    def fn(clip: Tensor, target: int, key: int = 0) -> Tensor:
+        with torch.no_grad():
+            _, maps = _record(tokens, head, clip)
+        return _token_map(tokens, clip, [(role, p.mean(1)) for role, p in maps], 0.5, 0.5)
+
+    return fn
+
+
+def build_chefer_relevancy(net: nn.Module) -> AttributeFn:
+    """Chefer et al.'s gradient-weighted attention relevancy of ``net`` for class ``target``."""
+    tokens, head = _token_stages(net, "chefer_relevancy")
+
+    def fn(clip: Tensor, target: int, key: int = 0) -> Tensor:
+        with _grad_mode():
+            logits, maps = _record(tokens, head, clip)
+            grads = torch.autograd.grad(logits[0, int(target)], [p for _, p in maps])
+        weighted = [(role, (g * p).clamp(min=0).mean(1).detach()) for (role, p), g in zip(maps, grads)]
+        return _token_map(tokens, clip, weighted, 1.0, 1.0)
+
+    return fn
+
+
+#: name -> builder, for the evaluation's method registry (the lead wires the registration).
+ATTENTION_METHODS: dict[str, Callable[[nn.Module], AttributeFn]] = {
+    "attention_rollout": build_attention_rollout,
+    "chefer_relevancy": build_chefer_relevancy,
+}
