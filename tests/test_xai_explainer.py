@@ -13,7 +13,7 @@ from torch import nn
 
 from vidxai.models import VGG16LSTM, ConvLSTM, Stage
 from vidxai.xai import RULES, Explanation, VideoLRP
-from vidxai.xai.metrics import mass_in_box, pointing_game
+from vidxai.evaluation.metrics import mass_in_box, pointing_game
 
 
 @functools.cache

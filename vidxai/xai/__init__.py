@@ -1,4 +1,4 @@
-"""The LRP engine: rules, recurrent propagation, the Captum-style attribution class, explanation metrics."""
+"""The LRP engine: rules, recurrent propagation, the Captum-style attribution class."""
 
 from vidxai.xai.explainer import Explanation, VideoLRP
 from vidxai.xai.rules import (
