@@ -21,11 +21,11 @@ from vidxai.evaluation import (
     replacement,
     spearman,
 )
+from vidxai.evaluation.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 from vidxai.evaluation.perturbation import frame_masks, region_masks, region_scores, region_steps
 from vidxai.models.contract import Stage, run_stages
 from vidxai.models.convlstm import ConvLSTM
 from vidxai.xai import RULES
-from vidxai.evaluation.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 
 
 class _Last(nn.Module):
