@@ -35,7 +35,7 @@ def _values(rows: list[dict[str, Any]], videos: list[str], method: str, key: str
     return np.array([np.nan if at.get(v) is None else float(at[v]) for v in videos], dtype=np.float64)
 
 
-def _left_out(metric: Metric, ok: bool, s: Any, clips: Sequence[Any]) -> str | None:
+def _left_out(metric: Metric, ok: bool, s: Any) -> str | None:
     if ok:
         return None
     if metric.needs in _NEEDS:
@@ -57,6 +57,30 @@ def _method_entry(name: str, per: dict[str, np.ndarray], rng: np.random.Generato
         entry["ci"][key] = list(bootstrap_ci(f, s.n_boot, rng)) if f.size > 1 else [None, None]
         entry["sem"][key] = float(f.std(ddof=1) / np.sqrt(f.size)) if f.size > 1 else None
     return entry
+
+
+def _compare(per_method: dict[str, dict[str, np.ndarray]], chance_rows: list[dict[str, Any]], s: Any
+             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(metrics, comparisons, vs_random)``: each score's description, chance and best; the paired tests."""
+    metrics, comparisons, vs_random = {}, {}, {}
+    for k, (key, m) in enumerate(METRICS.items()):
+        ok = any(np.isfinite(v[key]).any() for v in per_method.values())
+        chance = [c.get(key) for c in chance_rows if c.get(key) is not None]
+        metrics[key] = {"label": m.label, "direction": m.direction, "family": m.family,
+                        "description": m.description, "chance": float(np.mean(chance)) if chance else None}
+        reason = _left_out(m, ok, s)
+        if reason:
+            metrics[key]["left_out"] = reason
+            continue
+        if m.higher_is_better is None:
+            continue
+        values = {n: per_method[n][key] for n in per_method}
+        best, comparisons[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k], s.alpha)
+        metrics[key]["best"] = best
+        if "random" in values and best != "random":
+            _, vs_random[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k, 1],
+                                                  s.alpha, against="random")
+    return metrics, comparisons, vs_random
 
 
 def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], errors: dict[str, str],
@@ -86,24 +110,7 @@ def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], e
         if name in errors:
             entry["error"] = errors[name]
         methods[name] = entry
-    metrics, comparisons, vs_random = {}, {}, {}
-    for k, (key, m) in enumerate(METRICS.items()):
-        ok = any(np.isfinite(v[key]).any() for v in per_method.values())
-        chance = [c.get(key) for c in st.chance_rows if c.get(key) is not None]
-        metrics[key] = {"label": m.label, "direction": m.direction, "family": m.family,
-                        "description": m.description, "chance": float(np.mean(chance)) if chance else None}
-        reason = _left_out(m, ok, s, clips)
-        if reason:
-            metrics[key]["left_out"] = reason
-            continue
-        if m.higher_is_better is None:
-            continue
-        values = {n: per_method[n][key] for n in per_method}
-        best, comparisons[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k], s.alpha)
-        metrics[key]["best"] = best
-        if "random" in values and best != "random":
-            _, vs_random[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k, 1],
-                                                  s.alpha, against="random")
+    metrics, comparisons, vs_random = _compare(per_method, st.chance_rows, s)
     orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in ORDER_SCORES.values()}
     result = {
         "settings": {"videos": len(clips), "frames": int(clips[0].video.shape[0]),

@@ -112,7 +112,7 @@ def evaluation_figure(result: Mapping[str, Any], title: str | None = None) -> pl
             if first.get(key) is not None:
                 ax.plot(range(len(first[key])), first[key], style, color="k", lw=1.8, label=lab)
         ax.legend(fontsize=8)
-    ax.set_title("frames removed by position (all methods; lower curve = more drop)", fontsize=10)
+    ax.set_title("frames removed by position (all methods)\n(lower curve: the frames matter more)", fontsize=10)
     ax.set_xlabel("frames removed")
     ax.set_ylabel("target logit")
     ax.grid(alpha=0.3)
@@ -147,7 +147,8 @@ def _bars(ax: Any, result: Mapping[str, Any], methods: Mapping[str, Any], score:
         if m.get("chance") is not None:
             ax.axvline(m["chance"], color="k", ls=":", lw=1.5, label="chance / random order")
             ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"{m['label']}\n({_ARROWS[m['direction']]}; black edge: tied with the best)", fontsize=9)
+    edge = "; black edge: tied with the best" if m["direction"] != "none" else ""
+    ax.set_title(f"{m['label']}\n({_ARROWS[m['direction']]}{edge})", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 
 
