@@ -46,11 +46,13 @@ def _cascade(net: nn.Module, clips: Sequence[Any], kept: list[tuple[int, int, di
             for i, target, maps in kept:
                 rho = float("nan")
                 if name in built and name not in out["errors"] and name in maps:
+                    t0 = time.perf_counter()
                     try:
                         last[(i, name)] = _map(built[name], clips[i].video, target, i)
                         rho = spearman(np.abs(maps[name]), np.abs(last[(i, name)]))
                     except Exception as exc:
                         out["errors"][name] = _error(exc)
+                    out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
                 row = by_video.get((clips[i].source, name))
                 if row is not None:
                     row[f"mprt/{step}"] = _finite(rho)
@@ -70,7 +72,7 @@ def _smooth(clips: Sequence[Any], kept: list, methods: dict, built: dict, last: 
         for name in methods:
             if name not in built or (i, name) not in last or name in out["errors"]:
                 continue
-            pair = []
+            pair, t0 = [], time.perf_counter()
             for method, clean in ((methods[name], maps[name]), (built[name], last[(i, name)])):
                 rng = np.random.default_rng([int(s.seed), int(i), 1])
                 try:
@@ -79,6 +81,7 @@ def _smooth(clips: Sequence[Any], kept: list, methods: dict, built: dict, last: 
                 except Exception as exc:
                     out["errors"][name] = _error(exc)
                     break
+            out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
             if len(pair) == 2:
                 smooth[(i, name)] = (pair[0], pair[1])
     return smooth
@@ -88,7 +91,7 @@ def randomisation_pass(net: nn.Module, clips: Sequence[Any], kept: list[tuple[in
                        methods: dict[str, Any], s: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Fill ``rows`` with ``mprt/<step>`` and the randomisation scores; return steps, per-step means, timings."""
     out: dict[str, Any] = {"steps": [], "per_step": {}, "errors": {}, "time_s": 0.0, "smprt_s": 0.0,
-                           "videos": len(kept)}
+                           "videos": len(kept), "method_s": {}}
     if not kept or not methods:
         return out
     start = time.perf_counter()

@@ -132,6 +132,7 @@ def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], e
                    for n, cs in st.curve_sums.items()},
         "mprt": {"steps": rand["steps"], "videos": rand["videos"]},
         "timing": {"methods": {n: st.times[n] for n in names if n in per_method},
+                   "methods_randomisation": rand.get("method_s", {}),
                    "tests": {"randomisation (MPRT, eMPRT)": rand["time_s"] - rand["smprt_s"],
                              "sMPRT": rand["smprt_s"]}},
         "rows": st.rows,
