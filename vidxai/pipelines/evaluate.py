@@ -126,11 +126,12 @@ def run_evaluation(
         clips.append(EvalClip(clip.video, clip.source, clip.label, truth))
     net = ck.net.eval()
     log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(clips), split, how)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = evaluate(net, clips, names, settings)
     result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch, "methods": names,
                                "selection": how, "limit": cfg.get("limit"), "videos_named": to_plain(cfg.get("videos")),
-                               "video_files": [c.source for c in clips], "total_s": time.perf_counter() - start})
+                               "video_files": [c.source for c in clips], "total_s": time.perf_counter() - start,
+                               "total_cpu_s": time.process_time() - cpu})
     rows = result.pop("rows")
     write_json(out_dir / "evaluation.json", result)
     csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
