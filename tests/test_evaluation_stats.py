@@ -136,3 +136,21 @@ def test_result_reports_comparisons_verdict_and_timings() -> None:
     assert {"sMPRT", "statistics", "perturbation_and_ground_truth"} <= set(res["timing"]["tests"])
     text = markdown_table(res)
     assert "**Verdict**" in text and "Left out:" in text and "↑ higher is better" in text
+
+
+def test_pipeline_selection_records_how_and_refuses_bad_names() -> None:
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from vidxai.errors import UserError
+    from vidxai.pipelines.evaluate import select_videos
+
+    entries = [SimpleNamespace(record=SimpleNamespace(path=f"/d/c{i % 4}/v{i}.avi", label=i % 4)) for i in range(12)]
+    dataset = type("D", (), {"entries": entries, "__len__": lambda self: len(entries)})()
+    picked, how = select_videos(OmegaConf.create({"limit": 4, "seed": 0}), dataset, "test")
+    assert sorted(entries[i].record.label for i in picked) == [0, 1, 2, 3] and "stratified" in how
+    picked, how = select_videos(OmegaConf.create({"videos": ["v3.avi", "v5"]}), dataset, "test")
+    assert picked == [3, 5] and how == "2 named videos"
+    with pytest.raises(UserError, match="v99"):
+        select_videos(OmegaConf.create({"videos": ["v99"]}), dataset, "test")
