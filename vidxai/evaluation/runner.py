@@ -87,7 +87,8 @@ class EvalSettings:
     region_max: float = 0.5
     ig_steps: int = 16
     seed: int = 0
-    mprt_videos: int = 4
+    mprt_videos: int = 2
+    randomisation_videos: int = 8
     mprt_steps: int | None = None
     mprt_granularity: str = "block"
     smprt_samples: int = 4
@@ -112,7 +113,8 @@ class EvalSettings:
         if not 0 < self.region_step <= self.region_max <= 1:
             raise ValueError(f"need 0 < region_step <= region_max <= 1, got region_step={self.region_step}, "
                              f"region_max={self.region_max}")
-        for key, name in (("mprt_videos", "mprt.videos"), ("smprt_samples", "mprt.smprt_samples")):
+        for key, name in (("mprt_videos", "mprt.videos"), ("randomisation_videos", "mprt.final_videos"),
+                          ("smprt_samples", "mprt.smprt_samples")):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -234,7 +236,7 @@ def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method
         for c in mine:
             acc[c] = acc.get(c, 0.0) + mine[c]
     st.chance_rows.append(chance)
-    if i < s.mprt_videos:
+    if i < max(s.mprt_videos, s.randomisation_videos):
         st.kept.append((i, target, maps))
 
 

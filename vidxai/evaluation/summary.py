@@ -41,8 +41,8 @@ def _left_out(metric: Metric, ok: bool, s: Any) -> str | None:
     if metric.needs in _NEEDS:
         return _NEEDS[metric.needs]
     if metric.family == "randomisation":
-        if s.mprt_videos == 0:
-            return "randomisation tests off (mprt.videos=0)"
+        if s.mprt_videos == 0 and s.randomisation_videos == 0:
+            return "randomisation tests off (mprt.videos=0, mprt.final_videos=0)"
         if metric.name == "smprt" and s.smprt_samples == 0:
             return "sMPRT off (mprt.smprt_samples=0)"
     return "no method has a value for this score on these videos"
@@ -130,7 +130,8 @@ def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], e
         "orders": orders,
         "curves": {n: {c: (v / sum(1 for r in st.rows if r["method"] == n)).tolist() for c, v in cs.items()}
                    for n, cs in st.curve_sums.items()},
-        "mprt": {"steps": rand["steps"], "videos": rand["videos"]},
+        "mprt": {"steps": rand["steps"], "videos": min(rand["videos"], s.mprt_videos),
+                 "final_videos": rand["videos"]},
         "timing": {"methods": {n: st.times[n] for n in names if n in per_method},
                    "methods_randomisation": rand.get("method_s", {}),
                    "tests": {"randomisation (MPRT, eMPRT)": rand["time_s"] - rand["smprt_s"],
