@@ -88,10 +88,10 @@ class EvalSettings:
     ig_steps: int = 16
     seed: int = 0
     mprt_videos: int = 2
-    randomisation_videos: int = 8
+    randomisation_videos: int = 10
     mprt_steps: int | None = None
     mprt_granularity: str = "block"
-    smprt_samples: int = 4
+    smprt_samples: int = 2
     smprt_noise: float = 0.1
     n_boot: int = 2000
     alpha: float = 0.05
