@@ -131,7 +131,11 @@ def test_result_reports_comparisons_verdict_and_timings() -> None:
     assert res["methods"]["random"]["emprt"] == pytest.approx(0.0)
     assert res["methods"]["random"]["smprt"] == pytest.approx(1.0)
     assert res["methods"]["random"]["input_control"] == pytest.approx(0.0, abs=0.1)
-    assert res["verdict"]["perturbation"][0].startswith(f"frame flipping AOPC, most relevant first: {best} best")
+    line = res["verdict"]["perturbation"][0]
+    assert line.startswith(f"frame flipping AOPC, most relevant first: {best} best")
+    # occlusion removes the only relevant frame first on all 8 videos: significantly better than random
+    assert res["vs_random"]["frame_aopc_morf"]["occlusion"]["p"] < 0.05
+    assert "occlusion" not in line.split("not distinguishable from random")[1]
     assert set(res["timing"]["methods"]) == {"occlusion", "input_x_gradient", "saliency", "random"}
     assert {"sMPRT", "statistics", "perturbation_and_ground_truth"} <= set(res["timing"]["tests"])
     text = markdown_table(res)

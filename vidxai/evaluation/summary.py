@@ -113,7 +113,7 @@ def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], e
     metrics, comparisons, vs_random = _compare(per_method, st.chance_rows, s)
     orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in ORDER_SCORES.values()}
     result = {
-        "settings": {"videos": len(clips), "frames": int(clips[0].video.shape[0]),
+        "settings": {"videos": len(clips), "frames": int(clips[0].video.shape[0]), "alpha": s.alpha,
                      "size": list(clips[0].video.shape[-2:]),
                      "aopc": "mean over steps k=0..K of f(x) - f(x^(k)), f = target logit, step 0 = intact clip",
                      "ties": "broken by one seeded random order per video, shared by all methods",
@@ -165,8 +165,9 @@ def verdict(result: dict[str, Any]) -> dict[str, list[str]]:
         tied = [x for x, c in comp.items() if c["tied_with_best"]]
         line = f"{m['label']}: {m['best']} best; tied with it: {_listing([x for x in tied if x != m['best']])}"
         rnd = result["vs_random"].get(key)
-        if rnd:
-            weak = [x for x, c in rnd.items() if c["tied_with_best"] and x != "random"]
+        if rnd:  # no significant difference from random, in either direction
+            alpha = result["settings"].get("alpha", 0.05)
+            weak = [x for x, c in rnd.items() if x != "random" and (c["p"] is None or c["p"] >= alpha)]
             line += f"; not distinguishable from random on these {n} videos: {_listing(weak)}"
         out.setdefault(m["family"], []).append(line)
     return out
