@@ -158,3 +158,12 @@ def test_pipeline_selection_records_how_and_refuses_bad_names() -> None:
     assert picked == [3, 5] and how == "2 named videos"
     with pytest.raises(UserError, match="v99"):
         select_videos(OmegaConf.create({"videos": ["v99"]}), dataset, "test")
+
+
+def test_mprt_axis_names_layers_in_words() -> None:
+    from vidxai.viz.evaluation import readable_steps
+
+    steps = ["head", "lstm", "encoder.34-43", "encoder.0-6"]
+    assert readable_steps(steps) == ["classifier head", "recurrent part (lstm)", "conv block 2 of 2",
+                                     "conv block 1 of 2"]
+    assert readable_steps(["head", "backbone.layer4"]) == ["classifier head", "layer4"]

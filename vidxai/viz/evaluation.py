@@ -61,7 +61,8 @@ def ranked(methods: Mapping[str, Any], score: str, higher_is_better: bool = True
 
 
 def readable_steps(steps: Sequence[str]) -> list[str]:
-    """Cascade step names in words: ``head``, ``recurrent part (lstm)``, ``conv block 5 of 5``, ``layer4``."""
+    """Cascade step names in words: ``classifier head``, ``recurrent part (lstm)``, ``conv block 5 of 5``
+    (numbered from the input), ``layer4`` (a named container, e.g. a ResNet layer)."""
     blocks = [s for s in steps if "." in s]
     out = []
     for s in steps:
@@ -72,7 +73,7 @@ def readable_steps(steps: Sequence[str]) -> list[str]:
         else:
             tail = s.split(".", 1)[1]
             k = len(blocks) - blocks.index(s)
-            out.append(tail if tail.isidentifier() else f"conv block {k} of {len(blocks)} (from the input)")
+            out.append(tail if tail.isidentifier() else f"conv block {k} of {len(blocks)}")
     return out
 
 
@@ -168,8 +169,8 @@ def mprt_figure(result: Mapping[str, Any], title: str | None = None) -> plt.Figu
         ax.plot(range(len(y)), y, _style(families.get(name)), marker="o", ms=3, color=colours[name],
                 label=name)
     ax.set_xticks(range(len(steps)), readable_steps(steps), rotation=45, ha="right", fontsize=8)
-    ax.set_xlabel("randomised up to and including (cascade from the output down)")
-    ax.set_ylabel("Spearman of |map| with the original (lower is better ↓)")
+    ax.set_xlabel("randomised up to and including (from the output down; conv blocks numbered from the input)")
+    ax.set_ylabel("Spearman with the original |map|\n(lower is better ↓)", fontsize=9)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylim(min(-0.2, lowest - 0.05), 1.05)
     ax.grid(alpha=0.3)
