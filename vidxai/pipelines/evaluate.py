@@ -154,7 +154,7 @@ def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str,
         return {}
     mean, std = np.asarray(preprocess["mean"], dtype=float), np.asarray(preprocess["std"], dtype=float)
     bounds = {"low": ((0 - mean) / std).tolist(), "high": ((1 - mean) / std).tolist()}
-    return {name: bounds for name, spec in RULES.items() if {"low", "high"} <= set(spec.defaults)}
+    return {name: bounds for name, spec in RULES.items() if {"low", "high"} <= set(getattr(spec, "defaults", {}) or {})}
 
 
 def select_videos(cfg: DictConfig, dataset: Any, split: str) -> tuple[list[int], str]:
