@@ -21,11 +21,11 @@ from vidxai.evaluation import (
     replacement,
     spearman,
 )
+from vidxai.evaluation.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 from vidxai.evaluation.perturbation import frame_masks, region_masks, region_scores, region_steps
 from vidxai.models.contract import Stage, run_stages
 from vidxai.models.convlstm import ConvLSTM
 from vidxai.xai import RULES
-from vidxai.xai.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 
 
 class _Last(nn.Module):
@@ -255,7 +255,9 @@ def test_replacement_values() -> None:
 # ------------------------------------------------------------------------------ failures, all methods, MPRT
 def test_a_failing_method_is_reported_and_skipped() -> None:
     res = evaluate(_last_frame_model(), _clips(2), ["grad_cam", "saliency"], EvalSettings(mprt_videos=0))
-    assert res["methods"]["grad_cam"]["skipped"] and "Conv" in res["methods"]["grad_cam"]["error"]
+    # not applicable (no convolution): skipped with the reason, not an error
+    assert res["methods"]["grad_cam"]["skipped"] and "Conv" in res["methods"]["grad_cam"]["reason"]
+    assert "error" not in res["methods"]["grad_cam"]
     assert res["methods"]["saliency"]["videos"] == 2 and "error" not in res["methods"]["saliency"]
     with pytest.raises(ValueError, match="unknown method"):
         evaluate(_last_frame_model(), _clips(1), ["nope"], EvalSettings())
@@ -318,12 +320,13 @@ def test_spearman_matches_scipy_with_ties() -> None:
 
 def test_summary_table_is_a_valid_wandb_table_with_missing_values() -> None:
     wandb = pytest.importorskip("wandb")
-    from vidxai.evaluation.runner import markdown_table, summary_table
+    from vidxai.evaluation.summary import markdown_table, summary_table
 
     res = evaluate(_last_frame_model(), _clips(1), ["saliency", "grad_cam", "random"], EvalSettings(mprt_videos=0))
     columns, rows = summary_table(res)
-    assert rows[0][columns.index("temporal_accuracy")] is None  # no ground truth here
-    assert rows[1][-1] and all(v is None for v in rows[1][1:-1])  # grad_cam failed on this model
+    assert "temporal_accuracy" not in columns  # no ground truth here: left out, with the reason
+    assert "temporal evidence" in res["metrics"]["temporal_accuracy"]["left_out"]
+    assert rows[1][-1].startswith("skipped") and all(v is None for v in rows[1][1:-1])  # no Grad-CAM layer
     table = wandb.Table(columns=columns, data=rows)
     assert len(table.data) == 3
-    assert "failed: ValueError" in markdown_table(res)
+    assert "grad_cam | skipped: " in markdown_table(res)

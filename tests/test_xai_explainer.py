@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from vidxai.evaluation.metrics import mass_in_box, pointing_game
 from vidxai.models import VGG16LSTM, ConvLSTM, Stage
 from vidxai.xai import RULES, Explanation, VideoLRP
-from vidxai.xai.metrics import mass_in_box, pointing_game
 
 
 @functools.cache

@@ -1,26 +1,43 @@
-"""How faithful are explanations? Methods behind one interface, perturbation and ground-truth scores, MPRT.
+"""How faithful are explanations? Methods and scores behind registries, perturbation, ground truth, randomisation.
 
+* :mod:`~vidxai.evaluation.registry`: ``register_metric`` / ``register_method``, the two extension points;
 * :mod:`~vidxai.evaluation.methods`: every LRP rule and the Captum baselines as ``method(clip, target) -> (T, H, W)``;
-* :mod:`~vidxai.evaluation.perturbation`: frame/region flipping curves (batched) and AOPC;
-* :mod:`~vidxai.evaluation.mprt`: cascading model-parameter randomisation along the explainer stages;
-* :mod:`~vidxai.evaluation.runner`: :func:`evaluate` over a list of clips (ground-truth scores from
-  :mod:`vidxai.xai.metrics`).
+* :mod:`~vidxai.evaluation.scores`: the built-in scores (AOPC, ground truth, MPRT/eMPRT/sMPRT, control);
+* :mod:`~vidxai.evaluation.perturbation` / :mod:`~vidxai.evaluation.road`: flipping curves (batched), AOPC,
+  replacement values and ROAD imputation;
+* :mod:`~vidxai.evaluation.mprt` / :mod:`~vidxai.evaluation.randomisation`: parameter randomisation;
+* :mod:`~vidxai.evaluation.metrics`: ground-truth scores of one map (mass, rank, pointing, temporal);
+* :mod:`~vidxai.evaluation.stats`: paired bootstrap CIs, Wilcoxon, Holm;
+* :mod:`~vidxai.evaluation.runner`: :func:`evaluate` over a list of clips; :mod:`~vidxai.evaluation.summary`:
+  means, comparisons, verdicts and tables; :mod:`~vidxai.evaluation.selection`: which videos.
 """
 
 from vidxai.evaluation.methods import BASELINE_METHODS, Method, build_method, default_methods, last_conv_layer
 from vidxai.evaluation.mprt import cascade_steps, randomised_cascade, spearman
 from vidxai.evaluation.perturbation import BASELINES, aopc, flipping_curves, replacement
-from vidxai.evaluation.runner import CURVES, GROUND_TRUTH_SCORES, PERTURBATION_SCORES, EvalClip, EvalSettings, evaluate
+from vidxai.evaluation.registry import (
+    METHODS,
+    METRICS,
+    BuildContext,
+    NotApplicable,
+    ScoreInput,
+    register_method,
+    register_metric,
+)
+from vidxai.evaluation.runner import CURVES, EvalClip, EvalSettings, evaluate
 
 __all__ = [
     "BASELINES",
     "BASELINE_METHODS",
     "CURVES",
-    "GROUND_TRUTH_SCORES",
-    "PERTURBATION_SCORES",
+    "METHODS",
+    "METRICS",
+    "BuildContext",
     "EvalClip",
     "EvalSettings",
     "Method",
+    "NotApplicable",
+    "ScoreInput",
     "aopc",
     "build_method",
     "cascade_steps",
@@ -29,6 +46,8 @@ __all__ = [
     "flipping_curves",
     "last_conv_layer",
     "randomised_cascade",
+    "register_method",
+    "register_metric",
     "replacement",
     "spearman",
 ]

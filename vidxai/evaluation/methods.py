@@ -1,19 +1,21 @@
 """Attribution methods behind one interface: ``method(clip, target, key) -> map (T, H, W)``.
 
-Every method the evaluation compares is built here from a network and plain settings: the LRP rules of
-:data:`vidxai.xai.RULES` through :class:`~vidxai.xai.VideoLRP` (one method per rule, named by the rule;
-``rule/lstm_rule`` names a variant of the recurrent rule where ``VideoLRP`` offers ``lstm_rule``), and
-as baselines Captum's ``Saliency``, ``InputXGradient``, ``IntegratedGradients``, ``GuidedBackprop``,
-``LayerGradCam`` (last conv layer of the frames/clip stage, upsampled to the input), ``Occlusion`` of
-whole frames, and a seeded ``random`` map. All run on the same model, the same clip and the same target;
-every map is summed over colour channels to ``(T, H, W)``, so frames and regions are scored alike.
+Every method the evaluation compares is a registered builder (:func:`~vidxai.evaluation.registry.register_method`):
+the LRP rules of :data:`vidxai.xai.RULES`, built with :class:`~vidxai.xai.config.LRPConfig` (one method per
+rule, named by the rule; ``rule/lstm_rule`` names a variant of the recurrent gate rule on networks with a
+recurrent stage), and as baselines Captum's ``Saliency``, ``InputXGradient``, ``IntegratedGradients``,
+``GuidedBackprop``, ``LayerGradCam`` (last conv layer of the frames/clip stage, upsampled to the input),
+``Occlusion`` of whole frames, and a seeded ``random`` map. All run on the same model, the same clip and the
+same target; every map is summed over colour channels to ``(T, H, W)``, so frames and regions are scored alike.
+A method that does not apply to a network (Grad-CAM without a convolution, a gate rule without a recurrent
+stage) is skipped with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidxai.evaluation.registry import METHODS, AttributeFn, BuildContext, NotApplicable, register_method
 from vidxai.models.contract import explain_stages
-from vidxai.xai import RULES, VideoLRP
+from vidxai.xai import RULES
 from vidxai.xai.cnn import weighted_layers
+from vidxai.xai.config import LRPConfig
 from vidxai.xai.recurrent import LSTM_RULES
 
 __all__ = [
@@ -33,27 +37,14 @@ __all__ = [
     "build_method",
     "default_methods",
     "last_conv_layer",
+    "not_applicable",
     "validate_method_names",
 ]
-
-#: The non-LRP methods, in the order they are reported.
-BASELINE_METHODS: tuple[str, ...] = (
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "guided_backprop",
-    "grad_cam",
-    "occlusion",
-    "random",
-)
-
-#: ``fn(clip (T, C, H, W) on the model's device, target class, key) -> (T, H, W)``; ``key`` seeds ``random``.
-AttributeFn = Callable[[Tensor, int, int], Tensor]
 
 
 @dataclass
 class Method:
-    """One attribution method: its name, family (``lrp``, ``captum``, ``random``), settings and function."""
+    """One attribution method: its name, family (``lrp``, ``captum``, ``random``...), settings and function."""
 
     name: str
     family: str
@@ -69,29 +60,48 @@ class Method:
         return out.detach().to("cpu", torch.float64)
 
 
-def _has_recurrent(net: nn.Module | None) -> bool:
+def _stage_kinds(net: nn.Module | None) -> set[str] | None:
     if net is None:
-        return True
+        return None
     try:
-        return any(stage.kind == "recurrent" for stage in explain_stages(net))
+        return {stage.kind for stage in explain_stages(net)}
     except TypeError:
-        return False
+        return set()
+
+
+def _lrp_names(net: nn.Module | None, lstm_rule: str) -> list[str]:
+    kinds = _stage_kinds(net)
+    names = list(RULES)
+    if kinds is None or "recurrent" in kinds:
+        names += [f"epsilon/{v}" for v in LSTM_RULES if v != lstm_rule]
+    return names
+
+
+def not_applicable(name: str, net: nn.Module) -> str | None:
+    """``None`` when the method ``name`` applies to ``net``, else the reason it does not."""
+    rule, _, variant = name.partition("/")
+    if rule in RULES:
+        kinds = _stage_kinds(net)
+        if not kinds:
+            return f"{type(net).__name__} does not implement explain_stages() (LRP needs the explainer contract)"
+        if variant and "recurrent" not in kinds:
+            return "a recurrent gate rule, and the network has no recurrent stage"
+        return None
+    return METHODS[name].reason_not_applicable(net)
 
 
 def default_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0]) -> list[str]:
-    """Every LRP rule, ``epsilon/<rule>`` for each other recurrent gate rule, then the baselines.
+    """Every LRP rule, ``epsilon/<rule>`` for each other recurrent gate rule, then the registered baselines.
 
-    The gate-rule variants are left out for a ``net`` without a recurrent stage (they would equal ``epsilon``).
+    With ``net``, only the methods that apply to it (gate rules need a recurrent stage, Grad-CAM a convolution).
     """
-    names = list(RULES)
-    if _has_recurrent(net):
-        names += [f"epsilon/{v}" for v in LSTM_RULES if v != lstm_rule]
-    return names + list(BASELINE_METHODS)
+    names = _lrp_names(net, lstm_rule) + [n for n, spec in METHODS.items() if spec.default]
+    return names if net is None else [n for n in names if not_applicable(n, net) is None]
 
 
 def validate_method_names(names: list[str]) -> None:
     """Raise ``ValueError`` naming the unknown methods and the valid ones."""
-    valid = set(RULES) | set(BASELINE_METHODS)
+    valid = set(RULES) | set(METHODS)
     bad = []
     for name in names:
         rule, _, variant = str(name).partition("/")
@@ -141,12 +151,13 @@ def _channel_sum(attr: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- builders
-def _lrp(net: nn.Module, name: str, chunk_frames: int | None, recurrent: dict[str, Any]) -> Method:
+def _lrp(net: nn.Module, name: str, ctx: BuildContext) -> Method:
     rule, _, variant = name.partition("/")
-    kwargs: dict[str, Any] = {**recurrent, "chunk_frames": chunk_frames}
+    base = ctx.lrp if ctx.lrp is not None else LRPConfig()
+    config = base.with_rule(rule, {**dict(base.params if base.rule == rule else {}), **ctx.rule_params.get(rule, {})})
     if variant:
-        kwargs["lstm_rule"] = variant
-    explainer = VideoLRP(net, rule=rule, **kwargs)
+        config = LRPConfig.from_dict(config.to_dict(), lstm_rule=variant)
+    explainer = config.build(net)
     settings = {"rule": rule, **explainer.rule_params, "lstm_rule": explainer.lstm_rule,
                 "lstm_eps": explainer.lstm_eps, "bias_factor": explainer.bias_factor}
 
@@ -156,7 +167,72 @@ def _lrp(net: nn.Module, name: str, chunk_frames: int | None, recurrent: dict[st
     return Method(name, "lrp", settings, fn)
 
 
-def _grad_cam(net: nn.Module) -> Method:
+def _no_conv(net: nn.Module) -> str | None:
+    try:
+        last_conv_layer(net)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+@register_method("saliency", family="captum", settings={"abs": True})
+def _saliency(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+    from captum.attr import Saliency
+
+    sal = Saliency(net)
+
+    def saliency(clip: Tensor, target: int, key: int) -> Tensor:
+        with _gradients(clip):
+            return _channel_sum(sal.attribute(_batch(clip), target=target, abs=True))
+
+    return saliency
+
+
+@register_method("input_x_gradient", family="captum")
+def _input_x_gradient(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+    from captum.attr import InputXGradient
+
+    ixg = InputXGradient(net)
+
+    def input_x_gradient(clip: Tensor, target: int, key: int) -> Tensor:
+        with _gradients(clip):
+            return _channel_sum(ixg.attribute(_batch(clip), target=target))
+
+    return input_x_gradient
+
+
+@register_method("integrated_gradients", family="captum")
+def _integrated_gradients(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(net)
+
+    def integrated_gradients(clip: Tensor, target: int, key: int) -> Tensor:
+        with _gradients(clip):
+            attr = ig.attribute(_batch(clip), target=target, n_steps=int(ctx.ig_steps),
+                                internal_batch_size=int(ctx.batch_size))
+        return _channel_sum(attr)
+
+    return integrated_gradients, {"n_steps": int(ctx.ig_steps), "baseline": "zeros (model input space)",
+                                  "method": "gausslegendre"}
+
+
+@register_method("guided_backprop", family="captum")
+def _guided_backprop(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+    from captum.attr import GuidedBackprop
+
+    gbp = GuidedBackprop(net)
+
+    def guided_backprop(clip: Tensor, target: int, key: int) -> Tensor:
+        with _gradients(clip), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            return _channel_sum(gbp.attribute(_batch(clip), target=target))
+
+    return guided_backprop
+
+
+@register_method("grad_cam", family="captum", applies=_no_conv)
+def _grad_cam(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
     from captum.attr import LayerGradCam
 
     layer_name, layer, kind = last_conv_layer(net)
@@ -174,94 +250,56 @@ def _grad_cam(net: nn.Module) -> Method:
         cam = cam.reshape(1, 1, *cam.shape[-3:])
         return F.interpolate(cam.float(), size=(t, h, w), mode="trilinear", align_corners=False)[0, 0]
 
-    settings = {"layer": layer_name, "relu": True, "upsample": "bilinear" if kind == "frames" else "trilinear"}
-    return Method("grad_cam", "captum", settings, fn)
+    return fn, {"layer": layer_name, "relu": True, "upsample": "bilinear" if kind == "frames" else "trilinear"}
 
 
-def build_method(
-    name: str,
-    net: nn.Module,
-    *,
-    replacement: Callable[[Tensor], Tensor],
-    batch_size: int = 32,
-    ig_steps: int = 16,
-    seed: int = 0,
-    chunk_frames: int | None = None,
-    recurrent: dict[str, Any] | None = None,
-) -> Method:
+@register_method("occlusion", family="perturbation",
+                 settings={"window": "one whole frame", "baseline": "the evaluation's replacement"})
+def _occlusion(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+    from captum.attr import Occlusion
+
+    occ = Occlusion(net)
+
+    def occlusion(clip: Tensor, target: int, key: int) -> Tensor:
+        window = (1, *clip.shape[1:])  # one whole frame (all channels)
+        base = ctx.replacement(clip)[None]
+        with torch.no_grad():
+            attr = occ.attribute(_batch(clip, grad=False), sliding_window_shapes=window, strides=window,
+                                 baselines=base, target=target, perturbations_per_eval=int(ctx.batch_size))
+        return _channel_sum(attr)
+
+    return occlusion
+
+
+@register_method("random", family="random")
+def _random(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
+    seed = int(ctx.seed)
+
+    def rand(clip: Tensor, target: int, key: int) -> Tensor:
+        rng = np.random.default_rng([seed, int(key)])
+        return torch.from_numpy(rng.random((clip.shape[0], *clip.shape[2:])))
+
+    return rand, {"distribution": "uniform [0, 1) per pixel", "seed": seed}
+
+
+#: The registered non-LRP methods at import time, in the order they are reported.
+BASELINE_METHODS: tuple[str, ...] = tuple(METHODS)
+
+
+def build_method(name: str, net: nn.Module, ctx: BuildContext) -> Method:
     """Build method ``name`` on ``net`` (eval mode; it is only read).
 
-    Args:
-        replacement: ``clip -> replacement clip`` (the evaluation's ``baseline=``): what frame occlusion
-            puts in place of a frame.
-        batch_size: clips per forward for the methods that need many (occlusion, integrated gradients).
-        ig_steps: integration steps of integrated gradients (baseline: zeros in model input space).
-        seed: seeds the ``random`` map (with the per-video ``key``).
-        chunk_frames: passed to ``VideoLRP``.
-        recurrent: ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` for ``VideoLRP`` (a ``rule/lstm_rule``
-            name overrides ``lstm_rule``); unset keys keep ``VideoLRP``'s defaults.
+    Raises :class:`~vidxai.evaluation.registry.NotApplicable` (with the reason) when the method does not apply
+    to ``net``, ``ValueError`` for an unknown name.
     """
-    rule = name.partition("/")[0]
-    if rule in RULES:
-        return _lrp(net, name, chunk_frames, dict(recurrent or {}))
-    if name == "random":
-        def rand(clip: Tensor, target: int, key: int) -> Tensor:
-            rng = np.random.default_rng([int(seed), int(key)])
-            return torch.from_numpy(rng.random((clip.shape[0], *clip.shape[2:])))
-
-        return Method("random", "random", {"distribution": "uniform [0, 1) per pixel", "seed": int(seed)}, rand)
-    if name == "grad_cam":
-        return _grad_cam(net)
-
-    from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, Occlusion, Saliency
-
-    if name == "saliency":
-        sal = Saliency(net)
-
-        def saliency(clip: Tensor, target: int, key: int) -> Tensor:
-            with _gradients(clip):
-                return _channel_sum(sal.attribute(_batch(clip), target=target, abs=True))
-
-        return Method(name, "captum", {"abs": True}, saliency)
-    if name == "input_x_gradient":
-        ixg = InputXGradient(net)
-
-        def input_x_gradient(clip: Tensor, target: int, key: int) -> Tensor:
-            with _gradients(clip):
-                return _channel_sum(ixg.attribute(_batch(clip), target=target))
-
-        return Method(name, "captum", {}, input_x_gradient)
-    if name == "integrated_gradients":
-        ig = IntegratedGradients(net)
-
-        def integrated_gradients(clip: Tensor, target: int, key: int) -> Tensor:
-            with _gradients(clip):
-                attr = ig.attribute(_batch(clip), target=target, n_steps=int(ig_steps),
-                                    internal_batch_size=int(batch_size))
-            return _channel_sum(attr)
-
-        return Method(name, "captum", {"n_steps": int(ig_steps), "baseline": "zeros (model input space)",
-                                       "method": "gausslegendre"}, integrated_gradients)
-    if name == "guided_backprop":
-        gbp = GuidedBackprop(net)
-
-        def guided_backprop(clip: Tensor, target: int, key: int) -> Tensor:
-            with _gradients(clip), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                return _channel_sum(gbp.attribute(_batch(clip), target=target))
-
-        return Method(name, "captum", {}, guided_backprop)
-    if name == "occlusion":
-        occ = Occlusion(net)
-
-        def occlusion(clip: Tensor, target: int, key: int) -> Tensor:
-            window = (1, *clip.shape[1:])  # one whole frame (all channels)
-            base = replacement(clip)[None]
-            with torch.no_grad():
-                attr = occ.attribute(_batch(clip, grad=False), sliding_window_shapes=window, strides=window,
-                                     baselines=base, target=target, perturbations_per_eval=int(batch_size))
-            return _channel_sum(attr)
-
-        return Method(name, "captum", {"window": "one whole frame", "baseline": "the evaluation's replacement"},
-                      occlusion)
-    raise ValueError(f"unknown method {name!r}; choose from {default_methods()}")
+    reason = not_applicable(name, net) if name.partition("/")[0] in RULES or name in METHODS else None
+    if reason is not None:
+        raise NotApplicable(reason)
+    if name.partition("/")[0] in RULES:
+        return _lrp(net, name, ctx)
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {default_methods()}")
+    spec = METHODS[name]
+    built = spec.build(net, ctx)
+    fn, settings = built if isinstance(built, tuple) else (built, {})
+    return Method(name, spec.family, {**spec.settings, **settings}, fn)

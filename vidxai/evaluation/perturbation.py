@@ -16,6 +16,7 @@ curves share (the intact clip, the fully replaced one, identical orders of two m
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ BASELINES: dict[str, str] = {
     "mean": "the clip's per-pixel mean over time (model input space)",
     "zero": "zeros in model input space (the normalisation mean colour)",
     "blur": "each frame Gaussian-blurred in space (sigma = blur_sigma pixels)",
+    "road": "ROAD: regions by noisy linear imputation from their neighbours in the frame, whole frames by linear "
+            "interpolation between the nearest kept frames, plus noise (std road_noise); vidxai.evaluation.road",
 }
 
 
@@ -61,8 +64,12 @@ def _gaussian_blur(clip: Tensor, sigma: float) -> Tensor:
     return y.reshape(t, c, h, w)
 
 
-def replacement(clip: Tensor, baseline: str = "mean", blur_sigma: float = 2.0) -> Tensor:
-    """The replacement clip ``(T, C, H, W)`` for ``clip`` (model input space), see :data:`BASELINES`."""
+def replacement(clip: Tensor, baseline: str = "mean", blur_sigma: float = 2.0, road_noise: float = 0.01) -> Tensor:
+    """The replacement clip ``(T, C, H, W)`` for ``clip`` (model input space), see :data:`BASELINES`.
+
+    For ``road`` this is what replaces each frame when it alone is removed (frame occlusion); flipping
+    curves impute every perturbed clip with :class:`~vidxai.evaluation.road.RoadImputer` instead.
+    """
     if baseline == "mean":
         return clip.mean(0, keepdim=True).expand_as(clip).clone()
     if baseline == "zero":
@@ -71,6 +78,10 @@ def replacement(clip: Tensor, baseline: str = "mean", blur_sigma: float = 2.0) -
         if not blur_sigma > 0:
             raise ValueError(f"blur_sigma must be > 0, got {blur_sigma}")
         return _gaussian_blur(clip, float(blur_sigma))
+    if baseline == "road":
+        from vidxai.evaluation.road import road_frames
+
+        return road_frames(clip, road_noise)
     raise ValueError(f"unknown baseline={baseline!r}; choose one of {sorted(BASELINES)}")
 
 
@@ -159,7 +170,7 @@ def aopc(curve: Sequence[float] | np.ndarray) -> float:
 def flipping_curves(
     model: Callable[[Tensor], Tensor],
     clip: Tensor,
-    base: Tensor,
+    base: Tensor | Any,
     target: int,
     masks: Mapping[str, Tensor],
     batch_size: int = 32,
@@ -168,8 +179,9 @@ def flipping_curves(
     """Target logit along each curve: ``masks[name] (K, T, H, W)`` bool -> ``curves[name] (K,)``.
 
     ``clip``/``base`` are ``(T, C, H, W)`` (the clip and its replacement); a masked pixel takes the
-    replacement's value in every channel. Identical masks (across curves too) are evaluated once, and all
-    distinct perturbed clips go through ``model`` in batches of ``batch_size``.
+    replacement's value in every channel. ``base`` may instead be an imputer with ``fill(mask) -> clip``
+    (ROAD: the value of a removed pixel depends on the mask). Identical masks (across curves too) are
+    evaluated once, and all distinct perturbed clips go through ``model`` in batches of ``batch_size``.
 
     With ``stages`` (the model's :func:`~vidxai.models.contract.explain_stages`) whose first stage is a
     per-frame CNN, each distinct perturbed *frame* goes through the CNN once (batches of
@@ -192,7 +204,9 @@ def flipping_curves(
                 unique.append(step)
             rows.append(keys[key])
         index[name] = rows
-    if stages and stages[0].kind == "frames":
+    if not isinstance(base, Tensor):
+        values = _imputed_logits(model, [base.fill(m) for m in unique], target, batch_size, stages)
+    elif stages and stages[0].kind == "frames":
         values = _per_frame_logits(stages, clip, base, target, unique, batch_size)
     else:
         values = np.empty(len(unique))
@@ -232,4 +246,34 @@ def _per_frame_logits(
             idx = torch.from_numpy(seq[start : start + batch_size]).to(features.device)
             logits = run_stages(stages[1:], features[idx])
             values[start : start + len(idx)] = logits[:, target].double().cpu().numpy()
+    return values
+
+
+def _imputed_logits(
+    model: Callable[[Tensor], Tensor], clips: list[Tensor], target: int, batch_size: int,
+    stages: Sequence[Stage] | None,
+) -> np.ndarray:
+    """Target logits of whole perturbed clips; with a per-frame CNN each distinct frame (by content) runs once."""
+    values = np.empty(len(clips))
+    with torch.inference_mode():
+        if not (stages and stages[0].kind == "frames"):
+            for start in range(0, len(clips), batch_size):
+                x = torch.stack(clips[start : start + batch_size])
+                values[start : start + len(x)] = model(x)[:, target].double().cpu().numpy()
+            return values
+        t = clips[0].shape[0]
+        ids: dict[tuple[int, bytes], int] = {}
+        frames: list[Tensor] = []
+        seq = np.empty((len(clips), t), dtype=np.int64)
+        for u, c in enumerate(clips):
+            for j in range(t):
+                key = (j, c[j].cpu().numpy().tobytes())
+                seq[u, j] = ids.setdefault(key, len(frames))
+                if seq[u, j] == len(frames):
+                    frames.append(c[j])
+        features = torch.cat([stages[0].module(torch.stack(frames[s : s + batch_size * t]))
+                              for s in range(0, len(frames), batch_size * t)])
+        for start in range(0, len(clips), batch_size):
+            idx = torch.from_numpy(seq[start : start + batch_size]).to(features.device)
+            values[start : start + len(idx)] = run_stages(stages[1:], features[idx])[:, target].double().cpu().numpy()
     return values

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,20 @@ def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConf
     settings = EvalSettings(
         baseline=str(cfg.get("baseline", "mean")),
         blur_sigma=num("blur_sigma", float, 2.0),
+        road_noise=num("road_noise", float, 0.01),
         batch_size=num("batch_size", int, 32),
         region_size=num("region_size", int, 8),
         region_step=num("region_step", float, 0.05),
         region_max=num("region_max", float, 0.5),
         ig_steps=num("ig_steps", int, 16),
         seed=num("seed", int, 0),
-        mprt_videos=int(mprt.get("videos", 4)) if isinstance(mprt, dict) else int(mprt),
+        mprt_videos=int(mprt.get("videos", 2)) if isinstance(mprt, dict) else int(mprt),
+        randomisation_videos=int(mprt.get("final_videos", 10)) if isinstance(mprt, dict) else int(mprt),
         mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
         mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
+        smprt_samples=int(mprt.get("smprt_samples", 2)) if isinstance(mprt, dict) else 2,
+        smprt_noise=float(mprt.get("smprt_noise", 0.1)) if isinstance(mprt, dict) else 0.1,
+        n_boot=num("n_boot", int, 2000),
         chunk_frames=(lrp or LRPConfig()).chunk_frames,
         target=target,
         recurrent={k: getattr(lrp or LRPConfig(), k) for k in ("lstm_eps", "bias_factor", "lstm_rule")},
@@ -94,46 +100,85 @@ def run_evaluation(
     run: Any,
     lrp: LRPConfig | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the methods of ``cfg`` on the first ``limit`` videos of ``dataset`` and write the results.
+    """Evaluate the methods of ``cfg`` on the chosen videos of ``dataset`` and write the results.
+
+    Videos: ``videos=[...]`` (by file name or path) or ``limit=N`` stratified by class (round-robin over the
+    classes, each class's order shuffled by ``seed``); both recorded in ``settings``.
 
     ``load_clip(i)`` returns the explain pipeline's clip ``i`` of ``dataset``; ``lrp`` holds the explainer
     settings of the LRP methods (``lstm_eps``, ``bias_factor``, ``lstm_rule``, ``chunk_frames``).
     """
     from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
     from vidxai.evaluation import EvalClip, evaluate
-    from vidxai.evaluation.runner import markdown_table
+    from vidxai.evaluation.summary import markdown_table
     from vidxai.io import write_json
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
+    settings.rule_params = input_bound_params(ck.preprocess)
     split = str(cfg.get("split") or "test")
-    n = len(dataset) if cfg.get("limit") is None else min(len(dataset), int(cfg.limit))
-    if n == 0:
-        raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
+    picked, how = select_videos(cfg, dataset, split)
     clips = []
-    for i in range(n):
+    for i in picked:
         clip = load_clip(i)
         entry = dataset.entries[i]
         truth = clip_ground_truth(load_ground_truth(clip.source), clip.frame_indices,
                                   (entry.height, entry.width), dataset.size, transform)
         clips.append(EvalClip(clip.video, clip.source, clip.label, truth))
     net = ck.net.eval()
-    log.info("evaluating %d methods on %d videos of split=%s", len(names), n, split)
+    log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(clips), split, how)
+    start, cpu = time.perf_counter(), time.process_time()
     result = evaluate(net, clips, names, settings)
-    result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch,
-                               "methods": names, "video_files": [c.source for c in clips]})
+    result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch, "methods": names,
+                               "selection": how, "limit": cfg.get("limit"), "videos_named": to_plain(cfg.get("videos")),
+                               "video_files": [c.source for c in clips], "total_s": time.perf_counter() - start,
+                               "total_cpu_s": time.process_time() - cpu})
     rows = result.pop("rows")
-
     write_json(out_dir / "evaluation.json", result)
     csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
     table = markdown_table(result)
     (out_dir / "evaluation.md").write_text(table + "\n")
-    log.info("evaluation (means over %d videos):\n%s", n, table)
-    figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} videos · "
-                                        f"baseline={settings.baseline}")
+    print(f"evaluation of {len(names)} methods on {len(clips)} videos of split={split} ({how}):\n{table}", flush=True)
+    figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {len(clips)} "
+                                        f"videos · baseline={settings.baseline}")
     if run is not None:
         _log_wandb(run, result, figures, out_dir, csv_path)
     return result
+
+
+def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``low``/``high`` of every registered rule that takes them: pixel values 0 and 1 after normalisation."""
+    from vidxai.xai import RULES
+
+    if not preprocess or preprocess.get("mean") is None or preprocess.get("std") is None:
+        return {}
+    mean, std = np.asarray(preprocess["mean"], dtype=float), np.asarray(preprocess["std"], dtype=float)
+    bounds = {"low": ((0 - mean) / std).tolist(), "high": ((1 - mean) / std).tolist()}
+    return {name: bounds for name, spec in RULES.items() if {"low", "high"} <= set(getattr(spec, "defaults", {}) or {})}
+
+
+def select_videos(cfg: DictConfig, dataset: Any, split: str) -> tuple[list[int], str]:
+    """Indices of the videos to evaluate and how they were chosen (``videos=[...]`` or stratified ``limit``)."""
+    from vidxai.evaluation.selection import named_videos, stratified
+
+    if len(dataset) == 0:
+        raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
+    wanted = to_plain(cfg.get("videos"))
+    paths = [str(e.record.path) for e in dataset.entries]
+    if wanted:
+        wanted = [wanted] if isinstance(wanted, str) else [str(w) for w in wanted]
+        try:
+            return named_videos(paths, wanted), f"{len(wanted)} named videos"
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    limit = cfg.get("limit")
+    try:
+        picked = stratified([int(e.record.label) for e in dataset.entries], limit, int(cfg.get("seed", 0)))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"limit={limit!r}: {exc}") from None
+    how = "every video" if limit is None or len(picked) == len(dataset) else \
+        f"limit={len(picked)}, stratified by class (round-robin, seed={int(cfg.get('seed', 0))})"
+    return picked, how
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -> Path:
@@ -165,7 +210,7 @@ def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Pat
 
 
 def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_dir: Path, csv_path: Path) -> None:
-    from vidxai.evaluation.runner import summary_table
+    from vidxai.evaluation.summary import summary_table
     from vidxai.wandb_media import Image, Table, log_media
 
     columns, rows = summary_table(result)

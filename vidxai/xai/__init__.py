@@ -1,4 +1,4 @@
-"""The LRP engine: rules and composites, the layer and stage-propagator registries, the explainer, metrics."""
+"""The LRP engine: rules and composites, the layer and stage-propagator registries, the explainer."""
 
 from vidxai.xai import composites as _composites  # noqa: F401  (registers the built-in rules)
 from vidxai.xai.cnn import Compiler, Step, register_layer
