@@ -109,7 +109,8 @@ class ExplanationCallback(Callback):
         return self._indices
 
     def _explainer(self, pl_module: pl.LightningModule, rule: str) -> Any:
-        return self.configs[rule].build(getattr(pl_module, "net", pl_module))
+        preprocess = getattr(getattr(pl_module, "hparams", None), "preprocess", None)
+        return self.configs[rule].build(getattr(pl_module, "net", pl_module), preprocess=preprocess)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Build each explainer once when fitting starts: a setting VideoLRP refuses stops the run here."""

@@ -12,6 +12,7 @@
   means, comparisons, verdicts and tables; :mod:`~vidxai.evaluation.selection`: which videos.
 """
 
+from vidxai.evaluation import attention_methods as _attention_methods  # noqa: F401  (registers its methods)
 from vidxai.evaluation.methods import BASELINE_METHODS, Method, build_method, default_methods, last_conv_layer
 from vidxai.evaluation.mprt import cascade_steps, randomised_cascade, spearman
 from vidxai.evaluation.perturbation import BASELINES, aopc, flipping_curves, replacement

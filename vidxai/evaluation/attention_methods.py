@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
+from vidxai.evaluation.registry import register_method
 from vidxai.models.contract import explain_stages
 from vidxai.xai.attention import GradientTrace, token_forward
 
@@ -46,6 +47,15 @@ def _token_stages(net: nn.Module, method: str) -> tuple[nn.Module, nn.Module]:
             "attention: leave it out of methods= or use model=videomae / model=timesformer"
         )
     return tokens[0].module, stages[-1].module
+
+
+def _no_attention(net: nn.Module) -> str | None:
+    """``None`` for a network with a ``tokens`` stage, else why the attention baselines do not apply."""
+    try:
+        _token_stages(net, "an attention baseline")
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 @contextlib.contextmanager
@@ -102,6 +112,7 @@ def _token_map(
     return tokens.tokens_to_pixels(r, frames, height, width)[0]
 
 
+@register_method("attention_rollout", family="attention", plain=True, applies=_no_attention)
 def build_attention_rollout(net: nn.Module) -> AttributeFn:
     """Attention rollout of ``net`` (a transformer with a ``tokens`` stage); ``target`` is not used."""
     tokens, head = _token_stages(net, "attention_rollout")
@@ -114,6 +125,7 @@ def build_attention_rollout(net: nn.Module) -> AttributeFn:
     return fn
 
 
+@register_method("chefer_relevancy", family="attention", plain=True, applies=_no_attention)
 def build_chefer_relevancy(net: nn.Module) -> AttributeFn:
     """Chefer et al.'s gradient-weighted attention relevancy of ``net`` for class ``target``."""
     tokens, head = _token_stages(net, "chefer_relevancy")

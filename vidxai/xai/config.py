@@ -110,8 +110,12 @@ class LRPConfig:
             raise ConfigError(f"chunk_frames={self.chunk_frames!r}; choose null or an integer >= 1")
         return self
 
-    def build(self, net: nn.Module) -> Any:
-        """The explainer of ``net`` (a network or a LightningModule whose ``.net`` is one) for these settings."""
+    def build(self, net: nn.Module, preprocess: Mapping[str, Any] | None = None) -> Any:
+        """The explainer of ``net`` (a network or a LightningModule whose ``.net`` is one) for these settings.
+
+        ``preprocess``: the checkpoint's input normalisation (``mean``, ``std``), from which a box rule
+        (``epsilon_gamma_box``) takes its input bounds unless ``params`` set ``low`` / ``high``.
+        """
         from vidxai.xai.explainer import VideoLRP
 
-        return VideoLRP(net, self.rule, **self.explainer_kwargs())
+        return VideoLRP(net, self.rule, preprocess=preprocess, **self.explainer_kwargs())

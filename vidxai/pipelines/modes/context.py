@@ -83,7 +83,7 @@ class ExplainContext:
         """The explainer of the checkpoint's network for ``lrp`` (default: the run's); a setting this network
         refuses (``chunk_frames`` on a 3D CNN) is one ``error:`` line."""
         try:
-            return (lrp or self.lrp).build(self.ck.net)
+            return (lrp or self.lrp).build(self.ck.net, preprocess=self.ck.preprocess)
         except ValueError as exc:
             raise ConfigError(f"{exc} (checkpoint {self.ck.path}: {self.ck.arch})") from None
 
