@@ -75,6 +75,11 @@ def test_forward_is_the_transformers_classifier(arch: str) -> None:
     assert not torch.allclose(logits, net(x.flip(1)), atol=1e-6)
 
 
+def test_videomae_takes_non_square_clips() -> None:
+    net = VideoMAE(3, **{**TINY["videomae"], "image_size": [16, 24]})
+    assert net.image_size == (16, 24) and net(torch.zeros(1, 4, 3, 16, 24)).shape == (1, 3)
+
+
 def test_videomae_sdpa_and_eager_give_the_same_logits() -> None:
     torch.manual_seed(0)
     sdpa = VideoMAE(3, **TINY["videomae"], attn_implementation="sdpa").eval()
@@ -89,6 +94,7 @@ def test_videomae_sdpa_and_eager_give_the_same_logits() -> None:
     ("videomae", {"num_frames": 3}, "data.num_frames=3 is not a multiple of model.net.tubelet_size=2"),
     ("timesformer", {"hidden_size": 18, "num_heads": 4}, "hidden_size=18 is not a multiple of model.net.num_heads=4"),
     ("timesformer", {"image_size": None}, "set data.crop_size"),
+    ("timesformer", {"image_size": [16, 24]}, "takes square frames only"),
     ("timesformer", {"attn_implementation": "sdpa"}, "supports eager"),
     ("videomae", {"attn_implementation": "flash"}, "supports sdpa or eager"),
     ("videomae", {"dropout": 1.5}, "model.net.dropout must be in [0, 1)"),

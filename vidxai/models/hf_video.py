@@ -205,7 +205,8 @@ class _HFVideoNet(nn.Module):
                 config = config_cls.from_dict({**hf_config, "num_labels": num_classes})
             else:
                 self._check_arch(arch)
-                config = config_cls(**arch, num_labels=num_classes)
+                h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+                config = config_cls(**{**arch, "image_size": h if h == w else [h, w]}, num_labels=num_classes)
             self.hf = model_cls._from_config(config, attn_implementation=attn_implementation)
         self.num_classes = int(num_classes)
         self.num_frames = int(self.hf.config.num_frames)
@@ -419,3 +420,11 @@ class TimeSformer(_HFVideoNet):
             # a network trained from scratch blind to frame order until they drift: start them like the
             # space embeddings instead
             nn.init.trunc_normal_(self.hf.timesformer.embeddings.time_embeddings, std=self.hf.config.initializer_range)
+
+    @classmethod
+    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
+        super()._check_arch(arch)
+        h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+        if h != w:
+            raise ConfigError(f"data.crop_size=[{h}, {w}]: transformers' TimeSformer takes square frames only; set "
+                              "data.crop_size to one number")
