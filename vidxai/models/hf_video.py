@@ -170,6 +170,14 @@ def check_data_against_pretrained(expected: Mapping[str, Any], data: Mapping[str
                           f"differs from: set {' '.join(fixes)}")
 
 
+def sinusoid_table(positions: int, dim: int) -> torch.Tensor:
+    """The sinusoidal position table ``(positions, dim)`` of Vaswani et al. (sin on even, cos on odd dims)."""
+    pos = torch.arange(positions, dtype=torch.float64).unsqueeze(1)
+    rate = torch.pow(10000.0, -2 * (torch.arange(dim) // 2).double() / dim)
+    angles = pos * rate
+    return torch.where(torch.arange(dim) % 2 == 0, angles.sin(), angles.cos()).float()
+
+
 # ----------------------------------------------------------------------------- the networks
 class _HFVideoNet(nn.Module):
     """Shared by :class:`VideoMAE` and :class:`TimeSformer`: build or load ``.hf``, check inputs, forward."""
@@ -416,10 +424,12 @@ class TimeSformer(_HFVideoNet):
                     attention_probs_dropout_prob=attention_dropout)
         self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
         if not pretrained and hf_config is None:
-            # transformers starts the time embeddings at zero (made for fine-tuning an image ViT), which leaves
-            # a network trained from scratch blind to frame order until they drift: start them like the
-            # space embeddings instead
-            nn.init.trunc_normal_(self.hf.timesformer.embeddings.time_embeddings, std=self.hf.config.initializer_range)
+            # transformers starts the time embeddings at zero (made for fine-tuning an image ViT), which leaves a
+            # network trained from scratch blind to frame order until they drift: start them as the sinusoidal
+            # table (what VideoMAE keeps fixed; here still learned)
+            time = self.hf.timesformer.embeddings.time_embeddings
+            with torch.no_grad():
+                time.copy_(sinusoid_table(time.shape[1], time.shape[2]).unsqueeze(0))
 
     @classmethod
     def _check_arch(cls, arch: Mapping[str, Any]) -> None:
