@@ -128,6 +128,10 @@ class VideoClassifier(pl.LightningModule):
                 net_kwargs["pretrained"] = False
             net_kwargs.pop("weights_path", None)
         self.net: nn.Module = build_network(net["arch"], num_classes, **net_kwargs)
+        rebuild = getattr(self.net, "rebuild_kwargs", None)
+        extra = rebuild() if callable(rebuild) else None
+        if extra:  # e.g. a pretrained folder's full config, so checkpoints rebuild without the folder
+            self.hparams["net"] = {**net, **_plain(extra, "net")}
 
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -143,7 +143,8 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 # ----------------------------------------------------------------------------- checks before expensive work
 def preflight(cfg: DictConfig) -> None:
-    """Check what can be checked without data or model: the accelerator and pretrained weight files."""
+    """Check what can be checked without data or model: the accelerator, pretrained weight files and whether the
+    network takes the clips the data config makes."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} (e.g. trainer=gpu or trainer=ddp) but no CUDA GPU is "
@@ -156,7 +157,7 @@ def preflight(cfg: DictConfig) -> None:
     if net is not None:
         from vidxai.models import check_network
 
-        check_network(**to_plain(net))
+        check_network(**to_plain(net), data=to_plain(cfg.get("data")))
 
 
 # ----------------------------------------------------------------------------- resuming
