@@ -14,6 +14,10 @@ SMALL = {
     "vgg16_lstm": {"hidden_size": 8, "batch_norm": True},
     "convlstm": {"hidden_channels": (4,)},
     "r2plus1d": {"width": 0.125},
+    "videomae": {"num_frames": 3, "tubelet_size": 1, "image_size": 32, "patch_size": 8, "hidden_size": 16,
+                 "num_layers": 2, "num_heads": 2, "intermediate_size": 32},
+    "timesformer": {"num_frames": 3, "image_size": 32, "patch_size": 8, "hidden_size": 16, "num_layers": 2,
+                    "num_heads": 2, "intermediate_size": 32},
 }
 
 

@@ -144,6 +144,8 @@ def test_pretrained_folder_loads_the_weights_and_replaces_the_classifier(arch: s
     assert net.hf.classifier.out_features == 3
     assert not torch.equal(state["classifier.weight"], saved["classifier.weight"])
     assert torch.count_nonzero(state["classifier.bias"]) == 0
+    # from_pretrained hands back eval mode; fine-tuning must start with dropout on, like a fresh network
+    assert all(m.training for m in net.modules())
     net2 = build_network(arch, num_classes=5, pretrained=str(folder))
     assert net2.hf.classifier.weight.shape == (5, 16) and net2(_clip(arch)).shape == (2, 5)
 

@@ -264,6 +264,7 @@ class _HFVideoNet(nn.Module):
             raise ConfigError(f"model.net.pretrained={folder} does not fit {model_cls.__name__}: missing weights "
                               f"{missing[:3]}, wrong shapes {mismatched[:3]}; pass a {self.label} checkpoint")
         self._new_classifier(hf, num_classes)
+        hf.train()  # from_pretrained returns eval mode; a network is built in train mode like any nn.Module
         log.info("loaded %s weights from %s; new %d-class classifier", self.label, folder, num_classes)
         return hf
 
