@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,6 +186,7 @@ class VideoDataModule(pl.LightningDataModule):
         self._split = self._make_split([e.record for e in entries])
         if self._loaded_state is not None:
             self._apply_loaded_state()
+        start_fork_server(worker_start_method(self.num_workers, self.decode_device))
 
     def _make_split(self, records: list[VideoRecord]) -> dict[str, list[int]]:
         if self.fold is not None:
@@ -295,12 +297,11 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0
-        # CUDA cannot be used in forked workers: GPU decoding needs spawned worker processes.
-        context = "spawn" if workers and self.decode_device == "cuda" else None
+        context = worker_start_method(self.num_workers, self.decode_device)
         dataset: Any = self.dataset(split)
         if self.feature_cache and split in ("train", "val"):
             dataset = self._cached_features(split)
-            context = None  # the cached loader reads files only
+            context = worker_start_method(self.num_workers, "cpu")  # the cached loader reads files only
         sampler = None
         if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
             trainer = getattr(self, "trainer", None)
@@ -360,9 +361,10 @@ class VideoDataModule(pl.LightningDataModule):
             return net.features(self.transform(video.to(device), train=False))
 
         try:
-            workers = self.num_workers if self.decode_device == "cpu" else 0  # no CUDA in forked workers
+            workers = self.num_workers if self.decode_device == "cpu" else 0  # the encoder may run on CUDA
             done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size, num_workers=workers,
-                                      shard=(trainer.global_rank, trainer.world_size))
+                                      shard=(trainer.global_rank, trainer.world_size),
+                                      multiprocessing_context=worker_start_method(workers))
         finally:
             net.train(was_training)
         log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,
@@ -436,6 +438,38 @@ def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:
     """Seed of a training batch's crops and flips: a pure function of the seed, the epoch and its videos."""
     keys = [int(seed) & 0xFFFFFFFF, int(epoch), *(int(i) for i in indices.reshape(-1).tolist())]
     return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
+def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | None:
+    """How DataLoader workers start: never as a plain ``fork`` of the training process.
+
+    The training process runs threads (Lightning's child-process observer under DDP, W&B, gloo, torch's
+    thread pools); a thread that holds a lock at the moment of ``fork`` leaves the forked worker waiting on
+    that lock forever (the DDP hang of issue 15). ``forkserver`` forks workers from a small single-threaded
+    server process instead (started once per process; each worker then imports what it unpickles), ``spawn``
+    starts a fresh interpreter (CUDA decoding needs it). Either way the dataset must be picklable.
+    ``None`` (no workers): batches are loaded in the training process.
+    """
+    if num_workers <= 0:
+        return None
+    if decode_device != "cpu" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "forkserver"
+
+
+#: what the fork server imports once, so that a worker forked from it starts in milliseconds
+FORKSERVER_PRELOAD = ["torch", "vidxai.data.dataset", "vidxai.data.feature_cache"]
+
+
+def start_fork_server(method: str | None) -> None:
+    """Start the fork server now (it imports ``FORKSERVER_PRELOAD`` while this process scans data and builds
+    the model), not at the first batch; no-op for other start methods or when it runs already."""
+    if method != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload(FORKSERVER_PRELOAD)
+    forkserver.ensure_running()
 
 
 def auto_num_workers(limit: int = 8) -> int:
