@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -309,10 +312,13 @@ class VideoDataModule(pl.LightningDataModule):
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
         pin = self.pin_memory and torch.cuda.is_available()  # pinning without a GPU only warns
+        rank = int(getattr(getattr(self, "trainer", None), "global_rank", 0))
+        init = EndWithTrainingProcess(rank) if context == "forkserver" else None
         return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                                        num_workers=self.num_workers, pin_memory=pin,
                                        persistent_workers=self.persistent_workers and workers,
-                                       multiprocessing_context=context, timeout=self.timeout if workers else 0)
+                                       multiprocessing_context=context, timeout=self.timeout if workers else 0,
+                                       worker_init_fn=init)
 
     def _sampler_epoch(self) -> int:
         """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
@@ -455,6 +461,41 @@ def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | N
     if decode_device != "cpu" or "forkserver" not in multiprocessing.get_all_start_methods():
         return "spawn"
     return "forkserver"
+
+
+class EndWithTrainingProcess:
+    """``worker_init_fn`` of fork-server workers: the worker exits when the training process that created its
+    loader dies (torch's own check watches the worker's parent, which is the fork server here, so the workers
+    of a SIGKILLed rank would live on, and keep the fork server alive); then Lightning's worker seeding, which
+    Lightning adds only to loaders without a ``worker_init_fn``."""
+
+    def __init__(self, rank: int = 0) -> None:
+        self.main_pid = os.getpid()
+        self.seed_rank = rank if int(os.environ.get("PL_SEED_WORKERS", 0)) else None
+
+    def __call__(self, worker_id: int) -> None:
+        threading.Thread(target=_exit_when_gone, args=(self.main_pid,), name="vidxai-training-process-watch",
+                         daemon=True).start()
+        if self.seed_rank is not None:
+            from lightning_fabric.utilities.seed import pl_worker_init_function
+
+            pl_worker_init_function(worker_id, rank=self.seed_rank)
+
+
+def _exit_when_gone(pid: int) -> None:
+    """Block until process ``pid`` ends (pidfd; polling where there is none), then end this process."""
+    try:
+        select.select([os.pidfd_open(pid)], [], [])
+    except (AttributeError, OSError):
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(1)
 
 
 #: what the fork server imports once, so that a worker forked from it starts in milliseconds
