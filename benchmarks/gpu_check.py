@@ -382,7 +382,8 @@ def _train_steps(arch: str, cfg: dict, batch: int, frames: int, size: int, varia
 
 # ----------------------------------------------------------------------------- evaluation wall time
 def part_evaluate(args: argparse.Namespace) -> dict:
-    """Train the default VGG16+LSTM for one ``debug=fast`` epoch, then time ``explain.py evaluate=true limit=24``."""
+    """Train the default VGG16+LSTM for one ``debug=fast`` epoch, then time ``explain.py evaluate=true limit=24``
+    (``--eval-limit``) with every method."""
     if args.quick:
         return {"status": "skipped: --quick (two subprocess runs)"}
     work, gpu = args.work / "evaluate", args.device == "cuda"
@@ -393,9 +394,10 @@ def part_evaluate(args: argparse.Namespace) -> dict:
     proc = subprocess.run(train, cwd=ROOT, env=env, capture_output=True, text=True, timeout=_left(args), check=False)
     if proc.returncode != 0:
         return {"status": f"failed: training exit {proc.returncode}", "output_tail": proc.stderr[-1500:]}
-    args.partial = out = {"train_s": round(time.perf_counter() - start, 1)}
+    args.partial = out = {"train_s": round(time.perf_counter() - start, 1), "limit": args.eval_limit}
     explain = [sys.executable, "explain.py", f"ckpt={work / 'train' / 'checkpoints' / 'best.ckpt'}", "evaluate=true",
-               "limit=24", f"device={args.device}", f"hydra.run.dir={work / 'eval'}", f"paths.data_dir={work / 'data'}"]
+               f"limit={args.eval_limit}", f"device={args.device}", f"hydra.run.dir={work / 'eval'}",
+               f"paths.data_dir={work / 'data'}"]
     start = time.perf_counter()
     proc = subprocess.run(explain, cwd=ROOT, env=env, capture_output=True, text=True, timeout=_left(args),
                           check=False)
@@ -421,6 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every part's time limit")
     parser.add_argument("--repeats", type=int, help="paired LRP repeats (default 5, --quick 2)")
+    parser.add_argument("--eval-limit", type=int, default=24, help="clips of the evaluate part")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check"), help="folder of the JSON")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

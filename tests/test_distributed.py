@@ -112,9 +112,10 @@ def test_ddp_launcher_inside_a_local_multirun_is_refused(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_ddp_cpu_with_default_workers_finishes_five_times_in_a_row(tmp_path: Path) -> None:
     # the fork-after-threads deadlock of DataLoader workers hit about 1 run in 12: five in a row, each bounded
+    # (a run takes 25-35 s on 2 idle cores, minutes on an overloaded machine; the hang lasted 35 minutes)
     for i in range(5):
         run = tmp_path / f"run{i}"
-        proc = _train(*_tiny_ddp(tmp_path, run, "test=false"), cwd=tmp_path, timeout=150)
+        proc = _train(*_tiny_ddp(tmp_path, run, "test=false"), cwd=tmp_path, timeout=420)
         assert proc.returncode == 0, (i, proc.stderr[-3000:])
         assert (run / "checkpoints" / "last.ckpt").is_file(), i
 
@@ -122,10 +123,9 @@ def test_ddp_cpu_with_default_workers_finishes_five_times_in_a_row(tmp_path: Pat
 @pytest.mark.slow
 def test_ddp_cpu_rank_zero_raising_ends_both_ranks_with_a_message(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    start = time.monotonic()
     proc = _train(*_tiny_ddp(tmp_path, run, "trainer.limit_train_batches=3", "test=false",
                              "+callbacks.fail._target_=ddp_helpers.FailOnRank", "+callbacks.fail.rank=0"),
-                  cwd=tmp_path, timeout=240)
+                  cwd=tmp_path, timeout=420)
     assert proc.returncode != 0
     assert "rank 0 of 2 failed: RuntimeError: corrupt clip in batch 1" in proc.stdout + proc.stderr
     # rank 1 says why it stopped, in one line (no gloo traceback), and stops at once
@@ -137,7 +137,6 @@ def test_ddp_cpu_rank_zero_raising_ends_both_ranks_with_a_message(tmp_path: Path
     assert 0 <= stopped_at - failed_at < 30, (failed_at, stopped_at)
     # rank 0 wrote its on-exception checkpoint without waiting for rank 1
     assert (run / "checkpoints" / "on_exception.ckpt").is_file()
-    assert time.monotonic() - start < 240
 
 
 @pytest.mark.slow
@@ -146,7 +145,7 @@ def test_ddp_cpu_rank_one_killed_ends_rank_zero_quickly(tmp_path: Path) -> None:
     proc = _train(*_tiny_ddp(tmp_path, run, "trainer.limit_train_batches=3", "test=false",
                              "+callbacks.fail._target_=ddp_helpers.FailOnRank", "+callbacks.fail.rank=1",
                              "+callbacks.fail.how=kill"),
-                  cwd=tmp_path, timeout=240)
+                  cwd=tmp_path, timeout=420)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr + (run / "train.log").read_text()
     # rank 0 says that rank 1 went away: our message, or Lightning's observer's when it saw the exit first
@@ -162,7 +161,7 @@ def test_ddp_cpu_sigterm_and_ctrl_c_end_every_rank_within_60_s(tmp_path: Path, h
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        pids = _wait_for_pids(run, proc, timeout=240)
+        pids = _wait_for_pids(run, proc, timeout=420)
         sent = time.monotonic()
         if how == "Ctrl-C":
             os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole foreground group
