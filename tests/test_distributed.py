@@ -84,6 +84,34 @@ def test_ddp_cpu_two_processes_sync_metrics_and_write_once(tmp_path: Path) -> No
     assert sum(int(line.split("feature cache: ")[1].split()[0]) for line in computed) == len(cached) > 0
 
 
+def test_dataloader_workers_never_fork_the_training_process(tiny_synthetic: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from vidxai.data import VideoDataModule
+    from vidxai.data.datamodule import EndWithTrainingProcess, worker_start_method
+    from vidxai.errors import ConfigError
+
+    assert worker_start_method(0) is None  # no workers: loaded in the training process
+    assert worker_start_method(2) == "forkserver" and worker_start_method(2, "cuda") == "spawn"
+    dm = VideoDataModule(root=str(tiny_synthetic), num_frames=4, size=(32, 32), batch_size=2, num_workers=1,
+                         cache_dir=str(tmp_path / "cache"), persistent_workers=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    assert isinstance(loader.worker_init_fn, EndWithTrainingProcess) and loader.worker_init_fn.main_pid == os.getpid()
+    # what a fork-server (or spawned) worker receives must pickle
+    dataset = pickle.loads(pickle.dumps(loader.dataset))
+    assert len(dataset) == len(loader.dataset)
+    assert [e.record.path for e in dataset.entries] == [e.record.path for e in loader.dataset.entries]
+    forked = VideoDataModule(root=str(tiny_synthetic), num_frames=4, size=(32, 32), num_workers=1,
+                             cache_dir=str(tmp_path / "cache"), worker_start="fork")
+    forked.setup("fit")
+    assert forked.val_dataloader().multiprocessing_context.get_start_method() == "fork"
+    with pytest.raises(ConfigError, match="data.worker_start='thread'.*forkserver"):
+        VideoDataModule(root=str(tiny_synthetic), worker_start="thread")
+
+
 def test_ddp_launcher_inside_a_local_multirun_is_refused(tmp_path: Path) -> None:
     import hydra
     from helpers import compose_cfg

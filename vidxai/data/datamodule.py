@@ -67,6 +67,9 @@ class VideoDataModule(pl.LightningDataModule):
         feature_cache: serve cached per-frame encoder features instead of clips for fit (train and val);
             needs a network with a frozen per-frame encoder (see :mod:`vidxai.data.feature_cache`).
             Training clips are then deterministic (uniform sampling, centre crop, no flip).
+        worker_start: how DataLoader workers start: ``"auto"`` (a fork server; ``spawn`` for CUDA decoding, see
+            :func:`worker_start_method`), or ``"forkserver"``, ``"spawn"``, ``"fork"`` (fast, but unsafe in a
+            process that runs threads: the DDP hang of issue 15).
     """
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
@@ -78,7 +81,8 @@ class VideoDataModule(pl.LightningDataModule):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  flip: bool = True, cache_dir: str | None = None, synthetic: dict[str, Any] | None = None,
                  persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1,
-                 feature_cache: bool = False, timeout: float = 300.0, min_frames: int = 2) -> None:
+                 feature_cache: bool = False, timeout: float = 300.0, min_frames: int = 2,
+                 worker_start: str = "auto") -> None:
         super().__init__()
         num_workers = auto_num_workers() if num_workers == "auto" else num_workers
         if not isinstance(num_workers, int):
@@ -114,6 +118,9 @@ class VideoDataModule(pl.LightningDataModule):
         self.backend = resolve_backend(backend, decode_device)  # fail at start-up, not in a worker
         self.decode_device = decode_device
         self.on_bad_video = check_on_bad_video(on_bad_video)
+        if worker_start not in WORKER_STARTS:
+            raise ConfigError(f"data.worker_start={worker_start!r} is unknown: use one of {', '.join(WORKER_STARTS)}")
+        self.worker_start = worker_start
         if test_clips < 1:
             raise ConfigError(f"data.test_clips must be >= 1, got {test_clips}")
         self.test_clips = int(test_clips)
@@ -189,7 +196,7 @@ class VideoDataModule(pl.LightningDataModule):
         self._split = self._make_split([e.record for e in entries])
         if self._loaded_state is not None:
             self._apply_loaded_state()
-        start_fork_server(worker_start_method(self.num_workers, self.decode_device))
+        start_fork_server(self._worker_context(self.decode_device))
 
     def _make_split(self, records: list[VideoRecord]) -> dict[str, list[int]]:
         if self.fold is not None:
@@ -300,11 +307,11 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0
-        context = worker_start_method(self.num_workers, self.decode_device)
+        context = self._worker_context(self.decode_device)
         dataset: Any = self.dataset(split)
         if self.feature_cache and split in ("train", "val"):
             dataset = self._cached_features(split)
-            context = worker_start_method(self.num_workers, "cpu")  # the cached loader reads files only
+            context = self._worker_context("cpu")  # the cached loader reads files only
         sampler = None
         if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
             trainer = getattr(self, "trainer", None)
@@ -319,6 +326,11 @@ class VideoDataModule(pl.LightningDataModule):
                                        persistent_workers=self.persistent_workers and workers,
                                        multiprocessing_context=context, timeout=self.timeout if workers else 0,
                                        worker_init_fn=init)
+
+    def _worker_context(self, decode_device: str) -> str | None:
+        if self.num_workers == 0 or self.worker_start == "auto":
+            return worker_start_method(self.num_workers, decode_device)
+        return self.worker_start
 
     def _sampler_epoch(self) -> int:
         """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
@@ -370,7 +382,7 @@ class VideoDataModule(pl.LightningDataModule):
             workers = self.num_workers if self.decode_device == "cpu" else 0  # the encoder may run on CUDA
             done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size, num_workers=workers,
                                       shard=(trainer.global_rank, trainer.world_size),
-                                      multiprocessing_context=worker_start_method(workers))
+                                      multiprocessing_context=self._worker_context("cpu") if workers else None)
         finally:
             net.train(was_training)
         log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,
@@ -444,6 +456,9 @@ def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:
     """Seed of a training batch's crops and flips: a pure function of the seed, the epoch and its videos."""
     keys = [int(seed) & 0xFFFFFFFF, int(epoch), *(int(i) for i in indices.reshape(-1).tolist())]
     return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
+WORKER_STARTS = ("auto", "forkserver", "spawn", "fork")
 
 
 def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | None:
