@@ -466,10 +466,12 @@ def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | N
 
     The training process runs threads (Lightning's child-process observer under DDP, W&B, gloo, torch's
     thread pools); a thread that holds a lock at the moment of ``fork`` leaves the forked worker waiting on
-    that lock forever (the DDP hang of issue 15). ``forkserver`` forks workers from a small single-threaded
-    server process instead (started once per process; each worker then imports what it unpickles), ``spawn``
-    starts a fresh interpreter (CUDA decoding needs it). Either way the dataset must be picklable.
-    ``None`` (no workers): batches are loaded in the training process.
+    that lock forever (the DDP hang of issue 15). ``forkserver`` forks workers from a server process without
+    Python threads instead: it is started once per process (:func:`start_fork_server`, while the model is
+    built) and imports torch and the dataset code once, so a worker then starts about as fast as a fork.
+    Single-process runs use it too: W&B and other loggers run threads there as well. ``spawn`` starts a fresh
+    interpreter (CUDA decoding needs it). Either way the dataset must be picklable. ``None`` (no workers):
+    batches are loaded in the training process.
     """
     if num_workers <= 0:
         return None
