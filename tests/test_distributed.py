@@ -203,6 +203,7 @@ def test_ddp_cpu_sigterm_and_ctrl_c_end_every_rank_within_60_s(tmp_path: Path, h
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    print(f"{how}: the launcher exited {took:.1f} s, every rank {took_all:.1f} s after the signal")
     assert proc.returncode != 0, output[-2000:]
     assert took < 60 and took_all < 60 and not any(_alive(p) for p in pids), (took, took_all)
     assert (run / "checkpoints" / "on_exception.ckpt").is_file(), output[-3000:]
