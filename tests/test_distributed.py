@@ -88,19 +88,18 @@ def test_dataloader_workers_never_fork_the_training_process(tiny_synthetic: Path
     import pickle
 
     from vidxai.data import VideoDataModule
-    from vidxai.data.datamodule import EndWithTrainingProcess, worker_start_method
+    from vidxai.data.datamodule import worker_start_method
     from vidxai.errors import ConfigError
 
     assert worker_start_method(0) is None  # no workers: loaded in the training process
-    assert worker_start_method(2) == "forkserver" and worker_start_method(2, "cuda") == "spawn"
+    assert worker_start_method(2) == "spawn" and worker_start_method(2, "cuda") == "spawn"
     dm = VideoDataModule(root=str(tiny_synthetic), num_frames=4, size=(32, 32), batch_size=2, num_workers=1,
                          cache_dir=str(tmp_path / "cache"), persistent_workers=True)
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.multiprocessing_context.get_start_method() == "forkserver"
-    assert isinstance(loader.worker_init_fn, EndWithTrainingProcess) and loader.worker_init_fn.main_pid == os.getpid()
-    # what a fork-server (or spawned) worker receives must pickle
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    # what a spawned worker receives must pickle
     dataset = pickle.loads(pickle.dumps(loader.dataset))
     assert len(dataset) == len(loader.dataset)
     assert [e.record.path for e in dataset.entries] == [e.record.path for e in loader.dataset.entries]
@@ -108,7 +107,7 @@ def test_dataloader_workers_never_fork_the_training_process(tiny_synthetic: Path
                              cache_dir=str(tmp_path / "cache"), worker_start="fork")
     forked.setup("fit")
     assert forked.val_dataloader().multiprocessing_context.get_start_method() == "fork"
-    with pytest.raises(ConfigError, match="data.worker_start='thread'.*forkserver"):
+    with pytest.raises(ConfigError, match="data.worker_start='thread'.*spawn"):
         VideoDataModule(root=str(tiny_synthetic), worker_start="thread")
 
 

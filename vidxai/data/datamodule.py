@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import select
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,9 +63,9 @@ class VideoDataModule(pl.LightningDataModule):
         feature_cache: serve cached per-frame encoder features instead of clips for fit (train and val);
             needs a network with a frozen per-frame encoder (see :mod:`vidxai.data.feature_cache`).
             Training clips are then deterministic (uniform sampling, centre crop, no flip).
-        worker_start: how DataLoader workers start: ``"auto"`` (a fork server; ``spawn`` for CUDA decoding, see
-            :func:`worker_start_method`), or ``"forkserver"``, ``"spawn"``, ``"fork"`` (fast, but unsafe in a
-            process that runs threads: the DDP hang of issue 15).
+        worker_start: how DataLoader workers start: ``"auto"``/``"spawn"`` (see :func:`worker_start_method`), or
+            ``"fork"`` (starts faster, but unsafe in a process that runs threads: the DDP hang of issue 15; no
+            CUDA decoding).
     """
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
@@ -196,7 +192,6 @@ class VideoDataModule(pl.LightningDataModule):
         self._split = self._make_split([e.record for e in entries])
         if self._loaded_state is not None:
             self._apply_loaded_state()
-        start_fork_server(self._worker_context(self.decode_device))
 
     def _make_split(self, records: list[VideoRecord]) -> dict[str, list[int]]:
         if self.fold is not None:
@@ -319,18 +314,15 @@ class VideoDataModule(pl.LightningDataModule):
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
         pin = self.pin_memory and torch.cuda.is_available()  # pinning without a GPU only warns
-        rank = int(getattr(getattr(self, "trainer", None), "global_rank", 0))
-        init = EndWithTrainingProcess(rank) if context == "forkserver" else None
         return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                                        num_workers=self.num_workers, pin_memory=pin,
                                        persistent_workers=self.persistent_workers and workers,
-                                       multiprocessing_context=context, timeout=self.timeout if workers else 0,
-                                       worker_init_fn=init)
+                                       multiprocessing_context=context, timeout=self.timeout if workers else 0)
 
     def _worker_context(self, decode_device: str) -> str | None:
-        if self.num_workers == 0 or self.worker_start == "auto":
-            return worker_start_method(self.num_workers, decode_device)
-        return self.worker_start
+        if self.worker_start == "fork" and decode_device == "cpu" and self.num_workers > 0:
+            return "fork"  # asked for; CUDA cannot be used in forked workers
+        return worker_start_method(self.num_workers, decode_device)
 
     def _sampler_epoch(self) -> int:
         """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
@@ -458,76 +450,26 @@ def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:
     return int(np.random.SeedSequence(keys).generate_state(1)[0])
 
 
-WORKER_STARTS = ("auto", "forkserver", "spawn", "fork")
+WORKER_STARTS = ("auto", "spawn", "fork")
 
 
 def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | None:
-    """How DataLoader workers start: never as a plain ``fork`` of the training process.
+    """How DataLoader workers start by default: ``spawn``, never a ``fork`` of the training process.
 
     The training process runs threads (Lightning's child-process observer under DDP, W&B, gloo, torch's
     thread pools); a thread that holds a lock at the moment of ``fork`` leaves the forked worker waiting on
-    that lock forever (the DDP hang of issue 15). ``forkserver`` forks workers from a server process without
-    Python threads instead: it is started once per process (:func:`start_fork_server`, while the model is
-    built) and imports torch and the dataset code once, so a worker then starts about as fast as a fork.
-    Single-process runs use it too: W&B and other loggers run threads there as well. ``spawn`` starts a fresh
-    interpreter (CUDA decoding needs it). Either way the dataset must be picklable. ``None`` (no workers):
-    batches are loaded in the training process.
+    that lock forever (the DDP hang of issue 15). A spawned worker is a fresh interpreter: it costs its
+    imports once per loader (``persistent_workers=true``, the default of the shipped data configs, keeps
+    them for the whole run), and it stays a child of the training process, so torch notices at once when a
+    worker dies and a worker ends when its training process does. ``forkserver`` was tried and rejected: its
+    workers are children of the server (a crashed worker went unnoticed until ``data.timeout``, and the
+    workers of a SIGKILLed rank lived on), and Python 3.11's server imports the preloaded modules without the
+    caller's ``sys.path``. Single-process runs spawn too: W&B and other loggers run threads there as well.
+    CUDA decoding needs spawn anyway. The dataset must be picklable. ``None``: no workers, batches are loaded
+    in the training process (``decode_device`` is accepted for callers that pass it).
     """
-    if num_workers <= 0:
-        return None
-    if decode_device != "cpu" or "forkserver" not in multiprocessing.get_all_start_methods():
-        return "spawn"
-    return "forkserver"
-
-
-class EndWithTrainingProcess:
-    """``worker_init_fn`` of fork-server workers: the worker exits when the training process that created its
-    loader dies (torch's own check watches the worker's parent, which is the fork server here, so the workers
-    of a SIGKILLed rank would live on, and keep the fork server alive); then Lightning's worker seeding, which
-    Lightning adds only to loaders without a ``worker_init_fn``."""
-
-    def __init__(self, rank: int = 0) -> None:
-        self.main_pid = os.getpid()
-        self.seed_rank = rank if int(os.environ.get("PL_SEED_WORKERS", 0)) else None
-
-    def __call__(self, worker_id: int) -> None:
-        threading.Thread(target=_exit_when_gone, args=(self.main_pid,), name="vidxai-training-process-watch",
-                         daemon=True).start()
-        if self.seed_rank is not None:
-            from lightning_fabric.utilities.seed import pl_worker_init_function
-
-            pl_worker_init_function(worker_id, rank=self.seed_rank)
-
-
-def _exit_when_gone(pid: int) -> None:
-    """Block until process ``pid`` ends (pidfd; polling where there is none), then end this process."""
-    try:
-        select.select([os.pidfd_open(pid)], [], [])
-    except (AttributeError, OSError):
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                continue
-    os._exit(1)
-
-
-#: what the fork server imports once, so that a worker forked from it starts in milliseconds
-FORKSERVER_PRELOAD = ["torch", "vidxai.data.dataset", "vidxai.data.feature_cache"]
-
-
-def start_fork_server(method: str | None) -> None:
-    """Start the fork server now (it imports ``FORKSERVER_PRELOAD`` while this process scans data and builds
-    the model), not at the first batch; no-op for other start methods or when it runs already."""
-    if method != "forkserver":
-        return
-    from multiprocessing import forkserver
-
-    forkserver.set_forkserver_preload(FORKSERVER_PRELOAD)
-    forkserver.ensure_running()
+    del decode_device
+    return "spawn" if num_workers > 0 else None
 
 
 def auto_num_workers(limit: int = 8) -> int:
