@@ -289,8 +289,9 @@ def test_a_hung_dataloader_worker_is_reported_not_a_silent_deadlock(tiny_synthet
     from vidxai.data import VideoDataModule
     from vidxai.data.dataset import VideoClipDataset
 
+    # worker_start="fork": the worker must inherit the monkeypatched hang (a spawned worker imports afresh)
     dm = VideoDataModule(root=str(tiny_synthetic), num_frames=4, size=(32, 32), batch_size=2, num_workers=1,
-                         cache_dir=str(tmp_path / "cache"), timeout=1)
+                         cache_dir=str(tmp_path / "cache"), timeout=1, worker_start="fork")
     dm.prepare_data()
     dm.setup("fit")
 

@@ -63,6 +63,9 @@ class VideoDataModule(pl.LightningDataModule):
         feature_cache: serve cached per-frame encoder features instead of clips for fit (train and val);
             needs a network with a frozen per-frame encoder (see :mod:`vidxai.data.feature_cache`).
             Training clips are then deterministic (uniform sampling, centre crop, no flip).
+        worker_start: how DataLoader workers start: ``"auto"``/``"spawn"`` (see :func:`worker_start_method`), or
+            ``"fork"`` (starts faster, but unsafe in a process that runs threads: the DDP hang of issue 15; no
+            CUDA decoding).
     """
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
@@ -74,7 +77,8 @@ class VideoDataModule(pl.LightningDataModule):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  flip: bool = True, cache_dir: str | None = None, synthetic: dict[str, Any] | None = None,
                  persistent_workers: bool = False, group_disjoint: bool = True, split_id: int = 1,
-                 feature_cache: bool = False, timeout: float = 300.0, min_frames: int = 2) -> None:
+                 feature_cache: bool = False, timeout: float = 300.0, min_frames: int = 2,
+                 worker_start: str = "auto") -> None:
         super().__init__()
         num_workers = auto_num_workers() if num_workers == "auto" else num_workers
         if not isinstance(num_workers, int):
@@ -110,6 +114,9 @@ class VideoDataModule(pl.LightningDataModule):
         self.backend = resolve_backend(backend, decode_device)  # fail at start-up, not in a worker
         self.decode_device = decode_device
         self.on_bad_video = check_on_bad_video(on_bad_video)
+        if worker_start not in WORKER_STARTS:
+            raise ConfigError(f"data.worker_start={worker_start!r} is unknown: use one of {', '.join(WORKER_STARTS)}")
+        self.worker_start = worker_start
         if test_clips < 1:
             raise ConfigError(f"data.test_clips must be >= 1, got {test_clips}")
         self.test_clips = int(test_clips)
@@ -295,12 +302,11 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0
-        # CUDA cannot be used in forked workers: GPU decoding needs spawned worker processes.
-        context = "spawn" if workers and self.decode_device == "cuda" else None
+        context = self._worker_context(self.decode_device)
         dataset: Any = self.dataset(split)
         if self.feature_cache and split in ("train", "val"):
             dataset = self._cached_features(split)
-            context = None  # the cached loader reads files only
+            context = self._worker_context("cpu")  # the cached loader reads files only
         sampler = None
         if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
             trainer = getattr(self, "trainer", None)
@@ -312,6 +318,11 @@ class VideoDataModule(pl.LightningDataModule):
                                        num_workers=self.num_workers, pin_memory=pin,
                                        persistent_workers=self.persistent_workers and workers,
                                        multiprocessing_context=context, timeout=self.timeout if workers else 0)
+
+    def _worker_context(self, decode_device: str) -> str | None:
+        if self.worker_start == "fork" and decode_device == "cpu" and self.num_workers > 0:
+            return "fork"  # asked for; CUDA cannot be used in forked workers
+        return worker_start_method(self.num_workers, decode_device)
 
     def _sampler_epoch(self) -> int:
         """The epoch whose order the training loader draws: the trainer's, or a resumed checkpoint's."""
@@ -360,9 +371,10 @@ class VideoDataModule(pl.LightningDataModule):
             return net.features(self.transform(video.to(device), train=False))
 
         try:
-            workers = self.num_workers if self.decode_device == "cpu" else 0  # no CUDA in forked workers
+            workers = self.num_workers if self.decode_device == "cpu" else 0  # the encoder may run on CUDA
             done = fill_feature_cache(clips, store, encode, batch_size=self.batch_size, num_workers=workers,
-                                      shard=(trainer.global_rank, trainer.world_size))
+                                      shard=(trainer.global_rank, trainer.world_size),
+                                      multiprocessing_context=self._worker_context("cpu") if workers else None)
         finally:
             net.train(was_training)
         log.info("feature cache: %d %s clip(s) computed by rank %d, the rest read from %s", done, split,
@@ -436,6 +448,28 @@ def augment_seed(seed: int, epoch: int, indices: torch.Tensor) -> int:
     """Seed of a training batch's crops and flips: a pure function of the seed, the epoch and its videos."""
     keys = [int(seed) & 0xFFFFFFFF, int(epoch), *(int(i) for i in indices.reshape(-1).tolist())]
     return int(np.random.SeedSequence(keys).generate_state(1)[0])
+
+
+WORKER_STARTS = ("auto", "spawn", "fork")
+
+
+def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | None:
+    """How DataLoader workers start by default: ``spawn``, never a ``fork`` of the training process.
+
+    The training process runs threads (Lightning's child-process observer under DDP, W&B, gloo, torch's
+    thread pools); a thread that holds a lock at the moment of ``fork`` leaves the forked worker waiting on
+    that lock forever (the DDP hang of issue 15). A spawned worker is a fresh interpreter: it costs its
+    imports once per loader (``persistent_workers=true``, the default of the shipped data configs, keeps
+    them for the whole run), and it stays a child of the training process, so torch notices at once when a
+    worker dies and a worker ends when its training process does. ``forkserver`` was tried and rejected: its
+    workers are children of the server (a crashed worker went unnoticed until ``data.timeout``, and the
+    workers of a SIGKILLed rank lived on), and Python 3.11's server imports the preloaded modules without the
+    caller's ``sys.path``. Single-process runs spawn too: W&B and other loggers run threads there as well.
+    CUDA decoding needs spawn anyway. The dataset must be picklable. ``None``: no workers, batches are loaded
+    in the training process (``decode_device`` is accepted for callers that pass it).
+    """
+    del decode_device
+    return "spawn" if num_workers > 0 else None
 
 
 def auto_num_workers(limit: int = 8) -> int:

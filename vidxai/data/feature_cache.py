@@ -190,12 +190,13 @@ def missing_indices(clips: VideoClipDataset, store: FeatureStore) -> list[int]:
 def fill_feature_cache(clips: VideoClipDataset, store: FeatureStore,
                        encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 8,
                        num_workers: int = 0, shard: tuple[int, int] = (0, 1),
-                       indices: Sequence[int] | None = None) -> int:
+                       indices: Sequence[int] | None = None, multiprocessing_context: str | None = None) -> int:
     """Compute and store the features of the clips not cached yet; returns how many were computed here.
 
     ``encode`` maps a uint8 clip batch ``(B, T, 3, H, W)`` to features ``(B, T, ...)`` (transform and
     encoder, on whatever device). ``shard=(rank, world_size)``: this process handles the clips whose index
-    is ``rank`` modulo ``world_size`` (of ``indices``, default all).
+    is ``rank`` modulo ``world_size`` (of ``indices``, default all). ``multiprocessing_context``: how the
+    workers start (see :func:`vidxai.data.datamodule.worker_start_method`).
     """
     _check_deterministic(clips)
     rank, world = shard
@@ -204,7 +205,8 @@ def fill_feature_cache(clips: VideoClipDataset, store: FeatureStore,
     todo = [i for i in mine if not store.path(clips.entries[i].record.path, clips.frame_indices(i)).is_file()]
     if not todo:
         return 0
-    loader = DataLoader(Subset(clips, todo), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(Subset(clips, todo), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        multiprocessing_context=multiprocessing_context if num_workers > 0 else None)
     done = 0
     for batch in loader:
         feats = encode(batch["video"])

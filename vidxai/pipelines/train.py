@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from vidxai.callbacks.fail_fast import FailFast, after_failure
 from vidxai.callbacks.resume import TMP_MARK, AtomicCheckpointIO, SeedEveryBatch
 from vidxai.errors import ConfigError, MissingPathError, UserError
 from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, sweep_group, to_plain
@@ -60,7 +61,8 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    # first, so that after a failure it runs before the other callbacks' on_exception (no barrier, no hang)
+    callbacks = [FailFast(), *instantiate_group(cfg.get("callbacks"))]
     if cfg.get("seed") is not None:
         callbacks.append(SeedEveryBatch(int(cfg.seed)))
     _wandb_resume_id(cfg)
@@ -77,24 +79,14 @@ def train(cfg: DictConfig) -> float | None:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
 
     try:
-        if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
-            _link_best(trainer)
-        train_metrics = dict(trainer.callback_metrics)
-
-        if trainer.interrupted:
-            _report_interruption(trainer)
-            return None
-        if cfg.get("test", True):
-            ckpt_path = _best_checkpoint(trainer)
-            if ckpt_path is None:
-                log.warning("no best checkpoint found; testing the current weights")
-            else:
-                log.info("testing the best checkpoint: %s", ckpt_path)
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics = {**train_metrics, **trainer.callback_metrics}
+        metrics = _fit_and_test(cfg, trainer, model, datamodule, ckpt_path)
+    except Exception as exc:
+        after_failure(trainer, exc)  # the other ranks end too; a rank that only followed says whom
+        raise
     finally:
         finish_wandb()
+    if metrics is None:
+        return None
 
     summary = {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     for key in sorted(summary):
@@ -108,6 +100,26 @@ def train(cfg: DictConfig) -> float | None:
         raise ConfigError(f"optimized_metric={name!r} was not logged; choose one of {sorted(summary)}")
     value = summary[name]
     return value if math.isfinite(value) else float("nan")
+
+
+def _fit_and_test(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule, datamodule: Any,
+                  ckpt_path: str | None) -> dict[str, Any] | None:
+    """Fit (or resume), then test the best checkpoint; the logged metrics, or ``None`` when interrupted."""
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        _link_best(trainer)
+    train_metrics = dict(trainer.callback_metrics)
+    if trainer.interrupted:
+        _report_interruption(trainer)
+        return None
+    if cfg.get("test", True):
+        ckpt_path = _best_checkpoint(trainer)
+        if ckpt_path is None:
+            log.warning("no best checkpoint found; testing the current weights")
+        else:
+            log.info("testing the best checkpoint: %s", ckpt_path)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return {**train_metrics, **trainer.callback_metrics}
 
 
 def _report_interruption(trainer: pl.Trainer) -> None:
