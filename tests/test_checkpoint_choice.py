@@ -87,3 +87,16 @@ def test_tie_break_max_mode_and_state_round_trip(tmp_path: Path) -> None:
 def test_bad_tie_break_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="tie_break_mode must be 'min' or 'max'"):
         ModelCheckpoint(monitor="val/acc", tie_break="val/loss", tie_break_mode="lower")
+
+
+def test_default_config_breaks_accuracy_ties_by_validation_loss() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="train")
+    ckpt = cfg.callbacks.model_checkpoint
+    assert (ckpt.monitor, ckpt.mode, ckpt.tie_break, ckpt.tie_break_mode) == ("val/acc", "max", "val/loss", "min")
+    assert (cfg.callbacks.early_stopping.monitor, cfg.callbacks.early_stopping.mode) == ("val/loss", "min")

@@ -130,3 +130,17 @@ def test_train_step_resumes_a_killed_run_and_explain_uses_the_best_checkpoint(tm
 def test_no_matching_recipe_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no recipe matches"):
         results.run(results.Plan([], doc=tmp_path / "r.md"))
+
+
+@pytest.mark.parametrize("arch", ["vgg16_lstm", "convlstm", "r2plus1d"])
+def test_events_recipes_compose_on_the_events_data(arch: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment=events_{arch}"])
+    assert cfg.model.net.arch == arch and cfg.data.root.endswith("/synthetic_events")
+    assert cfg.data.synthetic.event_segments == cfg.data.num_frames
+    assert cfg.model.scheduler.T_max == cfg.trainer.max_epochs > 8  # annealed over the run, longer than default
+    assert cfg.callbacks.model_checkpoint.tie_break == "val/loss"
