@@ -144,3 +144,12 @@ def test_events_recipes_compose_on_the_events_data(arch: str) -> None:
     assert cfg.data.synthetic.event_segments == cfg.data.num_frames
     assert cfg.model.scheduler.T_max == cfg.trainer.max_epochs > 8  # annealed over the run, longer than default
     assert cfg.callbacks.model_checkpoint.tie_break == "val/loss"
+
+
+def test_report_only_runs_nothing_and_says_so(tmp_path: Path) -> None:
+    recipe = results.Recipe("default_x", ("model=x",), "default data")
+    plan = results.Plan([recipe], out_root=tmp_path / "out", doc=tmp_path / "docs" / "results.md", execute=False)
+    results.run(plan)
+    assert not (tmp_path / "out" / "full" / "default_x" / "train").exists()
+    text = plan.doc.read_text()
+    assert "| default_x (`model=x`) |" in text and "train: not run (--report-only)" in text

@@ -13,7 +13,7 @@ A step whose ``done.json`` exists is reused, so a re-run does only what is missi
 in the document and the next recipe goes on. ``<set>`` is ``full`` for the plain command and
 ``custom-<hash>`` when extra overrides are given, so a reduced run never stands in for a full one.
 
-    python -m vidxai.pipelines.results [--only PATTERN] [train overrides] [explain.<key>=<value> ...]
+    python -m vidxai.pipelines.results [--only PATTERN] [--report-only] [train overrides] [explain.<key>=<v> ...]
 
 ``explain.limit=4`` passes ``limit=4`` to both explain.py runs; every other ``key=value`` goes to train.py.
 """
@@ -61,6 +61,8 @@ class Plan:
     out_root: Path = ROOT / "outputs" / "results"
     doc: Path = ROOT / "docs" / "results.md"
     timeout: float = 3600.0
+    # False: run nothing, write the document from the steps already done (the rest reported as not run)
+    execute: bool = True
 
     @property
     def set_name(self) -> str:
@@ -139,6 +141,9 @@ def run_recipe(recipe: Recipe, plan: Plan) -> RunSummary:
         if step != "train" and not (run_dir / "train" / "checkpoints" / "best.ckpt").exists():
             records[step] = {"ok": False, "error": "no trained checkpoint", "seconds": 0.0}
             continue
+        if not plan.execute and not (run_dir / step / "done.json").is_file():
+            records[step] = {"ok": False, "error": "not run (--report-only)", "seconds": 0.0}
+            continue
         commands = step_commands(recipe, run_dir, plan)
         records[step] = run_step(step, commands[step], run_dir / step, plan.timeout)
     return summarise_run(recipe.name, recipe.group, " ".join(recipe.overrides), run_dir, records)
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidxai.pipelines.results", description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="*", help="recipe names to run (fnmatch pattern, e.g. 'events_*')")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one step may take")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the document from the steps already done")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "results")
     parser.add_argument("overrides", nargs="*", help="train.py overrides; explain.<key>=<v> goes to explain.py")
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[results] %(message)s")
     train_args, explain_args = split_args(args.overrides)
     recipes = [r for r in discover(ROOT / "conf") if fnmatch.fnmatch(r.name, args.only)]
-    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout)
+    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout, not args.report_only)
     try:
         run(plan)
     except Exception as exc:  # a UserError is one line; anything else keeps its traceback
