@@ -69,7 +69,7 @@ def test_report_from_fake_runs(tmp_path: Path, with_md: bool) -> None:
     doc = write_report([s], tmp_path / "docs" / "results.md", tmp_path / "docs" / "results", extra=["limit=4"])
     text = doc.read_text()
     assert "| events_x (`experiment=events_x`) | events data | 0.96 | 0.96 | 1.00 | 2 | epoch_001-acc_1.000.ckpt " \
-           "| 100 | 50 | – | failed: profile: exit status 1 (see profile.log)" in text
+           "| 100 | 50 | – | profile: exit status 1 (see profile.log) |" in text
     assert "2.5 min" in text and "load average at the steps' starts 2.0-3.0" in text
     assert "Reduced or changed run" in text and "`limit=4`" in text
     assert "| first half | 0.600 | [0.500, 0.700] | 0.500 |" in text
@@ -152,4 +152,4 @@ def test_report_only_runs_nothing_and_says_so(tmp_path: Path) -> None:
     results.run(plan)
     assert not (tmp_path / "out" / "full" / "default_x" / "train").exists()
     text = plan.doc.read_text()
-    assert "| default_x (`model=x`) |" in text and "train: not run (--report-only)" in text
+    assert "| default_x (`model=x`) |" in text and "| train: not run (--report-only); evaluate: no trained" in text

@@ -137,16 +137,21 @@ def _step_seconds(s: RunSummary, step: str) -> float | None:
     return record.get("seconds") if record.get("ok") else None
 
 
+def _status(s: RunSummary) -> str:
+    """``ok``, or what did not run or failed, step by step."""
+    problems = [f"{k}: {v.get('error')}" for k, v in s.steps.items() if not v.get("ok")]
+    return "ok" if not problems else "; ".join(problems).replace("|", "/")
+
+
 def _summary_table(summaries: list[RunSummary]) -> list[str]:
     lines = ["| recipe | data | test accuracy | test macro F1 | best val accuracy | epochs | best checkpoint | "
-             "train s | evaluate s | profile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "train s | evaluate s | profile s | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
-        failed = [f"{k}: {v.get('error')}" for k, v in s.steps.items() if not v.get("ok")]
         lines.append(f"| {s.name} (`{s.overrides}`) | {s.group} | {_fmt(s.metrics.get('test/acc'), 2)} | "
                      f"{_fmt(s.metrics.get('test/f1'), 2)} | {_fmt(s.metrics.get('val/acc_best'), 2)} | "
                      f"{_fmt(s.epochs)} | {s.best_checkpoint or '–'} | "
                      + " | ".join(_fmt(_step_seconds(s, k), 0) for k in ("train", "evaluate", "profile"))
-                     + " |" + (f" failed: {'; '.join(failed)}" if failed else ""))
+                     + f" | {_status(s)} |")
     return lines
 
 
@@ -162,11 +167,12 @@ def _copy_figures(s: RunSummary, fig_dir: Path, doc_dir: Path) -> dict[str, str]
 
 def _recipe_section(s: RunSummary, fig_dir: Path, doc_dir: Path) -> list[str]:
     links = _copy_figures(s, fig_dir, doc_dir)
+    where = os.path.relpath(s.run_dir, doc_dir.parent) if s.run_dir.is_absolute() else s.run_dir
     out = [f"## {s.name}", "", f"`python train.py {s.overrides}`; tested checkpoint: {s.best_checkpoint or '–'}; "
-           f"run folder `{s.run_dir}`.", ""]
+           f"run folder `{where}`.", ""]
     for step, record in s.steps.items():
         if not record.get("ok"):
-            out += [f"- {step}: **failed** ({record.get('error')})"]
+            out += [f"- {step}: {record.get('error')}"]
     out += ["", "### Explanation evaluation (`explain.py ckpt=... evaluate=true split=test`)", ""]
     if s.evaluation_md:
         out.append(_demote(s.evaluation_md))
