@@ -10,7 +10,7 @@ ARGS ?=
 # checkpoint for `make explain`; default: best checkpoint of the newest training run
 CKPT ?= $(lastword $(sort $(wildcard outputs/train/*/checkpoints/best.ckpt)))
 
-.PHONY: install test train explain bench bench-data bench-cache lint rule-configs clean
+.PHONY: install test train explain results bench bench-data bench-cache lint rule-configs clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ train: $(STAMP)
 explain: $(STAMP)
 	@test -n "$(CKPT)" || { echo "error: no checkpoint found under outputs/train/*/checkpoints/best.ckpt: run 'make train' first or pass CKPT=path/to.ckpt" >&2; exit 2; }
 	$(BIN)/python explain.py ckpt=$(CKPT) $(ARGS)
+
+# every recipe (conf/model/*.yaml on the default data, conf/experiment/events_*.yaml) trained, evaluated
+# (evaluate=true) and profiled on its test split -> docs/results.md; finished steps under outputs/results/ are
+# reused. RESULTS_ARGS: --only 'events_*', train overrides, explain.<key>=<value> for explain.py, e.g.
+# make results RESULTS_ARGS="trainer.max_epochs=1 explain.limit=4"
+RESULTS_ARGS ?=
+results: $(STAMP)
+	$(BIN)/python -m vidxai.pipelines.results $(RESULTS_ARGS)
 
 # bench = LRP speed + the data path and training throughput (quick); `make bench-data` is the full data run.
 # DECORD2=/path (pip install --target /path decord2) also measures decord2 next to decord.

@@ -5,7 +5,8 @@
   checkpoint intact, never a truncated one.
 * :class:`ModelCheckpoint` is Lightning's, but ``last.ckpt`` is written at the end of every epoch (Lightning
   refreshes it only when the monitored metric improved) and, with ``every_n_train_steps``, also every N
-  optimiser steps; the best-checkpoint tracking stays at the end of each validation.
+  optimiser steps; the best-checkpoint tracking stays at the end of each validation, and ties on the monitored
+  metric (a saturated validation accuracy) go to the better ``tie_break`` metric (e.g. the validation loss).
 * :class:`SeedEveryBatch` reseeds Python's, NumPy's and torch's global RNGs from ``(seed, epoch, batch)``
   before each training batch, so the randomness of a step (dropout, ...) does not depend on what ran before
   it in this process; together with :class:`vidxai.data.dataset.EpochSampler` a resumed run repeats an
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
@@ -48,16 +50,76 @@ class ModelCheckpoint(_LightningModelCheckpoint):
 
     Lightning's own ``every_n_train_steps`` turns the epoch-end saves off and ranks step checkpoints by a
     stale ``monitor``; here it only adds step-wise ``last.ckpt`` files to resume from after a kill.
+
+    ``tie_break`` (e.g. ``val/loss``, better when lower; ``tie_break_mode="max"`` for higher) ranks checkpoints
+    whose ``monitor`` values are equal: Lightning keeps the earliest of them, so on a small validation set that
+    saturates (accuracy 1.0 from some epoch on) it tests the first, weakest epoch to get there.
     """
 
-    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, every_n_train_steps: int | None = None, tie_break: str | None = None,
+                 tie_break_mode: str = "min", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from vidxai.errors import ConfigError
+
         self.last_every_n_train_steps = int(every_n_train_steps or 0)
         if self.last_every_n_train_steps < 0:
-            from vidxai.errors import ConfigError
-
             raise ConfigError("callbacks.model_checkpoint.every_n_train_steps must be >= 0 or null, got "
                               f"{every_n_train_steps}")
+        if tie_break_mode not in ("min", "max"):
+            raise ConfigError("callbacks.model_checkpoint.tie_break_mode must be 'min' or 'max', got "
+                              f"{tie_break_mode!r}")
+        self.tie_break = tie_break or None
+        self.tie_break_mode = tie_break_mode
+        self.tie_values: dict[str, float] = {}  # tie_break value of each checkpoint in best_k_models
+
+    # ------------------------------------------------------------------ ties on the monitored metric
+    def _rank(self, path: str) -> tuple[float, float]:
+        """Sort key, larger = better: the monitored value, then the tie-break value."""
+        score = float(self.best_k_models[path])
+        tie = self.tie_values.get(path, float("nan"))
+        tie = -math.inf if math.isnan(tie) else (-tie if self.tie_break_mode == "min" else tie)
+        return (score if self.mode == "max" else -score), tie
+
+    def _tie_value(self, metrics: dict[str, Any]) -> float:
+        value = metrics.get(self.tie_break) if self.tie_break else None
+        return float(value) if value is not None else float("nan")
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
+        """Lightning's rule (strictly better than the k-th best), plus: equal and better on ``tie_break``."""
+        full = self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k
+        if current is None or self.tie_break is None or not full:
+            return super().check_monitor_top_k(trainer, current)
+        kth = self.best_k_models[self.kth_best_model_path]
+        if float(current) != float(kth):
+            return super().check_monitor_top_k(trainer, current)
+        tie, kth_tie = self._tie_value(trainer.callback_metrics), self.tie_values.get(self.kth_best_model_path)
+        better = not math.isnan(tie) and (kth_tie is None or math.isnan(kth_tie) or
+                                          (tie < kth_tie if self.tie_break_mode == "min" else tie > kth_tie))
+        return trainer.strategy.reduce_boolean_decision(better)
+
+    def _update_best_and_save(self, current: torch.Tensor, trainer: pl.Trainer,
+                              monitor_candidates: dict[str, torch.Tensor]) -> None:
+        if self.tie_break is None:
+            super()._update_best_and_save(current, trainer, monitor_candidates)
+            return
+        if self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k:  # Lightning drops the k-th
+            self.kth_best_model_path = min(self.best_k_models, key=self._rank)
+        tie = self._tie_value(monitor_candidates)
+        super()._update_best_and_save(current, trainer, monitor_candidates)
+        self.tie_values = {p: self.tie_values.get(p, tie) for p in self.best_k_models}
+        self.best_model_path = max(self.best_k_models, key=self._rank)
+        self.best_model_score = self.best_k_models[self.best_model_path]
+        if self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k:
+            self.kth_best_model_path = min(self.best_k_models, key=self._rank)
+            self.kth_value = self.best_k_models[self.kth_best_model_path]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "tie_break": self.tie_break, "tie_values": dict(self.tie_values)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("tie_break") == self.tie_break:
+            self.tie_values = dict(state_dict.get("tie_values") or {})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
