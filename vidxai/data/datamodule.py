@@ -33,6 +33,27 @@ from vidxai.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def _check_settings(layout: str, root: Any, synthetic: Any, size: Sequence[int], num_frames: int, timeout: float,
+                    min_frames: int, batch_size: int, num_workers: int) -> None:
+    """One clear ``ConfigError`` naming the first bad data setting (called before anything is read)."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
+    if synthetic is not None and layout != "ucf11":
+        raise ConfigError(f"data.synthetic generates a UCF11 layout but data.layout={layout!r}: set "
+                         "data.layout=ucf11 or data.synthetic=null")
+    if root is None or not str(root).strip():
+        raise ConfigError("data.root is empty: point it at the dataset folder, e.g. data.root=/data/UCF11")
+    if len(tuple(size)) != 2 or any(int(v) < 1 for v in size):
+        raise ConfigError(f"data.size must be (height, width) with positive entries, got {size!r}")
+    if int(num_frames) < 1:
+        raise ConfigError(f"data.num_frames must be >= 1, got {num_frames}")
+    if timeout < 0 or min_frames < 1:
+        raise ConfigError(f"data.timeout must be >= 0 and data.min_frames >= 1, got {timeout} and {min_frames}")
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
+                         f"{batch_size} and {num_workers}")
+
+
 class VideoDataModule(pl.LightningDataModule):
     """Video classification data: discover -> scan (cached) -> group-disjoint split -> uint8 clips.
 
@@ -83,22 +104,7 @@ class VideoDataModule(pl.LightningDataModule):
         num_workers = auto_num_workers() if num_workers == "auto" else num_workers
         if not isinstance(num_workers, int):
             raise ConfigError(f"data.num_workers must be an integer >= 0 or 'auto', got {num_workers!r}")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}")
-        if synthetic is not None and layout != "ucf11":
-            raise ConfigError(f"data.synthetic generates a UCF11 layout but data.layout={layout!r}: set "
-                             "data.layout=ucf11 or data.synthetic=null")
-        if root is None or not str(root).strip():
-            raise ConfigError("data.root is empty: point it at the dataset folder, e.g. data.root=/data/UCF11")
-        if len(tuple(size)) != 2 or any(int(v) < 1 for v in size):
-            raise ConfigError(f"data.size must be (height, width) with positive entries, got {size!r}")
-        if int(num_frames) < 1:
-            raise ConfigError(f"data.num_frames must be >= 1, got {num_frames}")
-        if timeout < 0 or min_frames < 1:
-            raise ConfigError(f"data.timeout must be >= 0 and data.min_frames >= 1, got {timeout} and {min_frames}")
-        if batch_size < 1 or num_workers < 0:
-            raise ConfigError(f"data.batch_size must be >= 1 and data.num_workers >= 0, got "
-                             f"{batch_size} and {num_workers}")
+        _check_settings(layout, root, synthetic, size, num_frames, timeout, min_frames, batch_size, num_workers)
         self.layout = layout
         self.root = str(root)
         self.num_frames = int(num_frames)

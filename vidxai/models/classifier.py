@@ -133,6 +133,13 @@ class VideoClassifier(pl.LightningModule):
         if extra:  # e.g. a pretrained folder's full config, so checkpoints rebuild without the folder
             self.hparams["net"] = {**net, **_plain(extra, "net")}
 
+        self._make_metrics(num_classes)
+        #: Per-class test metrics of the last test epoch (precision, recall, f1, confmat, auroc: tensors;
+        #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``ClassificationFiguresCallback``.
+        self.test_results: dict[str, Any] = {}
+
+    def _make_metrics(self, num_classes: int) -> None:
+        """The torchmetrics of training, validation and test (module attributes, so they move with the model)."""
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -151,9 +158,6 @@ class VideoClassifier(pl.LightningModule):
             },
             compute_groups=False,
         )
-        #: Per-class test metrics of the last test epoch (precision, recall, f1, confmat, auroc: tensors;
-        #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``ClassificationFiguresCallback``.
-        self.test_results: dict[str, Any] = {}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -229,6 +229,28 @@ def recurrent_forward(
     return seq, traces
 
 
+def _cell_step(
+    trace: RecurrentTrace, t: int, r_h: Tensor, rc: Tensor, eps: float, bias_factor: float, rule: str, n_cell: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Step ``t`` back through the cell: ``R(h_t)`` (``r_h``) and ``R(c_t)`` (``rc``, from step ``t + 1``) to
+    ``R(c_{t-1})``, and the pre-activations of the gates that receive relevance with their relevance."""
+    c_t, c_prev = trace.c[t + 1], trace.c[t]
+    take_all = rule == "signal_take_all"
+    if take_all:
+        rc = rc + r_h  # R(h_t) goes to c_t whole
+        r_o = None
+    else:
+        r_o, r_tanh_c = split_product(r_h, trace.o[t], torch.tanh(c_t), rule)
+        rc = rc + r_tanh_c
+    r_c_prev = epsilon_relevance(trace.f[t] * c_prev, c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell)
+    r_ig = epsilon_relevance(trace.i[t] * trace.g[t], c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell)
+    r_i, r_g = split_product(r_ig, trace.i[t], trace.g[t], rule)
+    if take_all:
+        return r_c_prev, trace.g_pre[t], r_g
+    # (i, f, g, o): the forget gate gets none
+    return r_c_prev, trace.pre[t], torch.cat([r_i, torch.zeros_like(r_g), r_g, r_o], dim=1)
+
+
 def recurrent_relevance(
     layers: list[RecurrentLayer],
     traces: list[RecurrentTrace],
@@ -260,30 +282,12 @@ def recurrent_relevance(
         z_gates: list[Tensor] = [rh] * steps  # pre-activations of the gates that receive relevance
         r_gates: list[Tensor] = [rh] * steps  # and their relevance
         for t in reversed(range(steps)):
-            c_t, c_prev = trace.c[t + 1], trace.c[t]
-            if take_all:
-                rc = rc + rh + r_seq[:, t]  # R(h_t) goes to c_t whole
-                r_o = None
-            else:
-                r_o, r_tanh_c = split_product(rh + r_seq[:, t], trace.o[t], torch.tanh(c_t), rule)
-                rc = rc + r_tanh_c
-            r_c_prev = epsilon_relevance(
-                trace.f[t] * c_prev, c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell
-            )
-            r_ig = epsilon_relevance(
-                trace.i[t] * trace.g[t], c_t, rc, eps, _identity, bias_factor=bias_factor, n_inputs=n_cell
-            )
-            r_i, r_g = split_product(r_ig, trace.i[t], trace.g[t], rule)
-            if take_all:
-                z_gates[t], r_gates[t] = trace.g_pre[t], r_g
-            else:  # (i, f, g, o): the forget gate gets none
-                z_gates[t], r_gates[t] = trace.pre[t], torch.cat([r_i, torch.zeros_like(r_g), r_g, r_o], dim=1)
+            rc, z_gates[t], r_gates[t] = _cell_step(trace, t, rh + r_seq[:, t], rc, eps, bias_factor, rule, n_cell)
             h_prev = trace.h_prev[t]
             rh = epsilon_relevance(
                 h_prev, z_gates[t], r_gates[t], eps, partial(layer.op.input_grad, h_prev.shape, w_h),
                 bias, bias_factor, n_inputs,
             )
-            rc = r_c_prev
         r_h0.insert(0, rh)
         r_c0.insert(0, rc)
         x = _fold(trace.x)
