@@ -51,6 +51,7 @@ from vidxai.xai.rules import (
     LRPLinearFunction,
     Norm,
     epsilon_relevance,
+    residual_sum,
     stabilize,
 )
 
@@ -132,25 +133,6 @@ class _AttnLRPFunction(torch.autograd.Function):
         return q * (g @ k).mul_(half), k * (g.transpose(-1, -2) @ q).mul_(half), r_v, None, None
 
 
-class _SumFunction(torch.autograd.Function):
-    """``a + b`` with the proportional sum rule (:class:`vidxai.xai.rules.Norm`'s), one message for both operands:
-    ``s = R / (z + eps sign z)``, ``R_a = a s``, ``R_b = b s``."""
-
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, b: Tensor, stab: float) -> Tensor:
-        z = a + b
-        ctx.stab = stab
-        ctx.save_for_backward(a, b, z)
-        return z
-
-    @staticmethod
-    def backward(ctx: Any, relevance: Tensor) -> tuple:
-        a, b, z = ctx.saved_tensors
-        s = stabilize(z, ctx.stab)
-        torch.div(relevance, s, out=s)
-        return a * s, s.mul_(b), None
-
-
 class _FixedWeightsFunction(torch.autograd.Function):
     """``a @ v`` with ``a`` constant (CP-LRP): the epsilon rule of the linear map ``v -> a v``."""
 
@@ -224,7 +206,7 @@ class TokenTrace:
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """A residual addition: the composite's sum rule (Norm: proportional, computed with one message)."""
         if type(self.composite.residual) is Norm:  # a subclass may change add()
-            return _SumFunction.apply(a, b, self.composite.residual.stabilizer)
+            return residual_sum(a, b, self.composite.residual.stabilizer)
         return self.composite.residual.add(a, b)
 
     def activation(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:

@@ -470,7 +470,8 @@ class _NormFunction(torch.autograd.Function):
 
 
 class _SumFunction(torch.autograd.Function):
-    """``a + b`` (a residual addition) with the proportional (epsilon) rule as backward."""
+    """``a + b`` (a residual addition) with the proportional (epsilon) rule as backward, one message for both
+    operands: ``s = R / (z + eps sign z)``, ``R_a = a s``, ``R_b = b s``."""
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor, stabilizer: float) -> Tensor:
@@ -482,13 +483,14 @@ class _SumFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         a, b, z = ctx.saved_tensors
-        stab = ctx.stabilizer
-        return epsilon_relevance(a, z, relevance, stab, _unit), epsilon_relevance(b, z, relevance, stab, _unit), None
+        s = stabilize(z, ctx.stabilizer)
+        torch.div(relevance, s, out=s)
+        return a * s, s.mul_(b), None
 
 
-def _unit(s: Tensor) -> Tensor:
-    """``W^T s`` of a sum of terms (unit weights)."""
-    return s
+def residual_sum(a: Tensor, b: Tensor, stabilizer: float) -> Tensor:
+    """``a + b`` whose backward splits the relevance of the sum in proportion to ``a`` and ``b`` (zennit's ``Norm``)."""
+    return _SumFunction.apply(a, b, stabilizer)
 
 
 class Pass:
@@ -523,7 +525,7 @@ class Norm:
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """``a + b`` whose backward splits ``R(a + b)`` in proportion to ``a`` and ``b``."""
-        return _SumFunction.apply(a, b, self.stabilizer)
+        return residual_sum(a, b, self.stabilizer)
 
     def __repr__(self) -> str:
         return f"Norm(stabilizer={self.stabilizer!r}, bias_factor={self.bias_factor!r})"
