@@ -79,6 +79,8 @@ def write_bench_video(path: Path, fmt: str, seed: int = 0, seconds: float = SECO
     """Encode a ``seconds`` long 320x240 clip as MPEG-1 (``mpg``) or H.264 (``mp4``) with PyAV."""
     import av
 
+    from vidxai.data.synthetic import mux_frames
+
     if path.is_file() and path.stat().st_size > 0:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,11 +94,7 @@ def write_bench_video(path: Path, fmt: str, seed: int = 0, seconds: float = SECO
             stream.bit_rate = 1_500_000  # UCF11's MPEG-1 files are around 1-2 Mbit/s
         else:
             stream.options = {"crf": "23", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, frames)
     tmp.replace(path)
     return path
 

@@ -164,6 +164,8 @@ def _encode(path: Path, frames: Any, fmt: str) -> Path:
     """Encode ``uint8 (T, H, W, 3)`` frames as MPEG-1 (``mpg``) or H.264 (``mp4``) with PyAV."""
     import av
 
+    from vidxai.data.synthetic import mux_frames
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mpeg" if fmt == "mpg" else "mp4") as container:
         stream = container.add_stream("mpeg1video" if fmt == "mpg" else "libx264", rate=25)
@@ -173,11 +175,7 @@ def _encode(path: Path, frames: Any, fmt: str) -> Path:
             stream.bit_rate = 8_000_000
         else:
             stream.options = {"crf": "18", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, frames)
     return path
 
 

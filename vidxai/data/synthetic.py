@@ -238,6 +238,18 @@ def render_event_clip(colour: str, position: str, style: dict[str, Any], num_fra
     return frames, truth
 
 
+def mux_frames(container: Any, stream: Any, frames: np.ndarray) -> None:
+    """Encode ``uint8 (T, H, W, 3)`` frames into a PyAV ``stream`` of ``container``, then flush the encoder."""
+    import av
+
+    for frame in frames:
+        image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in stream.encode(image):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
     """Encode ``uint8 (T, H, W, 3)`` frames with PyAV (mpeg4, yuv420p, near-lossless quantiser)."""
     import av
@@ -249,12 +261,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int) -> None:
         stream.bit_rate = 8_000_000
         stream.options = {"qscale": "2"}  # high quality: colours must survive compression
         stream.thread_count = 1  # byte-identical output for the same seed
-        for frame in frames:
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in stream.encode(image):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, frames)
 
 
 def _clear_previous(root: Path) -> None:

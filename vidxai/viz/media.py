@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from vidxai.data.synthetic import mux_frames
 from vidxai.viz.heatmaps import (
     DEFAULT_PERCENTILE,
     RELEVANCE_CMAP,
@@ -105,11 +106,7 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 4) -> Path | No
                 stream = container.add_stream(codec, rate=rate)
                 stream.width, stream.height = frames.shape[2], frames.shape[1]
                 stream.pix_fmt = "yuv420p"
-                for frame in frames:
-                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
+                mux_frames(container, stream, frames)
             return path
         except Exception as err:  # noqa: BLE001 - try the next encoder, report all at the end
             errors.append(f"{codec}: {err}")
