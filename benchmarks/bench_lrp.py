@@ -176,8 +176,6 @@ def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) 
 
 def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
     """LRP time / input-gradient time of a video transformer, per attention rule."""
-    from vidxai.xai.config import LRPConfig
-
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -201,8 +199,6 @@ def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
 def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> dict:
     """In a fresh process: the peak memory of one LRP explanation (``--memory-rule``, first attention rule) or,
     with ``--memory-rule gradient``, of one input gradient."""
-    from vidxai.xai.config import LRPConfig
-
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
