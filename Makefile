@@ -37,7 +37,7 @@ explain: $(STAMP)
 # every recipe (conf/model/*.yaml on the default data, conf/experiment/events_*.yaml) trained, evaluated
 # (evaluate=true) and profiled on its test split -> docs/results.md; finished steps under outputs/results/ are
 # reused. RESULTS_ARGS: --only 'events_*', train overrides, explain.<key>=<value> for explain.py, e.g.
-# make results RESULTS_ARGS="trainer.max_epochs=1 explain.limit=4"
+# make results RESULTS_ARGS="trainer.max_epochs=1 explain.limit=4"; RESULTS_ARGS="--steps train" trains only
 RESULTS_ARGS ?=
 results: $(STAMP)
 	$(BIN)/python -m vidxai.pipelines.results $(RESULTS_ARGS)

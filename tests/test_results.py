@@ -153,3 +153,14 @@ def test_report_only_runs_nothing_and_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "full" / "default_x" / "train").exists()
     text = plan.doc.read_text()
     assert "| default_x (`model=x`) |" in text and "| train: not run (--report-only); evaluate: no trained" in text
+
+
+def test_steps_limits_what_runs_and_an_unknown_step_is_one_error(tmp_path: Path, capsys) -> None:
+    recipe = results.Recipe("default_x", ("model=x",), "default data")
+    plan = results.Plan([recipe], out_root=tmp_path / "out", doc=tmp_path / "docs" / "results.md",
+                        steps=("evaluate", "profile"))
+    results.run(plan)  # train is not allowed to run: nothing is started, and the document says why
+    assert not (tmp_path / "out" / "full" / "default_x" / "train").exists()
+    assert "train: not run (--steps evaluate,profile)" in plan.doc.read_text()
+    assert results.main(["--steps", "train,explain", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown step 'explain'" in capsys.readouterr().err

@@ -13,7 +13,8 @@ A step whose ``done.json`` exists is reused, so a re-run does only what is missi
 in the document and the next recipe goes on. ``<set>`` is ``full`` for the plain command and
 ``custom-<hash>`` when extra overrides are given, so a reduced run never stands in for a full one.
 
-    python -m vidxai.pipelines.results [--only PATTERN] [--report-only] [train overrides] [explain.<key>=<v> ...]
+    python -m vidxai.pipelines.results [--only PATTERN] [--steps train,evaluate,profile] [--report-only]
+                                       [train overrides] [explain.<key>=<v> ...]
 
 ``explain.limit=4`` passes ``limit=4`` to both explain.py runs; every other ``key=value`` goes to train.py.
 """
@@ -63,6 +64,9 @@ class Plan:
     timeout: float = 3600.0
     # False: run nothing, write the document from the steps already done (the rest reported as not run)
     execute: bool = True
+    # the steps that may run (e.g. ("train",): train every recipe now, evaluate later); the others are reused
+    # when done and reported as not run otherwise
+    steps: tuple[str, ...] = STEPS
 
     @property
     def set_name(self) -> str:
@@ -141,8 +145,9 @@ def run_recipe(recipe: Recipe, plan: Plan) -> RunSummary:
         if step != "train" and not (run_dir / "train" / "checkpoints" / "best.ckpt").exists():
             records[step] = {"ok": False, "error": "no trained checkpoint", "seconds": 0.0}
             continue
-        if not plan.execute and not (run_dir / step / "done.json").is_file():
-            records[step] = {"ok": False, "error": "not run (--report-only)", "seconds": 0.0}
+        if not (plan.execute and step in plan.steps) and not (run_dir / step / "done.json").is_file():
+            why = "--report-only" if not plan.execute else f"--steps {','.join(plan.steps)}"
+            records[step] = {"ok": False, "error": f"not run ({why})", "seconds": 0.0}
             continue
         commands = step_commands(recipe, run_dir, plan)
         records[step] = run_step(step, commands[step], run_dir / step, plan.timeout)
@@ -172,14 +177,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one step may take")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the document from the steps already done")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help="comma-separated steps that may run (train, evaluate, profile); e.g. --steps train "
+                             "trains every recipe now and leaves the rest for a later run")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "results")
     parser.add_argument("overrides", nargs="*", help="train.py overrides; explain.<key>=<v> goes to explain.py")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[results] %(message)s")
     train_args, explain_args = split_args(args.overrides)
+    steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+    if unknown := [s for s in steps if s not in STEPS]:
+        print(f"error: results --steps: unknown step {unknown[0]!r}; use a comma-separated subset of "
+              f"{','.join(STEPS)}", file=sys.stderr)
+        return 2
     recipes = [r for r in discover(ROOT / "conf") if fnmatch.fnmatch(r.name, args.only)]
-    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout, not args.report_only)
+    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout, not args.report_only, steps)
     try:
         run(plan)
     except Exception as exc:  # a UserError is one line; anything else keeps its traceback
