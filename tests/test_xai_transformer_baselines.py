@@ -117,3 +117,27 @@ def test_attention_baselines_refuse_a_network_without_attention() -> None:
     for build in (build_attention_rollout, build_chefer_relevancy):
         with pytest.raises(ConfigError, match="no attention"):
             build(net)
+
+
+def test_cp_lrp_is_a_default_method_beside_attnlrp_on_transformers_only() -> None:
+    """`epsilon/cp` scores CP-LRP next to the default AttnLRP, built with that attention rule; CNNs never get it."""
+    from vidxai.evaluation.methods import build_method, default_methods, not_applicable
+    from vidxai.evaluation.registry import BuildContext
+    from vidxai.models.r2plus1d import R2Plus1D
+    from vidxai.xai.config import LRPConfig
+
+    net = tiny_videomae()
+    names = default_methods(net)
+    assert "epsilon" in names and "epsilon/cp" in names and "epsilon/attnlrp" not in names
+    assert "epsilon/attnlrp" in default_methods(net, attention_rule="cp") and "epsilon/half" not in names
+    x = clip(batch=1)[0]
+    ctx = BuildContext(replacement=torch.zeros_like)
+    cp = build_method("epsilon/cp", net, ctx)
+    assert cp.settings["attention_rule"] == "cp" and build_method("epsilon", net, ctx).settings["attention_rule"] == (
+        "attnlrp")
+    want = LRPConfig(attention_rule="cp").build(net).explain(x, target=1).pixel
+    torch.testing.assert_close(cp.fn(x, 1, 0), want.to(cp.fn(x, 1, 0).dtype))
+    attn = build_method("epsilon", net, ctx).fn(x, 1, 0)
+    assert not torch.allclose(attn, cp.fn(x, 1, 0))  # the two rules differ on a random model
+    cnn = R2Plus1D(num_classes=3, width=0.25)
+    assert "epsilon/cp" not in default_methods(cnn) and "no attention stage" in not_applicable("epsilon/cp", cnn)

@@ -29,6 +29,7 @@ from vidxai.models.contract import explain_stages
 from vidxai.xai import RULES
 from vidxai.xai.cnn import weighted_layers
 from vidxai.xai.config import LRPConfig
+from vidxai.xai.attention import ATTENTION_RULES, DEFAULT_ATTENTION_RULE
 from vidxai.xai.recurrent import LSTM_RULES
 
 __all__ = [
@@ -60,6 +61,10 @@ class Method:
         return out.detach().to("cpu", torch.float64)
 
 
+#: The stage kind of a transformer's token encoder (``vidxai.models.hf_stages``): the stage the attention rules act on.
+_ATTENTION_KIND = "tokens"
+
+
 def _stage_kinds(net: nn.Module | None) -> set[str] | None:
     if net is None:
         return None
@@ -69,11 +74,13 @@ def _stage_kinds(net: nn.Module | None) -> set[str] | None:
         return set()
 
 
-def _lrp_names(net: nn.Module | None, lstm_rule: str) -> list[str]:
+def _lrp_names(net: nn.Module | None, lstm_rule: str, attention_rule: str) -> list[str]:
     kinds = _stage_kinds(net)
     names = list(RULES)
     if kinds is None or "recurrent" in kinds:
         names += [f"epsilon/{v}" for v in LSTM_RULES if v != lstm_rule]
+    if kinds is None or _ATTENTION_KIND in kinds:
+        names += [f"epsilon/{v}" for v in ATTENTION_RULES if v != attention_rule]
     return names
 
 
@@ -84,32 +91,39 @@ def not_applicable(name: str, net: nn.Module) -> str | None:
         kinds = _stage_kinds(net)
         if not kinds:
             return f"{type(net).__name__} does not implement explain_stages() (LRP needs the explainer contract)"
-        if variant and "recurrent" not in kinds:
+        if variant in LSTM_RULES and "recurrent" not in kinds:
             return "a recurrent gate rule, and the network has no recurrent stage"
+        if variant in ATTENTION_RULES and _ATTENTION_KIND not in kinds:
+            return "an attention rule, and the network has no attention stage"
         return None
     return METHODS[name].reason_not_applicable(net)
 
 
-def default_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0]) -> list[str]:
-    """Every LRP rule, ``epsilon/<rule>`` for each other recurrent gate rule, then the registered baselines.
+def default_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0],
+                    attention_rule: str = DEFAULT_ATTENTION_RULE) -> list[str]:
+    """Every LRP rule, ``epsilon/<rule>`` for each other recurrent gate rule and each other attention rule
+    (``epsilon/cp`` beside AttnLRP), then the registered baselines.
 
-    With ``net``, only the methods that apply to it (gate rules need a recurrent stage, Grad-CAM a convolution).
+    With ``net``, only the methods that apply to it (gate rules need a recurrent stage, attention rules an
+    attention stage, Grad-CAM a convolution).
     """
-    names = _lrp_names(net, lstm_rule) + [n for n, spec in METHODS.items() if spec.default]
+    names = _lrp_names(net, lstm_rule, attention_rule) + [n for n, spec in METHODS.items() if spec.default]
     return names if net is None else [n for n in names if not_applicable(n, net) is None]
 
 
 def validate_method_names(names: list[str]) -> None:
     """Raise ``ValueError`` naming the unknown methods and the valid ones."""
     valid = set(RULES) | set(METHODS)
+    variants = set(LSTM_RULES) | set(ATTENTION_RULES)
     bad = []
     for name in names:
         rule, _, variant = str(name).partition("/")
-        if rule not in valid or ("/" in str(name) and (rule not in RULES or variant not in LSTM_RULES)):
+        if rule not in valid or ("/" in str(name) and (rule not in RULES or variant not in variants)):
             bad.append(name)
     if bad:
         raise ValueError(f"unknown method(s) {bad} in methods=; choose from {sorted(valid)}, or an LRP rule with "
-                         f"a recurrent gate rule as RULE/LSTM_RULE, LSTM_RULE in {list(LSTM_RULES)}")
+                         f"a recurrent gate rule or an attention rule as RULE/VARIANT, VARIANT in "
+                         f"{list(LSTM_RULES) + list(ATTENTION_RULES)}")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -156,10 +170,13 @@ def _lrp(net: nn.Module, name: str, ctx: BuildContext) -> Method:
     base = ctx.lrp if ctx.lrp is not None else LRPConfig()
     config = base.with_rule(rule, {**dict(base.params if base.rule == rule else {}), **ctx.rule_params.get(rule, {})})
     if variant:
-        config = LRPConfig.from_dict(config.to_dict(), lstm_rule=variant)
+        key = "attention_rule" if variant in ATTENTION_RULES else "lstm_rule"
+        config = LRPConfig.from_dict(config.to_dict(), **{key: variant})
     explainer = config.build(net)
     settings = {"rule": rule, **explainer.rule_params, "lstm_rule": explainer.lstm_rule,
                 "lstm_eps": explainer.lstm_eps, "bias_factor": explainer.bias_factor}
+    if _ATTENTION_KIND in (_stage_kinds(net) or ()):
+        settings["attention_rule"] = explainer.attention_rule or DEFAULT_ATTENTION_RULE
 
     def fn(clip: Tensor, target: int, key: int) -> Tensor:
         return explainer.explain(clip, target=target).pixel

@@ -34,8 +34,9 @@ def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
 
     names = to_plain(cfg.get("methods"))
     if names is None:
-        lstm_rule = OmegaConf.select(cfg, "lrp.lstm_rule")
-        return default_methods(net, **({"lstm_rule": str(lstm_rule)} if lstm_rule else {}))
+        rules = {key: str(value) for key in ("lstm_rule", "attention_rule")
+                 if (value := OmegaConf.select(cfg, f"lrp.{key}"))}
+        return default_methods(net, **rules)
     if isinstance(names, str):
         names = [names]
     names = [str(n) for n in names]
