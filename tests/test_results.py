@@ -164,3 +164,48 @@ def test_steps_limits_what_runs_and_an_unknown_step_is_one_error(tmp_path: Path,
     assert "train: not run (--steps evaluate,profile)" in plan.doc.read_text()
     assert results.main(["--steps", "train,explain", "--out", str(tmp_path / "o")]) == 2
     assert "unknown step 'explain'" in capsys.readouterr().err
+
+
+def test_readme_summary_is_generated_between_its_markers(tmp_path: Path) -> None:
+    """A full run replaces only the README's marked block: recipes, profiles, and the events models' comparison."""
+    from vidxai.pipelines.results_report import README_BEGIN, README_END
+
+    evaluation = {
+        "settings": {"videos": 12},
+        "metrics": {"frame_aopc_morf": {"label": "frame MoRF", "direction": "higher", "best": "occlusion"},
+                    "input_control": {"label": "control", "direction": "diagnostic"}},
+        "methods": {"epsilon": {"frame_aopc_morf": 1.5, "input_control": 0.7},
+                    "epsilon/cp": {"frame_aopc_morf": 1.2}, "occlusion": {"frame_aopc_morf": 1.75},
+                    "random": {"frame_aopc_morf": 0.5}},
+        "comparisons": {"frame_aopc_morf": {
+            "epsilon": {"diff": -0.25, "ci_low": -0.5, "ci_high": 0.01, "tied_with_best": True},
+            "epsilon/cp": {"diff": -0.55, "ci_low": -0.8, "ci_high": -0.3, "tied_with_best": False}}},
+    }
+    run = tmp_path / "out" / "full" / "events_videomae"
+    _fake_run(run, with_md=False)
+    (run / "evaluate" / "evaluation.json").write_text(json.dumps(evaluation))
+    for step in ("train", "evaluate", "profile"):
+        (run / step / "done.json").write_text(json.dumps({"ok": True, "seconds": 12.0, "load": 0.5}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nintro\n\n{README_BEGIN}\nold numbers\n{README_END}\n\n## After\n")
+    recipes = [results.Recipe("events_videomae", ("experiment=events_videomae",), "events data (x)"),
+               results.Recipe("default_x", ("model=x",), "default data (y)")]
+    plan = results.Plan(recipes[:1], out_root=tmp_path / "out", doc=tmp_path / "docs" / "results.md",
+                        all_recipes=recipes, readme=readme, execute=False)
+    results.run(plan)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n\n" + README_BEGIN) and text.endswith(README_END + "\n\n## After\n")
+    assert "old numbers" not in text and "(../docs/results.md)" not in text and "(docs/results.md)" in text
+    assert "| events_videomae | events data | 0.96 | epsilon | 0.60 [0.50, 0.70] |" in text  # profile table
+    row = next(line for line in text.splitlines() if line.startswith("| frame MoRF ↑"))
+    assert row == ("| frame MoRF ↑ | occlusion 1.750 | **1.500 (-0.250 [-0.500, +0.010])** | "
+                   "1.200 (-0.550 [-0.800, -0.300]) | **1.750** (best) |")  # bold = tied with the best
+    assert "control" not in text.split(README_BEGIN)[1]  # a diagnostic ranks nothing
+    assert "| `python train.py model=x` | – | – | – | train: not run (--report-only)" in text  # left out by --only
+    doc = plan.doc.read_text()
+    assert "## Temporal profiles of all recipes" in doc and "epsilon/cp (CP-LRP)" in doc
+    custom = results.Plan(recipes[:1], ["trainer.max_epochs=1"], out_root=tmp_path / "out",
+                          doc=tmp_path / "docs" / "r2.md", readme=readme, execute=False)
+    before = readme.read_text()
+    results.run(custom)  # a reduced run writes its own page but never the README
+    assert readme.read_text() == before

@@ -17,6 +17,8 @@ in the document and the next recipe goes on. ``<set>`` is ``full`` for the plain
                                        [train overrides] [explain.<key>=<v> ...]
 
 ``explain.limit=4`` passes ``limit=4`` to both explain.py runs; every other ``key=value`` goes to train.py.
+The page shows every recipe (those ``--only`` leaves out with the steps they already have), and a full run
+also replaces the README's generated summary (between its ``results`` markers; ``--no-readme``: not).
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vidxai.pipelines.results_report import RunSummary, summarise_run, write_report
+from vidxai.pipelines.results_report import (
+    README_BEGIN,
+    README_END,
+    RunSummary,
+    readme_block,
+    summarise_run,
+    update_readme,
+    write_report,
+)
 
 log = logging.getLogger("vidxai.results")
 
@@ -67,6 +77,10 @@ class Plan:
     # the steps that may run (e.g. ("train",): train every recipe now, evaluate later); the others are reused
     # when done and reported as not run otherwise
     steps: tuple[str, ...] = STEPS
+    # every recipe the page shows (default: ``recipes``); those not in ``recipes`` are only read, never run
+    all_recipes: list[Recipe] = field(default_factory=list)
+    # the README whose generated results summary is replaced (full runs only); None: leave it alone
+    readme: Path | None = None
 
     @property
     def set_name(self) -> str:
@@ -161,13 +175,23 @@ def run(plan: Plan) -> Path:
 
         raise ConfigError("results: no recipe matches; the recipes are conf/model/*.yaml (default_<model>) and "
                           "conf/experiment/events_*.yaml: check --only")
-    summaries = [run_recipe(r, plan) for r in plan.recipes]
+    selected = {r.name for r in plan.recipes}
+    # the page shows every recipe: those --only left out with the steps they already have (nothing is run)
+    others = replace(plan, execute=False)
+    summaries = [run_recipe(r, plan if r.name in selected else others) for r in plan.all_recipes or plan.recipes]
     fig_dir = plan.doc.parent / "results"
     if fig_dir.is_dir():
         shutil.rmtree(fig_dir)  # generated: figures of recipes no longer run do not linger
     write_report(summaries, plan.doc, fig_dir, extra=plan.train_args + [f"explain.{a}" for a in plan.explain_args],
                  run_root=plan.out_root / plan.set_name)
     log.info("wrote %s (figures in %s)", plan.doc, fig_dir)
+    if plan.readme is not None and plan.set_name == "full":  # a reduced run never stands in for the recipes
+        link = os.path.relpath(plan.doc, plan.readme.parent)
+        if update_readme(plan.readme, readme_block(summaries, link)):
+            log.info("updated the results summary in %s", plan.readme)
+        else:
+            log.warning("%s has no results markers (%s ... %s): its summary was not updated", plan.readme,
+                        README_BEGIN, README_END)
     return plan.doc
 
 
@@ -182,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                              "trains every recipe now and leaves the rest for a later run")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "results")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                        help="README whose generated results summary (between its results markers) is replaced")
+    parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
     parser.add_argument("overrides", nargs="*", help="train.py overrides; explain.<key>=<v> goes to explain.py")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[results] %(message)s")
@@ -191,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: results --steps: unknown step {unknown[0]!r}; use a comma-separated subset of "
               f"{','.join(STEPS)}", file=sys.stderr)
         return 2
-    recipes = [r for r in discover(ROOT / "conf") if fnmatch.fnmatch(r.name, args.only)]
-    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout, not args.report_only, steps)
+    every = discover(ROOT / "conf")
+    recipes = [r for r in every if fnmatch.fnmatch(r.name, args.only)]
+    plan = Plan(recipes, train_args, explain_args, args.out, args.doc, args.timeout, not args.report_only, steps,
+                all_recipes=every if recipes else [], readme=None if args.no_readme else args.readme)
     try:
         run(plan)
     except Exception as exc:  # a UserError is one line; anything else keeps its traceback
