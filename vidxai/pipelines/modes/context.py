@@ -1,7 +1,8 @@
 """What every explain mode gets (:class:`ExplainContext`) and gives back (:class:`ModeResult`).
 
 The context is built once by :func:`vidxai.pipelines.explain.explain`: the checkpoint, its transform, the
-device, the target class, the output folder, the W&B run and the :class:`~vidxai.xai.config.LRPConfig`.
+device, the target class, the output folder, the W&B run (rank 0 only), the :class:`~vidxai.xai.config.LRPConfig`
+and, for the split-wide modes (profile, evaluate), the Trainer that splits the videos over processes.
 Clips come from a file (``video=``) or from the checkpoint's own data (same layout, root, seed and split).
 """
 
@@ -11,7 +12,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,26 @@ class ExplainContext:
     out_dir: Path
     run: Any
     lrp: LRPConfig
+    #: the Trainer whose strategy splits a split-wide mode's videos over processes (None: this process only)
+    trainer: Any = None
     _datamodule: Any = field(default=None, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (rank 0, or the only process)."""
+        return self.trainer is None or bool(self.trainer.is_global_zero)
+
+    def shard(self, n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any] | None:
+        """``step(i)`` for this process's share of the videos ``range(n)``, then ``finish()`` of every process,
+        gathered on rank 0 (:func:`vidxai.pipelines.sharded.run_sharded`; ``None`` on the other ranks).
+        Without a trainer, every video in this process."""
+        if self.trainer is None:
+            for i in range(n):
+                step(i)
+            return [finish()]
+        from vidxai.pipelines.sharded import run_sharded
+
+        return run_sharded(self.trainer, self.ck.net, n, step, finish)
 
     def dataset(self, split: str) -> Any:
         """The checkpoint's own ``split`` (``train``/``val``/``test``), as the model saw it at validation."""
