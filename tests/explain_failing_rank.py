@@ -5,9 +5,11 @@ happens there."""
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +27,19 @@ def _fail_on_rank_one() -> None:
     runner.VideoScorer.add = failing_add
 
 
-if __name__ == "__main__":
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="explain")
+def main(cfg: DictConfig) -> None:
+    from vidxai.pipelines._common import run_entry_point
+    from vidxai.pipelines.explain import explain_entry
+
     _fail_on_rank_one()
-    sys.path.insert(0, str(ROOT))
-    runpy.run_path(str(ROOT / "explain.py"), run_name="__main__")
+    run_entry_point(explain_entry, cfg)
+
+
+if __name__ == "__main__":
+    from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line, quiet_warnings
+
+    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES)
+    quiet_warnings()
+    main()
