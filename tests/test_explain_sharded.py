@@ -132,6 +132,18 @@ def test_a_failing_rank_ends_both_with_one_message(tiny_ckpt: Path, tmp_path: Pa
     assert not (run / "evaluation.json").exists()
 
 
+def test_single_video_modes_run_in_one_process_under_ddp_cpu(tiny_ckpt: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from vidxai.pipelines.explain import explain
+
+    cfg = compose_cfg("explain", tmp_path, [f"ckpt={tiny_ckpt}", "trainer=ddp_cpu", "logger=none", "split=val",
+                                            "index=0", "compare=[z,epsilon]"])
+    with caplog.at_level("INFO"):
+        summary = explain(cfg)  # no process is started: the summary comes back here
+    assert summary["rule"] == "epsilon" and (tmp_path / "run" / "compare.png").is_file()
+    assert "runs in one process" in caplog.text or "explains one video in one process" in caplog.text
+
+
 # ----------------------------------------------------------------------------- the merge, in one process
 def _scored(shards_of: list[list[int]], names: list[str], s: EvalSettings, clips: list[EvalClip], net) -> dict:
     shards = []
