@@ -106,11 +106,12 @@ def test_evaluate_with_two_processes_equals_one_process(tiny_ckpt: Path, tmp_pat
 
 @pytest.mark.slow
 def test_profile_with_two_processes_equals_one_process(tiny_ckpt: Path, tmp_path: Path) -> None:
-    one, two = tmp_path / "one", tmp_path / "two"
+    from vidxai.pipelines.explain import explain
+
+    one, two = tmp_path / "run", tmp_path / "two"
     args = [f"ckpt={tiny_ckpt}", "mode=profile", "split=test", "limit=3", "profile.n_boot=100", "logger=none"]
-    proc = _explain(one, *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = _explain(two, *args, "trainer=ddp_cpu")  # 3 videos: rank 0 takes two, rank 1 one
+    explain(compose_cfg("explain", tmp_path, args))  # one process, here (the evaluation test runs both as a user)
+    proc = _explain(two, *args, "trainer=ddp_cpu")  # 3 videos: rank 0 takes 0 and 2, rank 1 takes 1 and 0 again
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = json.loads((one / "profile.json").read_text())
     b = json.loads((two / "profile.json").read_text())
@@ -119,6 +120,22 @@ def test_profile_with_two_processes_equals_one_process(tiny_ckpt: Path, tmp_path
     _assert_close(a, b)
     _assert_close(json.loads((one / "videos.json").read_text()), json.loads((two / "videos.json").read_text()))
     assert proc.stdout.count("explained 3 videos of split test") == 1
+    assert "rank 1 of 2: 2 video(s) done" in (two / "train_ddp_process_1.log").read_text()  # one repeated, once
+
+
+def test_every_rank_gets_a_share_padded_like_a_distributed_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import DistributedSampler
+
+    from vidxai.pipelines import sharded
+
+    for n, world in ((5, 2), (4, 2), (1, 3), (7, 3)):
+        shares = []
+        for rank in range(world):
+            monkeypatch.setattr(sharded.PaddedShard, "_rank_world", staticmethod(lambda r=rank, w=world: (r, w)))
+            shares.append(list(sharded.PaddedShard(n)))
+            expected = list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+            assert shares[-1] == expected and len(shares[-1]) >= 1, (n, world, rank)
+        assert sorted(set(sum(shares, []))) == list(range(n))
 
 
 @pytest.mark.slow

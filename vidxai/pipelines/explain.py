@@ -83,7 +83,7 @@ def _trainer(cfg: DictConfig) -> Any:
     extra = _device_choice(str(node.get("accelerator", "auto")), str(cfg.get("device", "auto")))
     trainer = hydra.utils.instantiate(node, callbacks=[FailFast()], logger=False, enable_checkpointing=False,
                                       enable_progress_bar=False, enable_model_summary=False, inference_mode=False,
-                                      **extra)
+                                      use_distributed_sampler=False, **extra)  # the shards: sharded.PaddedShard
     check_launch(trainer)
     return trainer
 

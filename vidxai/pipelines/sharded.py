@@ -2,10 +2,11 @@
 
 :func:`run_sharded` runs ``step(i)`` for every video position ``i`` of ``range(n)`` through the Trainer's
 ``predict`` loop: the Trainer's strategy starts the processes (Lightning's launcher re-executes the script, or
-SLURM started them), and its distributed sampler gives each process a deterministic share of the positions
-(rank ``r`` of ``W``: ``r, r + W, r + 2W, ...``). After its last video each process calls ``finish()`` and
-sends what it returns to rank 0 (``torch.distributed.gather_object``); rank 0 gets the list of every
-process's result, the others ``None``. Merging (by video position, repeated videos dropped) is the caller's.
+SLURM started them), and :class:`PaddedShard` gives each process a deterministic share of the positions
+(rank ``r`` of ``W``: ``r, r + W, r + 2W, ...``, padded like a ``DistributedSampler``). After its last video
+each process calls ``finish()`` and sends what it returns to rank 0 (``torch.distributed.gather_object``);
+rank 0 gets the list of every process's result, the others ``None``. Merging (by video position, repeated
+videos dropped) is the caller's.
 
 A failure in one process ends all of them with one message (:class:`vidxai.callbacks.fail_fast.FailFast`):
 a peer waiting in the gather fails at once instead of waiting for the collective timeout.
@@ -14,20 +15,20 @@ a peer waiting in the gather fails at once instead of waiting for the collective
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from vidxai.callbacks.fail_fast import after_failure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["gather_to_rank_zero", "run_sharded"]
+__all__ = ["PaddedShard", "gather_to_rank_zero", "run_sharded"]
 
 
 def gather_to_rank_zero(obj: Any) -> list[Any] | None:
@@ -42,6 +43,31 @@ def gather_to_rank_zero(obj: Any) -> list[Any] | None:
 
 def _position(batch: list[int]) -> int:
     return int(batch[0])
+
+
+class PaddedShard(Sampler[int]):
+    """This process's share of ``range(n)`` as :class:`~torch.utils.data.DistributedSampler` makes it without
+    shuffling: rank ``r`` of ``W`` takes ``r, r + W, ...`` of the positions padded to a multiple of ``W`` by
+    repeating the first ones, so every rank has ``ceil(n / W)`` (at least one: a rank without a batch would
+    skip the loop and never reach the gather). Rank and world size are read when iterating (after the strategy
+    set up the process group); the caller drops the repeated positions."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        return -(-self.n // self._rank_world()[1])
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = self._rank_world()
+        padded = [i % self.n for i in range(len(self) * world)]
+        return iter(padded[rank::world])
 
 
 class _ShardWork(pl.LightningModule):
@@ -71,10 +97,11 @@ def run_sharded(trainer: pl.Trainer, net: nn.Module, n: int, step: Callable[[int
                 finish: Callable[[], Any]) -> list[Any] | None:
     """Run ``step(i)`` for this process's share of ``range(n)``, then gather ``finish()`` on rank 0 (see above).
 
-    ``trainer``: a Trainer made for this (``logger=False``, ``inference_mode=False``, :class:`FailFast` among its
-    callbacks). ``net`` is put on the process's device by the strategy.
+    ``trainer``: a Trainer made for this (``logger=False``, ``inference_mode=False``, ``use_distributed_sampler=False``:
+    the shards are :class:`PaddedShard`'s; :class:`FailFast` among its callbacks). ``net`` is put on the process's
+    device by the strategy. With ``n`` not a multiple of the number of processes, some positions come twice.
     """
-    loader = DataLoader(list(range(int(n))), batch_size=1, shuffle=False, collate_fn=_position)
+    loader = DataLoader(list(range(int(n))), batch_size=1, sampler=PaddedShard(n), collate_fn=_position)
     work = _ShardWork(net, step, finish)
     try:
         trainer.predict(work, dataloaders=loader, return_predictions=False)
