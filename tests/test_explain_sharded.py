@@ -212,3 +212,23 @@ def test_shards_in_any_order_with_padding_equal_one_process(fails_on_video_2: st
     assert one["methods"][fails_on_video_2]["videos"] == 2  # videos 0 and 1, before it failed
     assert "no map for video 2" in one["methods"][fails_on_video_2]["error"]
     assert one["methods"]["epsilon"]["videos"] == 5 and len(one["methods"]["epsilon"]["mprt_spearman"]) == 2
+
+
+def test_an_undecodable_video_is_an_error_not_the_next_video() -> None:
+    from types import SimpleNamespace
+
+    from vidxai.errors import UserError
+    from vidxai.pipelines.modes.context import ExplainContext
+
+    entries = [SimpleNamespace(record=SimpleNamespace(path=f"/data/v{i}.avi"), fps=8.0) for i in range(3)]
+
+    class Skipping:  # what VideoClipDataset(on_bad_video="skip") does when video 1 does not decode
+        def __init__(self) -> None:
+            self.entries = entries
+
+        def __getitem__(self, i: int) -> dict:
+            return {"index": torch.tensor(2 if i == 1 else i)}
+
+    ctx = ExplainContext(None, None, None, torch.device("cpu"), None, Path("."), None, None)
+    with pytest.raises(UserError, match="cannot decode video /data/v1.avi"):
+        ctx.clip(Skipping(), 1)

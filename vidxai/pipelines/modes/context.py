@@ -116,10 +116,14 @@ class ExplainContext:
         return n
 
     def clip(self, dataset: Any, i: int) -> Clip:
-        """Clip ``i`` of ``dataset``, ready for the model."""
+        """Clip ``i`` of ``dataset``, ready for the model; one clear error when it cannot be decoded (the data set
+        would silently hand over the next video instead)."""
         sample = dataset[i]
-        x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], self.transform, self.device)
         entry = dataset.entries[i]
+        if int(sample["index"]) != int(i):
+            raise UserError(f"cannot decode video {entry.record.path} (see the warning above); repair or remove the "
+                            "file, or explain other videos (index=, videos=)")
+        x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], self.transform, self.device)
         return Clip(x, shown, idx, float(entry.fps), int(sample["label"]), entry.record.path)
 
     def clip_from_file(self, path: str) -> Clip:
