@@ -86,11 +86,8 @@ def _compare(per_method: dict[str, dict[str, np.ndarray]], chance_rows: list[dic
 def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skipped: dict[str, str],
               errors: dict[str, str], rand: dict[str, Any], s: Any, videos: list[str], shape: Sequence[int]
               ) -> dict[str, Any]:
-    """The result dict (see :func:`vidxai.evaluation.evaluate`) from the per-video rows ``st.rows``.
-
-    ``info``: each built method's ``family`` and ``settings``; ``videos``: every video's source in order;
-    ``shape``: one clip's ``(T, C, H, W)``.
-    """
+    """The result dict (see :func:`vidxai.evaluation.evaluate`) from the per-video rows ``st.rows``; ``info``: each
+    method's ``family`` and ``settings``; ``videos``: the sources in order; ``shape``: one clip's ``(T, C, H, W)``."""
     t0 = time.perf_counter()
     keys = list(METRICS)
     from vidxai.evaluation.runner import ORDER_SCORES
