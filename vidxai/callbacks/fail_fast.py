@@ -79,6 +79,9 @@ class FailFast(Callback):
     def on_test_start(self, trainer: pl.Trainer, *_: Any) -> None:
         self._install()
 
+    def on_predict_start(self, trainer: pl.Trainer, *_: Any) -> None:  # explain.py's sharded modes
+        self._install()
+
     def on_train_batch_start(self, *_: Any) -> None:
         self._stop_if_signalled()
 
@@ -86,6 +89,9 @@ class FailFast(Callback):
         self._stop_if_signalled()
 
     def on_test_batch_start(self, *_: Any) -> None:
+        self._stop_if_signalled()
+
+    def on_predict_batch_start(self, *_: Any) -> None:
         self._stop_if_signalled()
 
     def _install(self) -> None:

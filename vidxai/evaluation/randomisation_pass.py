@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _cascade(net: nn.Module, clips: Sequence[Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
+def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
              methods: dict[str, Any], s: Any, by_video: dict, out: dict[str, Any]) -> tuple[Any, dict, dict]:
     """Run the cascade; returns (last model, its methods, {(video, method): last randomised map}).
 
@@ -42,17 +42,15 @@ def _cascade(net: nn.Module, clips: Sequence[Any], kept: list[tuple[int, int, di
     from vidxai.evaluation.runner import _error, _map, build_methods
 
     last: dict[tuple[int, str], np.ndarray] = {}
-    per: dict[str, list[list[float]]] = {n: [] for n in methods}
     n_steps = len(cascade_steps(net, s.mprt_granularity)[: s.mprt_steps])
     model, built = None, {}
     cascade = randomised_cascade(net, seed=s.seed, max_steps=s.mprt_steps, granularity=s.mprt_granularity)
     for k, (step, model) in enumerate(cascade):
         out["steps"].append(step)
-        videos = kept if k == n_steps - 1 else kept[: s.mprt_videos]
+        videos = kept if k == n_steps - 1 else [v for v in kept if v[0] < s.mprt_videos]
         built, skipped, errors = build_methods([n for n in methods if n not in out["errors"]], model, s)
         out["errors"].update({**skipped, **errors})
         for name in methods:
-            values = []
             for i, target, maps in videos:
                 rho, t0 = float("nan"), time.perf_counter()
                 if name in built and name not in out["errors"] and name in maps:
@@ -65,15 +63,11 @@ def _cascade(net: nn.Module, clips: Sequence[Any], kept: list[tuple[int, int, di
                 row = by_video.get((clips[i].source, name))
                 if row is not None:
                     row[f"mprt/{step}"] = _finite(rho)
-                values.append(rho)
-            per[name].append(values[: s.mprt_videos])
         log.info("randomisation step %d/%d (%s) done", k + 1, n_steps, step)
-    out["per_step"] = {n: [_finite(np.nanmean(v)) if np.isfinite(v).any() else None for v in per[n]]
-                       for n in methods}
     return model, built, last
 
 
-def _smooth(clips: Sequence[Any], kept: list, methods: dict, built: dict, last: dict, s: Any, out: dict
+def _smooth(clips: Mapping[int, Any], kept: list, methods: dict, built: dict, last: dict, s: Any, out: dict
             ) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
     from vidxai.evaluation.runner import _error
 
@@ -97,10 +91,14 @@ def _smooth(clips: Sequence[Any], kept: list, methods: dict, built: dict, last: 
     return smooth
 
 
-def randomisation_pass(net: nn.Module, clips: Sequence[Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
+def randomisation_pass(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
                        methods: dict[str, Any], s: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Fill ``rows`` with ``mprt/<step>`` and the randomisation scores; return steps, per-step means, timings."""
-    out: dict[str, Any] = {"steps": [], "per_step": {}, "errors": {}, "time_s": 0.0, "smprt_s": 0.0,
+    """Fill ``rows`` with ``mprt/<step>`` and the randomisation scores; return steps, errors, timings.
+
+    ``clips[i]``: the clip of video ``i`` for every ``i`` of ``kept`` (the per-step means over the first
+    ``mprt_videos`` videos are computed from the rows, by :func:`vidxai.evaluation.shards.combine`).
+    """
+    out: dict[str, Any] = {"steps": [], "errors": {}, "time_s": 0.0, "smprt_s": 0.0,
                            "videos": len(kept), "method_s": {}}
     if not kept or not methods:
         return out

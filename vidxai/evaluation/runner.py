@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,10 +42,10 @@ from vidxai.evaluation.perturbation import (
 )
 from vidxai.evaluation.randomisation_pass import randomisation_pass
 from vidxai.evaluation.registry import METRICS, BuildContext, NotApplicable, ScoreInput
-from vidxai.evaluation.summary import aggregate
+from vidxai.evaluation.shards import combine
 from vidxai.models.contract import Stage, explain_stages
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "evaluate"]
+__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,16 @@ def _map(method: Method, clip: Tensor, target: int, key: int) -> np.ndarray:
 
 @dataclass
 class _State:
-    """What the per-video loop accumulates."""
+    """What the per-video loop of one process accumulates."""
 
     names: list[str]
     errors: dict[str, str]
     times: dict[str, float]
+    failed: dict[str, int] = field(default_factory=dict)  # method -> the video (key) it first failed on
     rows: list[dict[str, Any]] = field(default_factory=list)
-    chance_rows: list[dict[str, float | None]] = field(default_factory=list)
-    curve_sums: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    keys: list[int] = field(default_factory=list)  # the video key of each row
+    chance: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    curves: dict[int, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
     kept: list[tuple[int, int, dict[str, np.ndarray]]] = field(default_factory=list)
 
 
@@ -197,14 +199,9 @@ def _masks(x: Tensor, rng: np.random.Generator, s: EvalSettings) -> tuple[dict[s
     return masks, add
 
 
-def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method], s: EvalSettings,
-                 stages: Sequence[Stage] | None, st: _State) -> None:
-    x = clip.video
-    with torch.no_grad():
-        logits = net(x[None])[0].double().cpu().numpy()
-    prediction = int(np.argmax(logits))
-    target = prediction if s.target is None else int(s.target)
-    masks, add = _masks(x, np.random.default_rng([s.seed, i]), s)
+def _method_maps(built: dict[str, Method], x: Tensor, target: int, i: int, source: str, st: _State, add: Any
+                 ) -> dict[str, np.ndarray]:
+    """Every live method's map of video ``i``; a method that fails here is skipped from this video on."""
     maps: dict[str, np.ndarray] = {}
     for name, method in built.items():
         if name in st.errors:
@@ -213,11 +210,24 @@ def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method
         try:
             maps[name] = _map(method, x, target, i)
         except Exception as exc:
-            st.errors[name] = _error(exc)
-            log.warning("method %s failed on %s and is skipped: %s", name, clip.source, st.errors[name])
+            st.errors[name], st.failed[name] = _error(exc), i
+            log.warning("method %s failed on %s and is skipped: %s", name, source, st.errors[name])
             continue
         st.times[name] += time.perf_counter() - t0
         add(name, maps[name])
+    return maps
+
+
+def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method], s: EvalSettings,
+                 stages: Sequence[Stage] | None, st: _State) -> None:
+    """Perturbation curves and per-video scores of video ``i`` (its random parts are seeded by ``(seed, i)``)."""
+    x = clip.video
+    with torch.no_grad():
+        logits = net(x[None])[0].double().cpu().numpy()
+    prediction = int(np.argmax(logits))
+    target = prediction if s.target is None else int(s.target)
+    masks, add = _masks(x, np.random.default_rng([s.seed, i]), s)
+    maps = _method_maps(built, x, target, i, clip.source, st, add)
     base = s.replace(x) if s.baseline != "road" else _road_imputer(x, s, i)
     curves = flipping_curves(net, x, base, target, masks, s.batch_size, stages)
     video = x.detach().double().cpu().numpy()
@@ -230,12 +240,11 @@ def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method
         row.update({m.name: m.score(si) for m in METRICS.values() if m.family != "randomisation"})
         row.update({k: aopc(mine[c]) for c, k in ORDER_SCORES.items()})
         st.rows.append(row)
+        st.keys.append(i)
         if not chance:
             chance = {m.name: m.chance(si) for m in METRICS.values() if m.chance is not None}
-        acc = st.curve_sums.setdefault(name, {})
-        for c in mine:
-            acc[c] = acc.get(c, 0.0) + mine[c]
-    st.chance_rows.append(chance)
+        st.curves.setdefault(i, {})[name] = mine
+    st.chance[i] = chance
     if i < max(s.mprt_videos, s.randomisation_videos):
         st.kept.append((i, target, maps))
 
@@ -244,6 +253,66 @@ def _road_imputer(x: Tensor, s: EvalSettings, i: int) -> Any:
     from vidxai.evaluation.road import RoadImputer
 
     return RoadImputer(x, noise=s.road_noise, seed=(s.seed, i))
+
+
+@dataclass
+class Shard:
+    """What one process scored on its share of the videos: plain values only (picklable, no tensors), so the
+    processes of a sharded run can send it to rank 0, which merges the shards with :func:`combine`."""
+
+    rows: list[tuple[int, dict[str, Any]]]
+    chance: dict[int, dict[str, float | None]]
+    curves: dict[int, dict[str, dict[str, np.ndarray]]]
+    failed: dict[str, tuple[int, str]]
+    skipped: dict[str, str]
+    build_errors: dict[str, str]
+    info: dict[str, dict[str, Any]]
+    times: dict[str, float]
+    perturbation_s: float
+    rand: dict[str, Any]
+
+
+class VideoScorer:
+    """Scores videos one at a time in one process, then runs the randomisation tests on the ones it kept.
+
+    ``add(key, clip)`` for each of this process's videos (``key``: the video's position in the full list,
+    which seeds its random parts, so a video scores the same whichever process takes it), then ``finish()``
+    for the :class:`Shard`. :func:`evaluate` is one scorer over every clip; a sharded run has one per process.
+    """
+
+    def __init__(self, net: nn.Module, methods: Sequence[str], settings: EvalSettings) -> None:
+        settings.check()
+        self.names = list(dict.fromkeys(methods))
+        validate_method_names(self.names)
+        self.net, self.s = net, settings
+        self.built, self.skipped, build_errors = build_methods(self.names, net, settings)
+        self.build_errors = dict(build_errors)
+        try:
+            self.stages: tuple[Stage, ...] | None = explain_stages(net)  # per-frame CNN: each frame runs once
+        except TypeError:
+            self.stages = None  # a network without the contract: whole clips through its forward
+        self.st = _State(self.names, build_errors, dict.fromkeys(self.names, 0.0))
+        self.clips: dict[int, EvalClip] = {}
+        self.seconds = 0.0
+
+    def add(self, key: int, clip: EvalClip) -> None:
+        """Score video ``key`` (keeps its clip when the randomisation tests need it)."""
+        t0 = time.perf_counter()
+        _score_video(self.net, int(key), clip, self.built, self.s, self.stages, self.st)
+        if int(key) < max(self.s.mprt_videos, self.s.randomisation_videos):
+            self.clips[int(key)] = clip
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self) -> Shard:
+        """Run the randomisation tests on the kept videos; everything this process scored."""
+        st = self.st
+        live = [n for n in self.names if n in self.built and n not in st.errors]
+        rand = randomisation_pass(self.net, self.clips, st.kept, {n: self.built[n] for n in live}, self.s, st.rows)
+        rand["methods"] = live if st.kept else []
+        failed = {n: (k, st.errors[n]) for n, k in st.failed.items()}
+        info = {n: {"family": m.family, "settings": m.settings} for n, m in self.built.items()}
+        return Shard(list(zip(st.keys, st.rows)), st.chance, st.curves, failed, self.skipped, self.build_errors,
+                     info, st.times, self.seconds, rand)
 
 
 def evaluate(
@@ -256,31 +325,14 @@ def evaluate(
     ``mprt_spearman`` per cascade step; or ``skipped`` with ``reason`` / ``error``), ``comparisons``
     (per score and method: ``diff``, ``ci_low``, ``ci_high``, ``p``, ``tied_with_best``), ``vs_random``,
     ``verdict``, ``orders``, ``curves``, ``mprt``, ``timing`` and ``rows`` (one dict per video and method).
+    The same as :func:`combine` of the shards of any split of ``clips`` over processes.
     """
-    s = settings
-    s.check()
-    names = list(dict.fromkeys(methods))
-    validate_method_names(names)
     if not clips:
         raise ValueError("no clips to evaluate")
-    built, skipped, errors = build_methods(names, net, s)
-    try:
-        stages: tuple[Stage, ...] | None = explain_stages(net)  # per-frame CNN: each distinct frame runs once
-    except TypeError:
-        stages = None  # a network without the contract: whole clips through its forward
-    st = _State(names, errors, dict.fromkeys(names, 0.0))
-    start = time.perf_counter()
+    scorer = VideoScorer(net, methods, settings)
     for i, clip in enumerate(clips):
-        _score_video(net, i, clip, built, s, stages, st)
+        scorer.add(i, clip)
         if (i + 1) % 5 == 0 or i + 1 == len(clips):
-            log.info("evaluated %d/%d videos (%.0f s)", i + 1, len(clips), time.perf_counter() - start)
-    perturbation_s = time.perf_counter() - start
-    live = [n for n in names if n in built and n not in errors]
-    rand = randomisation_pass(net, clips, st.kept, {n: built[n] for n in live}, s, st.rows)
-    for name, err in rand["errors"].items():
-        errors.setdefault(name, f"randomisation test: {err}")
-    result = aggregate(st, names, built, skipped, errors, rand, s, clips)
-    result["settings"].update({**asdict(s), "perturbation_s": perturbation_s, "mprt_s": rand["time_s"],
-                               "baseline_meaning": BASELINES[s.baseline]})
-    result["timing"]["tests"]["perturbation_and_ground_truth"] = perturbation_s
-    return result
+            log.info("evaluated %d/%d videos (%.0f s)", i + 1, len(clips), scorer.seconds)
+    shape = tuple(clips[0].video.shape)
+    return combine([scorer.finish()], scorer.names, settings, [c.source for c in clips], shape)

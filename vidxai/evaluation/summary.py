@@ -83,11 +83,12 @@ def _compare(per_method: dict[str, dict[str, np.ndarray]], chance_rows: list[dic
     return metrics, comparisons, vs_random
 
 
-def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], errors: dict[str, str],
-              rand: dict[str, Any], s: Any, clips: Sequence[Any]) -> dict[str, Any]:
-    """The result dict (see :func:`vidxai.evaluation.evaluate`) from the per-video rows ``st.rows``."""
+def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skipped: dict[str, str],
+              errors: dict[str, str], rand: dict[str, Any], s: Any, videos: list[str], shape: Sequence[int]
+              ) -> dict[str, Any]:
+    """The result dict (see :func:`vidxai.evaluation.evaluate`) from the per-video rows ``st.rows``; ``info``: each
+    method's ``family`` and ``settings``; ``videos``: the sources in order; ``shape``: one clip's ``(T, C, H, W)``."""
     t0 = time.perf_counter()
-    videos = [c.source for c in clips]
     keys = list(METRICS)
     from vidxai.evaluation.runner import ORDER_SCORES
 
@@ -105,16 +106,16 @@ def aggregate(st: Any, names: list[str], built: dict, skipped: dict[str, str], e
         per_method[name] = {k: _values(st.rows, videos, name, k) for k in keys}
         entry = _method_entry(name, per_method[name], rng, s)
         entry.update({k: float(np.mean([r[k] for r in mine])) for k in ORDER_SCORES.values()})  # references
-        entry.update({"family": built[name].family, "mprt_spearman": rand["per_step"].get(name),
-                      "time_s": st.times[name], "videos": len(mine), "settings": built[name].settings})
+        entry.update({"family": info[name]["family"], "mprt_spearman": rand["per_step"].get(name),
+                      "time_s": st.times[name], "videos": len(mine), "settings": info[name]["settings"]})
         if name in errors:
             entry["error"] = errors[name]
         methods[name] = entry
     metrics, comparisons, vs_random = _compare(per_method, st.chance_rows, s)
     orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in ORDER_SCORES.values()}
     result = {
-        "settings": {"videos": len(clips), "frames": int(clips[0].video.shape[0]), "alpha": s.alpha,
-                     "size": list(clips[0].video.shape[-2:]),
+        "settings": {"videos": len(videos), "frames": int(shape[0]), "alpha": s.alpha,
+                     "size": [int(n) for n in shape[-2:]],
                      "aopc": "mean over steps k=0..K of f(x) - f(x^(k)), f = target logit, step 0 = intact clip",
                      "ties": "broken by one seeded random order per video, shared by all methods",
                      "ground_truth_ties": "tied values scored by their expectation under a random tie-break",

@@ -219,7 +219,7 @@ def check_launch(trainer: Any) -> None:
     from hydra.types import RunMode
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        raise UserError("trainer.strategy=ddp re-executes train.py once per process, which a multirun (-m) cannot "
+        raise UserError("trainer.strategy=ddp re-executes the script once per process, which a multirun (-m) cannot "
                         "do: sweep multi-process jobs with hydra/launcher=slurm (srun starts the ranks), or run "
                         "them one at a time without -m")
 

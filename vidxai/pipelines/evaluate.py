@@ -90,6 +90,10 @@ def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConf
     return settings
 
 
+#: ``shard(n, step, finish) -> [finish() of every process] on rank 0, None elsewhere``
+ShardFn = Callable[[int, Callable[[int], None], Callable[[], Any]], "list[Any] | None"]
+
+
 def run_evaluation(
     cfg: DictConfig,
     ck: Any,
@@ -100,7 +104,8 @@ def run_evaluation(
     out_dir: Path,
     run: Any,
     lrp: LRPConfig | None = None,
-) -> dict[str, Any]:
+    shard: ShardFn | None = None,
+) -> dict[str, Any] | None:
     """Evaluate the methods of ``cfg`` on the chosen videos of ``dataset`` and write the results.
 
     Videos: ``videos=[...]`` (by file name or path) or ``limit=N`` stratified by class (round-robin over the
@@ -108,43 +113,88 @@ def run_evaluation(
 
     ``load_clip(i)`` returns the explain pipeline's clip ``i`` of ``dataset``; ``lrp`` holds the explainer
     settings of the LRP methods (``lstm_eps``, ``bias_factor``, ``lstm_rule``, ``chunk_frames``).
+    ``shard(n, step, finish)`` splits the videos over processes (:meth:`ExplainContext.shard`): each process
+    scores its share, rank 0 merges the shards (:func:`vidxai.evaluation.shards.combine`) and writes the files;
+    the other ranks return ``None``. Default: every video in this process.
     """
-    from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
-    from vidxai.evaluation import EvalClip, evaluate
-    from vidxai.evaluation.summary import markdown_table
-    from vidxai.io import write_json
+    from vidxai.evaluation.shards import combine
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
     settings.rule_params = input_bound_params(ck.preprocess)
     split = str(cfg.get("split") or "test")
     picked, how = select_videos(cfg, dataset, split)
-    clips = []
-    for i in picked:
-        clip = load_clip(i)
-        entry = dataset.entries[i]
-        truth = clip_ground_truth(load_ground_truth(clip.source), clip.frame_indices,
-                                  (entry.height, entry.width), dataset.size, transform)
-        clips.append(EvalClip(clip.video, clip.source, clip.label, truth))
-    net = ck.net.eval()
-    log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(clips), split, how)
+    log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(picked), split, how)
     start, cpu = time.perf_counter(), time.process_time()
-    result = evaluate(net, clips, names, settings)
+    step, finish = _scorer(ck.net.eval(), names, settings, picked, dataset, load_clip, transform)
+    parts = (shard or _in_process)(len(picked), step, finish)
+    if parts is None:  # not rank 0: its shard went to rank 0
+        return None
+    done = [p for p in parts if p is not None]
+    sources = [str(dataset.entries[i].record.path) for i in picked]
+    result = combine([d["shard"] for d in done], names, settings, sources, done[0]["shape"])
     result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch, "methods": names,
                                "selection": how, "limit": cfg.get("limit"), "videos_named": to_plain(cfg.get("videos")),
-                               "video_files": [c.source for c in clips], "total_s": time.perf_counter() - start,
+                               "video_files": sources, "total_s": time.perf_counter() - start,
                                "total_cpu_s": time.process_time() - cpu})
+    _write_results(result, ck, split, how, settings, out_dir, run)
+    return result
+
+
+def _in_process(n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any]:
+    for i in range(n):
+        step(i)
+    return [finish()]
+
+
+def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], dataset: Any,
+            load_clip: Callable[[int], Any], transform: Any) -> tuple[Callable[[int], None], Callable[[], Any]]:
+    """``step(k)`` scores the ``k``-th picked video in this process; ``finish()`` returns this process's shard
+    and the clip shape (``None`` for a process that got no video)."""
+    from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
+    from vidxai.evaluation import EvalClip
+    from vidxai.evaluation.runner import VideoScorer
+
+    state: dict[str, Any] = {}
+
+    def step(k: int) -> None:
+        if "scorer" not in state:  # built here: the network sits on this process's device now
+            state["scorer"] = VideoScorer(net, names, settings)
+        clip = load_clip(picked[k])
+        entry = dataset.entries[picked[k]]
+        truth = clip_ground_truth(load_ground_truth(clip.source), clip.frame_indices,
+                                  (entry.height, entry.width), dataset.size, transform)
+        state["shape"] = tuple(clip.video.shape)
+        state["scorer"].add(k, EvalClip(clip.video, clip.source, clip.label, truth))
+        state["n"] = state.get("n", 0) + 1
+        if state["n"] % 5 == 0:
+            log.info("evaluated %d videos here (of %d in all)", state["n"], len(picked))
+
+    def finish() -> dict[str, Any] | None:
+        if "scorer" not in state:
+            return None
+        return {"shard": state["scorer"].finish(), "shape": state["shape"]}
+
+    return step, finish
+
+
+def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settings: Any, out_dir: Path,
+                   run: Any) -> None:
+    """``evaluation.json``, ``.csv``, ``.md``, the figures and the W&B table; the table on the console."""
+    from vidxai.evaluation.summary import markdown_table
+    from vidxai.io import write_json
+
     rows = result.pop("rows")
+    n, names = result["settings"]["videos"], result["settings"]["methods"]
     write_json(out_dir / "evaluation.json", result)
     csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
     table = markdown_table(result)
     (out_dir / "evaluation.md").write_text(table + "\n")
-    print(f"evaluation of {len(names)} methods on {len(clips)} videos of split={split} ({how}):\n{table}", flush=True)
-    figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {len(clips)} "
+    print(f"evaluation of {len(names)} methods on {n} videos of split={split} ({how}):\n{table}", flush=True)
+    figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} "
                                         f"videos · baseline={settings.baseline}")
     if run is not None:
         _log_wandb(run, result, figures, out_dir, csv_path)
-    return result
 
 
 def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

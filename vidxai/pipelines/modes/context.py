@@ -1,7 +1,8 @@
 """What every explain mode gets (:class:`ExplainContext`) and gives back (:class:`ModeResult`).
 
 The context is built once by :func:`vidxai.pipelines.explain.explain`: the checkpoint, its transform, the
-device, the target class, the output folder, the W&B run and the :class:`~vidxai.xai.config.LRPConfig`.
+device, the target class, the output folder, the W&B run (rank 0 only), the :class:`~vidxai.xai.config.LRPConfig`
+and, for the split-wide modes (profile, evaluate), the Trainer that splits the videos over processes.
 Clips come from a file (``video=``) or from the checkpoint's own data (same layout, root, seed and split).
 """
 
@@ -11,7 +12,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,26 @@ class ExplainContext:
     out_dir: Path
     run: Any
     lrp: LRPConfig
+    #: the Trainer whose strategy splits a split-wide mode's videos over processes (None: this process only)
+    trainer: Any = None
     _datamodule: Any = field(default=None, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (rank 0, or the only process)."""
+        return self.trainer is None or bool(self.trainer.is_global_zero)
+
+    def shard(self, n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any] | None:
+        """``step(i)`` for this process's share of the videos ``range(n)``, then ``finish()`` of every process,
+        gathered on rank 0 (:func:`vidxai.pipelines.sharded.run_sharded`; ``None`` on the other ranks).
+        Without a trainer, every video in this process."""
+        if self.trainer is None:
+            for i in range(n):
+                step(i)
+            return [finish()]
+        from vidxai.pipelines.sharded import run_sharded
+
+        return run_sharded(self.trainer, self.ck.net, n, step, finish)
 
     def dataset(self, split: str) -> Any:
         """The checkpoint's own ``split`` (``train``/``val``/``test``), as the model saw it at validation."""
@@ -96,10 +116,14 @@ class ExplainContext:
         return n
 
     def clip(self, dataset: Any, i: int) -> Clip:
-        """Clip ``i`` of ``dataset``, ready for the model."""
+        """Clip ``i`` of ``dataset``, ready for the model; one clear error when it cannot be decoded (the data set
+        would silently hand over the next video instead)."""
         sample = dataset[i]
-        x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], self.transform, self.device)
         entry = dataset.entries[i]
+        if int(sample["index"]) != int(i):
+            raise UserError(f"cannot decode video {entry.record.path} (see the warning above); repair or remove the "
+                            "file, or explain other videos (index=, videos=)")
+        x, shown, idx = prepare_clip(sample["video"], sample["frame_indices"], self.transform, self.device)
         return Clip(x, shown, idx, float(entry.fps), int(sample["label"]), entry.record.path)
 
     def clip_from_file(self, path: str) -> Clip:

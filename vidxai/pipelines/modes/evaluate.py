@@ -1,6 +1,6 @@
 """``mode=evaluate`` (``evaluate=true split=test limit=N``): every LRP rule and the Captum baselines scored on the
 same videos (:mod:`vidxai.pipelines.evaluate`). Builds no explainer of its own: the methods are built by the
-evaluation from ``ctx.lrp``."""
+evaluation from ``ctx.lrp``. The videos are split over the trainer's processes; rank 0 merges and writes."""
 
 from __future__ import annotations
 
@@ -24,13 +24,15 @@ def check(options: DictConfig) -> None:
 
 
 def run(ctx: ExplainContext) -> ModeResult:
-    """Score the methods on the first ``limit`` videos of ``split`` (default ``test``)."""
+    """Score the methods on ``limit`` videos of ``split`` (default ``test``), split over the trainer's processes."""
     from vidxai.pipelines.evaluate import run_evaluation
 
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     result = run_evaluation(ctx.options, ctx.ck, dataset, lambda i: ctx.clip(dataset, i), ctx.transform,
-                            ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp)
+                            ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp, shard=ctx.shard)
+    if result is None:  # not rank 0: its videos went to rank 0
+        return ModeResult("evaluate", {}, [])
     n = len(result.get("settings", {}).get("video_files", []))
     lines = [f"evaluated {len(result.get('methods', {}))} methods on {n} videos of split {split} "
              "(evaluation.md: the table; evaluation.png, evaluation.csv, evaluation.json)"]

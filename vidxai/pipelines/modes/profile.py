@@ -1,6 +1,7 @@
 """``mode=profile`` (``split=test`` alone, ``limit=N``): every video of a split explained with one rule, and
 the temporal relevance profile (where in the clip the evidence sits) with bootstrap intervals:
-``profile.json``, ``videos.json``, ``profile.png``."""
+``profile.json``, ``videos.json``, ``profile.png``. The videos are split over the trainer's processes
+(``trainer=ddp_cpu``...); rank 0 gathers them in video order and writes every file."""
 
 from __future__ import annotations
 
@@ -20,14 +21,18 @@ __all__ = ["run", "summary_lines"]
 
 
 def run(ctx: ExplainContext) -> ModeResult:
-    """Explain the first ``limit`` videos of ``split`` and write their temporal profile."""
+    """Explain the first ``limit`` videos of ``split`` (split over the trainer's processes) and write their
+    temporal profile (rank 0)."""
     from vidxai.viz.profile import temporal_profile
 
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     n = ctx.split_size(dataset, split)
     start = time.perf_counter()
-    shares, labels, rows = _explain_videos(ctx, dataset, n)
+    found = _explain_videos(ctx, dataset, n)
+    if found is None:  # not rank 0: its videos went to rank 0
+        return ModeResult("profile", {}, [])
+    shares, labels, rows = found
     seconds = time.perf_counter() - start
     profile = ctx.options.profile
     prof = temporal_profile(
@@ -46,30 +51,46 @@ def run(ctx: ExplainContext) -> ModeResult:
     return ModeResult("profile", prof, summary_lines(prof))
 
 
-def _explain_videos(ctx: ExplainContext, dataset: Any, n: int) -> tuple[list[Any], list[int], list[dict[str, Any]]]:
-    """Per video: its positive share per frame, its label and its row of ``videos.json``."""
+def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
+                    ) -> tuple[list[Any], list[int], list[dict[str, Any]]] | None:
+    """Per video, in video order: its positive share per frame, its label and its row of ``videos.json``
+    (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos."""
+    explainer = ctx.explainer()
+    done: dict[int, tuple[Any, int, dict[str, Any]]] = {}
+
+    def step(i: int) -> None:
+        done[i] = _explain_video(ctx, explainer, dataset, i)
+        if len(done) % 10 == 0:
+            log.info("explained %d videos (of %d in all)", len(done), n)
+
+    parts = ctx.shard(n, step, lambda: done)
+    if parts is None:
+        return None
+    merged: dict[int, tuple[Any, int, dict[str, Any]]] = {}
+    for part in parts:
+        for i, item in part.items():
+            merged.setdefault(i, item)  # a video a distributed sampler repeated counts once
+    ordered = [merged[i] for i in sorted(merged)]
+    return [o[0] for o in ordered], [o[1] for o in ordered], [o[2] for o in ordered]
+
+
+def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int) -> tuple[Any, int, dict[str, Any]]:
     from vidxai.viz.profile import positive_mass, positive_share
 
-    explainer = ctx.explainer()
+    clip = ctx.clip(dataset, i)
     names = ctx.ck.class_names
-    shares, labels, rows = [], [], []
-    for i in range(n):
-        clip = ctx.clip(dataset, i)
-        expl = explainer.explain(clip.video, target=ctx.target)
-        logits = expl.logits.detach().cpu().double().numpy()
-        shares.append(positive_share(positive_mass(expl.pixel.detach().cpu().double().numpy())))
-        labels.append(int(clip.label))
-        rows.append({
-            "video": clip.source,
-            "label": names[clip.label],
-            "target": names[expl.target],
-            "prediction": names[int(np.argmax(logits))],
-            "frame_relevance": expl.frame.detach().cpu().double().numpy().tolist(),
-            "frame_indices": clip.frame_indices,
-        })
-        if (i + 1) % 10 == 0:
-            log.info("explained %d/%d videos", i + 1, n)
-    return shares, labels, rows
+    expl = explainer.explain(clip.video, target=ctx.target)
+    logits = expl.logits.detach().cpu().double().numpy()
+    share = positive_share(positive_mass(expl.pixel.detach().cpu().double().numpy()))
+    row = {
+        "video": clip.source,
+        "label": names[clip.label],
+        "target": names[expl.target],
+        "prediction": names[int(np.argmax(logits))],
+        "frame_relevance": expl.frame.detach().cpu().double().numpy().tolist(),
+        "frame_indices": clip.frame_indices,
+    }
+    return share, int(clip.label), row
 
 
 def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:

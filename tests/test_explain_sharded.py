@@ -1,0 +1,234 @@
+"""Dataset-mode explanation and the evaluation split over processes (``trainer=ddp_cpu``), run as users run them:
+``python explain.py ckpt=... mode=evaluate|profile ...`` in a subprocess, once in one process and once in two;
+rank 0 gathers, orders by video and writes: the numbers equal those of one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
+
+from vidxai.evaluation import EvalClip, EvalSettings, evaluate
+from vidxai.evaluation.registry import METHODS, register_method
+from vidxai.evaluation.runner import VideoScorer
+from vidxai.evaluation.shards import combine
+from vidxai.models import build_network
+
+#: small evaluation settings: three methods, 4 videos, one MPRT video, a two-step cascade
+EVALUATE = ["mode=evaluate", "split=test", "limit=4", "methods=[epsilon,saliency,random]", "mprt.videos=1",
+            "mprt.final_videos=2", "mprt.steps=2", "mprt.smprt_samples=2", "region_size=16", "n_boot=200"]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
+def _explain(run: Path, *args: str, script: Path = ROOT / "explain.py", timeout: float = 420
+             ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), f"hydra.run.dir={run}", *args], cwd=run.parent, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ConvLSTM trained for two batches (its data: 20 videos, 4 of them in the test split; 4 frames of
+    32x32)."""
+    from vidxai.pipelines.train import train
+
+    tmp = tmp_path_factory.mktemp("sharded")
+    cfg = compose_cfg("train", tmp, TINY_DATA + TINY_TRAIN + [
+        "model=convlstm", "model.net.hidden_channels=[4]", "model.net.stem_channels=4", "logger=csv",
+        "callbacks.explanation.every_n_epochs=0", "test=false", "data.synthetic.clips_per_group=2"],
+        data_dir=tmp / "data")
+    train(cfg)
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+def _numbers(result: dict) -> dict:
+    """What must not depend on the number of processes: every score, comparison and per-video row."""
+    keep = ("methods", "comparisons", "vs_random", "verdict", "orders", "curves", "mprt", "chance", "metrics")
+    out = {k: result[k] for k in keep}
+    out["methods"] = {n: {k: v for k, v in m.items() if k != "time_s"} for n, m in result["methods"].items()}
+    out["videos"] = result["settings"]["video_files"]
+    return out
+
+
+def _assert_close(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, sorted(a), sorted(b))
+        for k in a:
+            _assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert np.isclose(a, b, rtol=1e-6, atol=1e-6, equal_nan=True), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def _csv_rows(path: Path) -> list[str]:
+    return sorted(path.read_text().strip().splitlines())
+
+
+@pytest.mark.slow
+def test_evaluate_with_two_processes_equals_one_process(tiny_ckpt: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    proc = _explain(one, f"ckpt={tiny_ckpt}", *EVALUATE, "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _explain(two, f"ckpt={tiny_ckpt}", *EVALUATE, "trainer=ddp_cpu", "trainer.strategy.timeout.seconds=120")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((one / "evaluation.json").read_text())
+    b = json.loads((two / "evaluation.json").read_text())
+    assert a["settings"]["processes"] == 1 and b["settings"]["processes"] == 2
+    assert len(a["settings"]["video_files"]) == 4 and a["settings"]["video_files"] == b["settings"]["video_files"]
+    assert a["methods"]["epsilon"]["videos"] == b["methods"]["epsilon"]["videos"] == 4  # no video counted twice
+    _assert_close(_numbers(a), _numbers(b))
+    # per-video scores: the same rows (CSV), in the same order up to the timing-free columns
+    assert _csv_rows(one / "evaluation.csv") == _csv_rows(two / "evaluation.csv")
+    # written once, by rank 0: the table on the console once, one W&B run, the figures
+    assert proc.stdout.count("evaluation of 3 methods on 4 videos") == 1, proc.stdout[-2000:]
+    assert len(list(two.rglob("offline-run-*"))) == 1
+    assert (two / "evaluation.png").is_file() and (two / "evaluation.md").is_file()
+    assert "rank 1 of 2: 2 video(s) done" in (two / "train_ddp_process_1.log").read_text()
+
+
+@pytest.mark.slow
+def test_profile_with_two_processes_equals_one_process(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from vidxai.pipelines.explain import explain
+
+    one, two = tmp_path / "run", tmp_path / "two"
+    args = [f"ckpt={tiny_ckpt}", "mode=profile", "split=test", "limit=3", "profile.n_boot=100", "logger=none"]
+    explain(compose_cfg("explain", tmp_path, args))  # one process, here (the evaluation test runs both as a user)
+    proc = _explain(two, *args, "trainer=ddp_cpu")  # 3 videos: rank 0 takes 0 and 2, rank 1 takes 1 and 0 again
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = json.loads((one / "profile.json").read_text())
+    b = json.loads((two / "profile.json").read_text())
+    a.pop("seconds"), b.pop("seconds")
+    assert a["videos"] == 3
+    _assert_close(a, b)
+    _assert_close(json.loads((one / "videos.json").read_text()), json.loads((two / "videos.json").read_text()))
+    assert proc.stdout.count("explained 3 videos of split test") == 1
+    assert "rank 1 of 2: 2 video(s) done" in (two / "train_ddp_process_1.log").read_text()  # one repeated, once
+
+
+def test_every_rank_gets_a_share_padded_like_a_distributed_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import DistributedSampler
+
+    from vidxai.pipelines import sharded
+
+    for n, world in ((5, 2), (4, 2), (1, 3), (7, 3)):
+        shares = []
+        for rank in range(world):
+            monkeypatch.setattr(sharded.PaddedShard, "_rank_world", staticmethod(lambda r=rank, w=world: (r, w)))
+            shares.append(list(sharded.PaddedShard(n)))
+            expected = list(DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False))
+            assert shares[-1] == expected and len(shares[-1]) >= 1, (n, world, rank)
+        assert sorted(set(sum(shares, []))) == list(range(n))
+
+
+@pytest.mark.slow
+def test_a_failing_rank_ends_both_with_one_message(tiny_ckpt: Path, tmp_path: Path) -> None:
+    run = tmp_path / "fail"
+    proc = _explain(run, f"ckpt={tiny_ckpt}", *EVALUATE, "trainer=ddp_cpu", "logger=none",
+                    script=ROOT / "tests" / "explain_failing_rank.py", timeout=300)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed: RuntimeError: corrupt clip" in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    assert "error: rank 0 of 2 stopped because rank 1 of 2 failed: RuntimeError: corrupt clip" in proc.stderr
+    assert not (run / "evaluation.json").exists()
+
+
+def test_single_video_modes_run_in_one_process_under_ddp_cpu(tiny_ckpt: Path, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from vidxai.pipelines.explain import explain
+
+    cfg = compose_cfg("explain", tmp_path, [f"ckpt={tiny_ckpt}", "trainer=ddp_cpu", "logger=none", "split=val",
+                                            "index=0", "compare=[z,epsilon]"])
+    with caplog.at_level("INFO"):
+        summary = explain(cfg)  # no process is started: the summary comes back here
+    assert summary["rule"] == "epsilon" and (tmp_path / "run" / "compare.png").is_file()
+    assert "runs in one process" in caplog.text or "explains one video in one process" in caplog.text
+
+
+# ----------------------------------------------------------------------------- the merge, in one process
+def _scored(shards_of: list[list[int]], names: list[str], s: EvalSettings, clips: list[EvalClip], net) -> dict:
+    shards = []
+    for keys in shards_of:
+        scorer = VideoScorer(net, names, s)
+        for k in keys:
+            scorer.add(k, clips[k])
+        shards.append(scorer.finish())
+    return combine(shards, names, s, [c.source for c in clips], tuple(clips[0].video.shape))
+
+
+def _plain(result: dict) -> dict:
+    out = json.loads(json.dumps(result, default=lambda o: o.tolist()))
+    out.pop("timing")
+    out["settings"] = {k: v for k, v in out["settings"].items() if not k.endswith("_s") and k != "processes"}
+    for m in out["methods"].values():
+        m.pop("time_s", None)
+    return out
+
+
+@pytest.fixture
+def fails_on_video_2():
+    """A method that fails on video 2 only (so it is skipped from video 2 on)."""
+
+    @register_method("fails_on_2", family="test", default=False)
+    def _build(net, ctx):  # noqa: ANN001, ANN202
+        def fn(clip: torch.Tensor, target: int, key: int) -> torch.Tensor:
+            if key == 2:
+                raise RuntimeError("no map for video 2")
+            return clip.detach().abs().sum(1)
+
+        return fn
+
+    yield "fails_on_2"
+    METHODS.pop("fails_on_2")
+
+
+def test_shards_in_any_order_with_padding_equal_one_process(fails_on_video_2: str) -> None:
+    torch.manual_seed(0)
+    net = build_network("convlstm", num_classes=3, hidden_channels=[4], stem_channels=4).eval()
+    g = torch.Generator().manual_seed(1)
+    clips = [EvalClip(torch.randn(4, 3, 16, 16, generator=g), f"v{i}", i % 3) for i in range(5)]
+    names = ["epsilon", "saliency", "random", fails_on_video_2]
+    s = EvalSettings(mprt_videos=2, randomisation_videos=3, mprt_steps=2, region_size=4, n_boot=100)
+    one = _plain(evaluate(net, clips, names, s))
+    # rank 1 of 2 as a DistributedSampler pads it (video 0 again), and the shards out of rank order
+    two = _plain(_scored([[1, 3, 0], [0, 2, 4]], names, s, clips, net))
+    assert one == two
+    assert one["methods"][fails_on_video_2]["videos"] == 2  # videos 0 and 1, before it failed
+    assert "no map for video 2" in one["methods"][fails_on_video_2]["error"]
+    assert one["methods"]["epsilon"]["videos"] == 5 and len(one["methods"]["epsilon"]["mprt_spearman"]) == 2
+
+
+def test_an_undecodable_video_is_an_error_not_the_next_video() -> None:
+    from types import SimpleNamespace
+
+    from vidxai.errors import UserError
+    from vidxai.pipelines.modes.context import ExplainContext
+
+    entries = [SimpleNamespace(record=SimpleNamespace(path=f"/data/v{i}.avi"), fps=8.0) for i in range(3)]
+
+    class Skipping:  # what VideoClipDataset(on_bad_video="skip") does when video 1 does not decode
+        def __init__(self) -> None:
+            self.entries = entries
+
+        def __getitem__(self, i: int) -> dict:
+            return {"index": torch.tensor(2 if i == 1 else i)}
+
+    ctx = ExplainContext(None, None, None, torch.device("cpu"), None, Path("."), None, None)
+    with pytest.raises(UserError, match="cannot decode video /data/v1.avi"):
+        ctx.clip(Skipping(), 1)
