@@ -27,9 +27,9 @@ from torch import Tensor, nn
 from vidxai.evaluation.registry import METHODS, AttributeFn, BuildContext, NotApplicable, register_method
 from vidxai.models.contract import explain_stages
 from vidxai.xai import RULES
+from vidxai.xai.attention import ATTENTION_RULES, DEFAULT_ATTENTION_RULE
 from vidxai.xai.cnn import weighted_layers
 from vidxai.xai.config import LRPConfig
-from vidxai.xai.attention import ATTENTION_RULES, DEFAULT_ATTENTION_RULE
 from vidxai.xai.recurrent import LSTM_RULES
 
 __all__ = [
