@@ -57,3 +57,19 @@ def test_a_plain_method_is_called_clip_by_clip() -> None:
     maps = method.many(clips, [0, 0], [1, 5])
     assert calls == [1, 5]
     assert torch.equal(maps[1], torch.full((2, 4, 4), 30.0, dtype=torch.float64))
+
+
+def test_per_frame_occlusion_equals_captums_occlusion() -> None:
+    from captum.attr import Occlusion
+
+    torch.manual_seed(2)
+    net = build_network("convlstm", 3, hidden_channels=[4], stem_channels=4, dropout=0.0).eval()
+    s = EvalSettings(baseline="blur", batch_size=3)  # batch_size < frames: the feature passes are split
+    method = build_method("occlusion", net, s.context())
+    assert method.settings["computation"].startswith("per-frame")
+    clips = [torch.randn(5, 3, 16, 16) for _ in range(2)]
+    for clip, target in zip(clips, [0, 2], strict=True):
+        expected = Occlusion(net).attribute(clip[None], sliding_window_shapes=(1, 3, 16, 16), strides=(1, 3, 16, 16),
+                                            baselines=s.replace(clip)[None], target=target)[0].sum(1).double()
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(method(clip, target, 0), expected, rtol=1e-4, atol=1e-6)

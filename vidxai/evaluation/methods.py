@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidxai.evaluation.registry import METHODS, AttributeFn, Batched, BuildContext, NotApplicable, register_method
-from vidxai.models.contract import explain_stages
+from vidxai.models.contract import Stage, explain_stages, run_stages
 from vidxai.xai import RULES
 from vidxai.xai.cnn import weighted_layers
 from vidxai.xai.config import LRPConfig
@@ -269,23 +269,53 @@ def _grad_cam(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any
     return Batched(fn), {"layer": layer_name, "relu": True, "upsample": "bilinear" if kind == "frames" else "trilinear"}
 
 
+def _frame_occlusion(stages: Sequence[Stage], clips: Tensor, bases: Tensor, targets: Sequence[int],
+                     batch_size: int) -> Tensor:
+    """Captum's whole-frame ``Occlusion`` map of a per-frame CNN, with each distinct frame through the CNN once.
+
+    Occluding frame ``j`` changes only frame ``j``'s features: the CNN runs on the ``2 T`` frames of each clip
+    and its replacement, the later stages on the clean and the ``T`` occluded feature sequences. Each pixel of
+    frame ``j`` gets ``f(x) - f(x with frame j replaced)`` in every channel (summed over the channels).
+    """
+    b, t, c, h, w = clips.shape
+    with torch.inference_mode():
+        feats = torch.cat([stages[0].module(part) for part in torch.cat([clips, bases]).flatten(0, 1).split(
+            batch_size * t)])  # (2 B T, ...): the clips' frames, then the replacements'
+        ids = torch.arange(b * t).reshape(b, 1, t).repeat(1, t + 1, 1)  # (B, 1 + T sequences, T frames)
+        steps = torch.arange(t)
+        ids[:, 1 + steps, steps] += b * t  # sequence 1 + j: frame j replaced
+        seqs = feats[ids.flatten(0, 1)]
+        logits = torch.cat([run_stages(stages[1:], part) for part in seqs.split(batch_size)]).reshape(b, t + 1, -1)
+        f = logits.gather(2, torch.tensor(list(targets), device=logits.device).reshape(b, 1, 1).expand(b, t + 1, 1))
+        drop = (f[:, :1, 0] - f[:, 1:, 0]) * c  # (B, T): f(x) - f(x_j), once per channel
+    return drop[:, :, None, None].expand(b, t, h, w).clone()
+
+
 @register_method("occlusion", family="perturbation",
                  settings={"window": "one whole frame", "baseline": "the evaluation's replacement"})
-def _occlusion(net: nn.Module, ctx: BuildContext) -> Batched:
+def _occlusion(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any]]:
     from captum.attr import Occlusion
 
     occ = Occlusion(net)
+    try:
+        stages: tuple[Stage, ...] | None = explain_stages(net)
+    except TypeError:
+        stages = None
+    per_frame = stages is not None and stages[0].kind == "frames"
 
     def occlusion(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
-        window = (1, *clips.shape[2:])  # one whole frame (all channels)
         base = torch.stack([ctx.replacement(c) for c in clips])
+        if per_frame:
+            return _frame_occlusion(stages, clips.detach(), base, targets, int(ctx.batch_size))
+        window = (1, *clips.shape[2:])  # one whole frame (all channels)
         per_eval = max(1, int(ctx.batch_size) // len(clips))  # about batch_size clips per forward
         with torch.no_grad():
             attr = occ.attribute(_inputs(clips, grad=False), sliding_window_shapes=window, strides=window,
                                  baselines=base, target=list(targets), perturbations_per_eval=per_eval)
         return _channel_sum(attr)
 
-    return Batched(occlusion)
+    return Batched(occlusion), {"computation": "per-frame CNN features, each distinct frame once" if per_frame
+                                else "captum.attr.Occlusion"}
 
 
 @register_method("random", family="random")
