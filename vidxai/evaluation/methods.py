@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidxai.evaluation.registry import METHODS, AttributeFn, BuildContext, NotApplicable, register_method
-from vidxai.models.contract import explain_stages
+from vidxai.evaluation.registry import METHODS, AttributeFn, Batched, BuildContext, NotApplicable, register_method
+from vidxai.models.contract import Stage, explain_stages, run_stages
 from vidxai.xai import RULES
 from vidxai.xai.attention import ATTENTION_RULES, DEFAULT_ATTENTION_RULE
 from vidxai.xai.cnn import weighted_layers
@@ -59,6 +59,20 @@ class Method:
             raise RuntimeError(f"method {self.name} returned a map of shape {tuple(out.shape)} for a clip "
                                f"{tuple(clip.shape)}; expected (T, H, W)")
         return out.detach().to("cpu", torch.float64)
+
+    def many(self, clips: Sequence[Tensor], targets: Sequence[int], keys: Sequence[int]) -> list[Tensor]:
+        """The maps of several clips of one shape, as ``self(clip, target, key)`` gives each one.
+
+        A :class:`~vidxai.evaluation.registry.Batched` method explains them in one call, any other clip by clip.
+        """
+        if not isinstance(self.fn, Batched) or len(clips) < 2:
+            return [self(c, t, k) for c, t, k in zip(clips, targets, keys, strict=True)]
+        x = torch.stack(list(clips))
+        out = self.fn.fn(x, [int(t) for t in targets], [int(k) for k in keys])
+        if out.shape != (x.shape[0], x.shape[1], *x.shape[3:]):
+            raise RuntimeError(f"method {self.name} returned maps of shape {tuple(out.shape)} for clips "
+                               f"{tuple(x.shape)}; expected (B, T, H, W)")
+        return list(out.detach().to("cpu", torch.float64))
 
 
 #: The stage kind of a transformer's token encoder (``vidxai.models.hf_stages``): the stage the attention rules act on.
@@ -138,11 +152,11 @@ def _gradients(clip: Tensor) -> Iterator[None]:
             yield
 
 
-def _batch(clip: Tensor, grad: bool = True) -> Tensor:
-    x = clip.detach()
+def _inputs(clips: Tensor, grad: bool = True) -> Tensor:
+    x = clips.detach()
     if x.is_inference():
         x = x.clone()
-    return x[None].requires_grad_(grad)
+    return x.requires_grad_(grad)
 
 
 def last_conv_layer(net: nn.Module) -> tuple[str, nn.Module, str]:
@@ -161,10 +175,11 @@ def last_conv_layer(net: nn.Module) -> tuple[str, nn.Module, str]:
 
 
 def _channel_sum(attr: Tensor) -> Tensor:
-    return attr[0].sum(1)  # (1, T, C, H, W) -> (T, H, W)
+    return attr.sum(2)  # (B, T, C, H, W) -> (B, T, H, W)
 
 
 # ---------------------------------------------------------------------------- builders
+# Every built-in method is Batched: fn(clips (B, T, C, H, W), targets, keys) -> (B, T, H, W), one clip = B of 1.
 def _lrp(net: nn.Module, name: str, ctx: BuildContext) -> Method:
     rule, _, variant = name.partition("/")
     base = ctx.lrp if ctx.lrp is not None else LRPConfig()
@@ -178,10 +193,10 @@ def _lrp(net: nn.Module, name: str, ctx: BuildContext) -> Method:
     if _ATTENTION_KIND in (_stage_kinds(net) or ()):
         settings["attention_rule"] = explainer.attention_rule or DEFAULT_ATTENTION_RULE
 
-    def fn(clip: Tensor, target: int, key: int) -> Tensor:
-        return explainer.explain(clip, target=target).pixel
+    def fn(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        return _channel_sum(explainer.attribute(clips, target=list(targets)))
 
-    return Method(name, "lrp", settings, fn)
+    return Method(name, "lrp", settings, Batched(fn))
 
 
 def _no_conv(net: nn.Module) -> str | None:
@@ -193,110 +208,142 @@ def _no_conv(net: nn.Module) -> str | None:
 
 
 @register_method("saliency", family="captum", settings={"abs": True})
-def _saliency(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+def _saliency(net: nn.Module, ctx: BuildContext) -> Batched:
     from captum.attr import Saliency
 
     sal = Saliency(net)
 
-    def saliency(clip: Tensor, target: int, key: int) -> Tensor:
-        with _gradients(clip):
-            return _channel_sum(sal.attribute(_batch(clip), target=target, abs=True))
+    def saliency(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        with _gradients(clips):
+            return _channel_sum(sal.attribute(_inputs(clips), target=list(targets), abs=True))
 
-    return saliency
+    return Batched(saliency)
 
 
 @register_method("input_x_gradient", family="captum")
-def _input_x_gradient(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+def _input_x_gradient(net: nn.Module, ctx: BuildContext) -> Batched:
     from captum.attr import InputXGradient
 
     ixg = InputXGradient(net)
 
-    def input_x_gradient(clip: Tensor, target: int, key: int) -> Tensor:
-        with _gradients(clip):
-            return _channel_sum(ixg.attribute(_batch(clip), target=target))
+    def input_x_gradient(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        with _gradients(clips):
+            return _channel_sum(ixg.attribute(_inputs(clips), target=list(targets)))
 
-    return input_x_gradient
+    return Batched(input_x_gradient)
 
 
 @register_method("integrated_gradients", family="captum")
-def _integrated_gradients(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
+def _integrated_gradients(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any]]:
     from captum.attr import IntegratedGradients
 
     ig = IntegratedGradients(net)
 
-    def integrated_gradients(clip: Tensor, target: int, key: int) -> Tensor:
-        with _gradients(clip):
-            attr = ig.attribute(_batch(clip), target=target, n_steps=int(ctx.ig_steps),
+    def integrated_gradients(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        with _gradients(clips):  # ig_steps x B clips, in batches of batch_size clips
+            attr = ig.attribute(_inputs(clips), target=list(targets), n_steps=int(ctx.ig_steps),
                                 internal_batch_size=int(ctx.batch_size))
         return _channel_sum(attr)
 
-    return integrated_gradients, {"n_steps": int(ctx.ig_steps), "baseline": "zeros (model input space)",
-                                  "method": "gausslegendre"}
+    return Batched(integrated_gradients), {"n_steps": int(ctx.ig_steps), "baseline": "zeros (model input space)",
+                                           "method": "gausslegendre"}
 
 
 @register_method("guided_backprop", family="captum")
-def _guided_backprop(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+def _guided_backprop(net: nn.Module, ctx: BuildContext) -> Batched:
     from captum.attr import GuidedBackprop
 
     gbp = GuidedBackprop(net)
 
-    def guided_backprop(clip: Tensor, target: int, key: int) -> Tensor:
-        with _gradients(clip), warnings.catch_warnings():
+    def guided_backprop(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        with _gradients(clips), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-            return _channel_sum(gbp.attribute(_batch(clip), target=target))
+            return _channel_sum(gbp.attribute(_inputs(clips), target=list(targets)))
 
-    return guided_backprop
+    return Batched(guided_backprop)
 
 
 @register_method("grad_cam", family="captum", applies=_no_conv)
-def _grad_cam(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
+def _grad_cam(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any]]:
     from captum.attr import LayerGradCam
 
     layer_name, layer, kind = last_conv_layer(net)
     gc = LayerGradCam(net, layer)
 
-    def fn(clip: Tensor, target: int, key: int) -> Tensor:
-        t, _, h, w = clip.shape
-        with _gradients(clip):
-            cam = gc.attribute(_batch(clip), target=target, relu_attributions=True)
-        cam = cam.detach()
-        if kind == "frames":  # per-frame CNN: the layer's batch is B*T -> (T, 1, h', w')
-            cam = cam.reshape(t, 1, *cam.shape[-2:])
-            return F.interpolate(cam.float(), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-        # clip stage: (1, 1, t', h', w') over space and time
-        cam = cam.reshape(1, 1, *cam.shape[-3:])
-        return F.interpolate(cam.float(), size=(t, h, w), mode="trilinear", align_corners=False)[0, 0]
+    def fn(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        b, t, _, h, w = clips.shape
+        with _gradients(clips):
+            cam = gc.attribute(_inputs(clips), target=list(targets), relu_attributions=True)
+        cam = cam.detach().float()
+        if kind == "frames":  # per-frame CNN: the layer's batch is B*T -> (B*T, 1, h', w')
+            cam = F.interpolate(cam.reshape(b * t, 1, *cam.shape[-2:]), size=(h, w), mode="bilinear",
+                                align_corners=False)
+            return cam.reshape(b, t, h, w)
+        # clip stage: (B, 1, t', h', w') over space and time
+        cam = cam.reshape(b, 1, *cam.shape[-3:])
+        return F.interpolate(cam, size=(t, h, w), mode="trilinear", align_corners=False)[:, 0]
 
-    return fn, {"layer": layer_name, "relu": True, "upsample": "bilinear" if kind == "frames" else "trilinear"}
+    return Batched(fn), {"layer": layer_name, "relu": True, "upsample": "bilinear" if kind == "frames" else "trilinear"}
+
+
+def _frame_occlusion(stages: Sequence[Stage], clips: Tensor, bases: Tensor, targets: Sequence[int],
+                     batch_size: int) -> Tensor:
+    """Captum's whole-frame ``Occlusion`` map of a per-frame CNN, with each distinct frame through the CNN once.
+
+    Occluding frame ``j`` changes only frame ``j``'s features: the CNN runs on the ``2 T`` frames of each clip
+    and its replacement, the later stages on the clean and the ``T`` occluded feature sequences. Each pixel of
+    frame ``j`` gets ``f(x) - f(x with frame j replaced)`` in every channel (summed over the channels).
+    """
+    b, t, c, h, w = clips.shape
+    with torch.inference_mode():
+        feats = torch.cat([stages[0].module(part) for part in torch.cat([clips, bases]).flatten(0, 1).split(
+            batch_size * t)])  # (2 B T, ...): the clips' frames, then the replacements'
+        ids = torch.arange(b * t).reshape(b, 1, t).repeat(1, t + 1, 1)  # (B, 1 + T sequences, T frames)
+        steps = torch.arange(t)
+        ids[:, 1 + steps, steps] += b * t  # sequence 1 + j: frame j replaced
+        seqs = feats[ids.flatten(0, 1)]
+        logits = torch.cat([run_stages(stages[1:], part) for part in seqs.split(batch_size)]).reshape(b, t + 1, -1)
+        f = logits.gather(2, torch.tensor(list(targets), device=logits.device).reshape(b, 1, 1).expand(b, t + 1, 1))
+        drop = (f[:, :1, 0] - f[:, 1:, 0]) * c  # (B, T): f(x) - f(x_j), once per channel
+    return drop[:, :, None, None].expand(b, t, h, w).clone()
 
 
 @register_method("occlusion", family="perturbation",
                  settings={"window": "one whole frame", "baseline": "the evaluation's replacement"})
-def _occlusion(net: nn.Module, ctx: BuildContext) -> AttributeFn:
+def _occlusion(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any]]:
     from captum.attr import Occlusion
 
     occ = Occlusion(net)
+    try:
+        stages: tuple[Stage, ...] | None = explain_stages(net)
+    except TypeError:
+        stages = None
+    per_frame = stages is not None and stages[0].kind == "frames"
 
-    def occlusion(clip: Tensor, target: int, key: int) -> Tensor:
-        window = (1, *clip.shape[1:])  # one whole frame (all channels)
-        base = ctx.replacement(clip)[None]
+    def occlusion(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        base = torch.stack([ctx.replacement(c) for c in clips])
+        if per_frame:
+            return _frame_occlusion(stages, clips.detach(), base, targets, int(ctx.batch_size))
+        window = (1, *clips.shape[2:])  # one whole frame (all channels)
+        per_eval = max(1, int(ctx.batch_size) // len(clips))  # about batch_size clips per forward
         with torch.no_grad():
-            attr = occ.attribute(_batch(clip, grad=False), sliding_window_shapes=window, strides=window,
-                                 baselines=base, target=target, perturbations_per_eval=int(ctx.batch_size))
+            attr = occ.attribute(_inputs(clips, grad=False), sliding_window_shapes=window, strides=window,
+                                 baselines=base, target=list(targets), perturbations_per_eval=per_eval)
         return _channel_sum(attr)
 
-    return occlusion
+    return Batched(occlusion), {"computation": "per-frame CNN features, each distinct frame once" if per_frame
+                                else "captum.attr.Occlusion"}
 
 
 @register_method("random", family="random")
-def _random(net: nn.Module, ctx: BuildContext) -> tuple[AttributeFn, dict[str, Any]]:
+def _random(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, Any]]:
     seed = int(ctx.seed)
 
-    def rand(clip: Tensor, target: int, key: int) -> Tensor:
-        rng = np.random.default_rng([seed, int(key)])
-        return torch.from_numpy(rng.random((clip.shape[0], *clip.shape[2:])))
+    def rand(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
+        shape = (clips.shape[1], *clips.shape[3:])
+        return torch.stack([torch.from_numpy(np.random.default_rng([seed, int(k)]).random(shape)) for k in keys])
 
-    return rand, {"distribution": "uniform [0, 1) per pixel", "seed": seed}
+    return Batched(rand), {"distribution": "uniform [0, 1) per pixel", "seed": seed}
 
 
 #: The registered non-LRP methods at import time, in the order they are reported.

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from vidxai.evaluation.mprt import spearman
 
-__all__ = ["discrete_entropy", "emprt", "input_magnitude", "input_control", "smooth_map", "smprt"]
+__all__ = ["discrete_entropy", "emprt", "input_control", "input_magnitude", "noisy_copies", "smooth_map", "smprt"]
 
 
 def discrete_entropy(a: np.ndarray, n_bins: int = 100) -> float:
@@ -48,22 +48,28 @@ def smprt(smooth: np.ndarray, smooth_randomised: np.ndarray) -> float:
     return spearman(np.abs(smooth), np.abs(smooth_randomised))
 
 
+def noisy_copies(clip: Tensor, n: int, noise_magnitude: float, rng: np.random.Generator) -> list[Tensor]:
+    """``n - 1`` copies of ``clip`` with Gaussian noise of std ``noise_magnitude x (max - min)`` (Quantus's draws)."""
+    if n < 1:
+        raise ValueError(f"smprt samples must be >= 1, got {n}")
+    std = float(noise_magnitude) * float(clip.max() - clip.min())
+    return [clip + torch.from_numpy(rng.standard_normal(tuple(clip.shape))).to(clip.device, clip.dtype) * std
+            for _ in range(n - 1)]
+
+
 def smooth_map(
     method: Callable[[Tensor, int, int], Tensor], clip: Tensor, target: int, key: int, n: int,
     noise_magnitude: float, rng: np.random.Generator, clean: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The mean of ``method``'s maps over ``n - 1`` noisy copies of ``clip`` and ``clip`` itself.
+    """The mean of ``method``'s maps over ``n - 1`` noisy copies of ``clip`` (:func:`noisy_copies`) and ``clip``.
 
     ``clean``: the map of the clean clip when already known (saves one call).
     """
-    if n < 1:
-        raise ValueError(f"smprt samples must be >= 1, got {n}")
-    std = float(noise_magnitude) * float(clip.max() - clip.min())
+    copies = noisy_copies(clip, n, noise_magnitude, rng)
     total = clean if clean is not None else method(clip, target, key).numpy()
     total = np.array(total, dtype=np.float64)
-    for _ in range(n - 1):
-        noise = torch.from_numpy(rng.standard_normal(tuple(clip.shape))).to(clip.device, clip.dtype) * std
-        total += method(clip + noise, target, key).numpy()
+    for noisy in copies:
+        total += method(noisy, target, key).numpy()
     return total / n
 
 

@@ -8,20 +8,23 @@ scores: ``mprt`` (last Spearman), ``emprt`` and, with
 ``smprt_samples`` > 0, ``smprt``: maps averaged over ``smprt_samples`` inputs (``smprt_samples - 1`` noisy
 copies, the same noise draws for every method and for both models, seeded by ``(seed, video)``, and the
 clean clip) on the original and the randomised model.
+
+Each method explains the clips of a cascade step, and all noisy copies, in batches of ``batch_size`` clips
+(:meth:`~vidxai.evaluation.methods.Method.many`): the same maps as clip by clip, in fewer, larger calls.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from vidxai.evaluation.mprt import cascade_steps, randomised_cascade, spearman
-from vidxai.evaluation.randomisation import smooth_map
+from vidxai.evaluation.randomisation import noisy_copies
 from vidxai.evaluation.registry import METRICS, ScoreInput
 
 __all__ = ["randomisation_pass"]
@@ -33,13 +36,51 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _checked(pixel: Any) -> np.ndarray:
+    out = pixel.numpy()
+    if not np.isfinite(out).all():
+        raise FloatingPointError("the map has non-finite values")
+    return out
+
+
+def _many(method: Any, inputs: list[Any], targets: list[int], keys: list[int], batch_size: int
+          ) -> Iterator[np.ndarray]:
+    """The map of each input clip, ``batch_size`` clips per call of the method."""
+    for start in range(0, len(inputs), batch_size):
+        part = slice(start, start + batch_size)
+        yield from (_checked(p) for p in method.many(inputs[part], targets[part], keys[part]))
+
+
+def _step(name: str, built: dict, videos: list, clips: Mapping[int, Any], last: dict, s: Any, out: dict
+          ) -> list[float]:
+    """Spearman of each video's original and randomised ``|map|`` (NaN where there is none); fills ``last``."""
+    from vidxai.evaluation.runner import _error
+
+    rho = {i: float("nan") for i, _, _ in videos}
+    todo = [v for v in videos if name in v[2]]
+    t0 = time.perf_counter()
+    if name in built and name not in out["errors"] and todo:
+        original = {i: maps[name] for i, _, maps in todo}
+        try:
+            pixels = _many(built[name], [clips[i].video for i, _, _ in todo], [t for _, t, _ in todo],
+                           [i for i, _, _ in todo], s.batch_size)
+            for (i, _, _), pixel in zip(todo, pixels, strict=True):
+                last[(i, name)] = pixel
+                rho[i] = spearman(np.abs(original[i]), np.abs(pixel))
+        except Exception as exc:
+            out["errors"][name] = _error(exc)
+    out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
+    return [rho[i] for i, _, _ in videos]
+
+
 def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
              methods: dict[str, Any], s: Any, by_video: dict, out: dict[str, Any]) -> tuple[Any, dict, dict]:
     """Run the cascade; returns (last model, its methods, {(video, method): last randomised map}).
 
-    Every step on the first ``mprt_videos`` clips (the curve), the last step on all ``kept`` clips.
+    Every step on the first ``mprt_videos`` clips (the curve), the last step on all ``kept`` clips; each
+    method explains a step's clips in batches (:meth:`~vidxai.evaluation.methods.Method.many`).
     """
-    from vidxai.evaluation.runner import _error, _map, build_methods
+    from vidxai.evaluation.runner import build_methods
 
     last: dict[tuple[int, str], np.ndarray] = {}
     n_steps = len(cascade_steps(net, s.mprt_granularity)[: s.mprt_steps])
@@ -51,15 +92,8 @@ def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int
         built, skipped, errors = build_methods([n for n in methods if n not in out["errors"]], model, s)
         out["errors"].update({**skipped, **errors})
         for name in methods:
-            for i, target, maps in videos:
-                rho, t0 = float("nan"), time.perf_counter()
-                if name in built and name not in out["errors"] and name in maps:
-                    try:
-                        last[(i, name)] = _map(built[name], clips[i].video, target, i)
-                        rho = spearman(np.abs(maps[name]), np.abs(last[(i, name)]))
-                    except Exception as exc:
-                        out["errors"][name] = _error(exc)
-                out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
+            values = _step(name, built, videos, clips, last, s, out)
+            for (i, _, _), rho in zip(videos, values, strict=True):
                 row = by_video.get((clips[i].source, name))
                 if row is not None:
                     row[f"mprt/{step}"] = _finite(rho)
@@ -69,25 +103,33 @@ def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int
 
 def _smooth(clips: Mapping[int, Any], kept: list, methods: dict, built: dict, last: dict, s: Any, out: dict
             ) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """Per (video, method): the maps averaged over the clean clip and its noisy copies, original and randomised
+    model. The copies are drawn once per video (seeded by ``(seed, video)``), the same for every method and both
+    models; each method explains all copies of all videos in batches."""
     from vidxai.evaluation.runner import _error
 
+    noisy = {i: noisy_copies(clips[i].video, s.smprt_samples, s.smprt_noise, np.random.default_rng([int(s.seed), i, 1]))
+             for i, _, _ in kept}
     smooth = {}
-    for i, target, maps in kept:
-        for name in methods:
-            if name not in built or (i, name) not in last or name in out["errors"]:
-                continue
-            pair, t0 = [], time.perf_counter()
-            for method, clean in ((methods[name], maps[name]), (built[name], last[(i, name)])):
-                rng = np.random.default_rng([int(s.seed), int(i), 1])
-                try:
-                    pair.append(smooth_map(method, clips[i].video, target, i, s.smprt_samples, s.smprt_noise,
-                                           rng, clean=clean))
-                except Exception as exc:
-                    out["errors"][name] = _error(exc)
-                    break
-            out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
-            if len(pair) == 2:
-                smooth[(i, name)] = (pair[0], pair[1])
+    for name in methods:
+        if name not in built or name in out["errors"]:
+            continue
+        videos = [(i, target, maps) for i, target, maps in kept if (i, name) in last]
+        jobs = [(i, target, k) for i, target, _ in videos for k in range(s.smprt_samples - 1)]
+        cleans = ({i: maps[name] for i, _, maps in videos}, {i: last[(i, name)] for i, _, _ in videos})
+        t0, pair = time.perf_counter(), []
+        try:
+            for method, clean in zip((methods[name], built[name]), cleans, strict=True):
+                total = {i: np.array(c, dtype=np.float64) for i, c in clean.items()}
+                pixels = _many(method, [noisy[i][k] for i, _, k in jobs], [t for _, t, _ in jobs],
+                               [i for i, _, _ in jobs], s.batch_size)
+                for (i, _, _), pixel in zip(jobs, pixels, strict=True):
+                    total[i] += pixel
+                pair.append({i: v / s.smprt_samples for i, v in total.items()})
+            smooth.update({(i, name): (pair[0][i], pair[1][i]) for i in pair[0]})
+        except Exception as exc:
+            out["errors"][name] = _error(exc)
+        out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
     return smooth
 
 

@@ -13,9 +13,10 @@ scores it, and the statistics, the table, the figure, the CSV and W&B follow::
         return float(s.truth.evidence[s.frame_scores.argmax()])
 
 A **method** is a registered builder ``builder(net, ctx: BuildContext) -> fn`` with
-``fn(clip (T, C, H, W), target, key) -> (T, H, W)``; ``applies(net)`` returns ``None`` or the reason the
-method does not apply to ``net`` (it is then skipped with that reason, not reported as an error). A builder
-that takes only the network (``plain=True``) registers in one line::
+``fn(clip (T, C, H, W), target, key) -> (T, H, W)`` (or :class:`Batched`: a function of a batch of clips);
+``applies(net)`` returns ``None`` or the reason the method does not apply to ``net`` (it is then skipped
+with that reason, not reported as an error). A builder that takes only the network (``plain=True``)
+registers in one line::
 
     register_method("attention_rollout", family="attention", plain=True)(build_attention_rollout)
 
@@ -26,7 +27,7 @@ The LRP methods are not listed here: every rule of :data:`vidxai.xai.RULES` is a
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "FAMILIES",
     "METHODS",
     "METRICS",
+    "Batched",
     "BuildContext",
     "MethodSpec",
     "Metric",
@@ -54,6 +56,23 @@ FAMILIES = ("perturbation", "ground_truth", "randomisation", "control")
 
 #: ``fn(clip (T, C, H, W) on the model's device, target class, key) -> (T, H, W)``; ``key`` seeds ``random``.
 AttributeFn = Callable[[Tensor, int, int], Tensor]
+#: ``fn(clips (B, T, C, H, W), targets, keys) -> (B, T, H, W)``: the maps of several clips in one call.
+BatchAttributeFn = Callable[[Tensor, Sequence[int], Sequence[int]], Tensor]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A method function that explains a batch of clips at once (larger tensors use the cores better).
+
+    A builder may return ``Batched(fn)`` instead of a single-clip function; the evaluation then computes the
+    maps of several clips in one call where it has several (the randomisation tests), and one clip is a batch
+    of one. ``fn`` must give each clip the map it gives that clip alone (tested for the built-in methods).
+    """
+
+    fn: BatchAttributeFn
+
+    def __call__(self, clip: Tensor, target: int, key: int) -> Tensor:
+        return self.fn(clip[None], [int(target)], [int(key)])[0]
 
 
 class NotApplicable(Exception):  # noqa: N818 (a reason, not an error)

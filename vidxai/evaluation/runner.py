@@ -87,11 +87,11 @@ class EvalSettings:
     region_max: float = 0.5
     ig_steps: int = 16
     seed: int = 0
-    mprt_videos: int = 2
+    mprt_videos: int = 1
     randomisation_videos: int = 10
     mprt_steps: int | None = None
     mprt_granularity: str = "block"
-    smprt_samples: int = 2
+    smprt_samples: int = 0
     smprt_noise: float = 0.1
     n_boot: int = 2000
     alpha: float = 0.05
