@@ -119,5 +119,8 @@ def _divided_attention(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tenso
     spatial = _cat(cls.repeat(1, t, 1).reshape(b * t, 1, d), spatial)
     spatial = _timesformer_attention(module.attention, trace.norm(spatial, module.layernorm_before), trace, "spatial")
     cls_out = trace.mean(spatial[:, 0].reshape(b, t, d), 1, keepdim=True)
-    residual = spatial[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3).reshape(b, n * t, d)
-    return trace.add(_cat(cls, tokens), _cat(cls_out, residual))
+    residual = spatial[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3)  # a view (b, n, t, d): nothing copied
+    # HF adds cat(cls, tokens) + cat(cls_out, residual): the sum rule is elementwise, so the two parts are summed
+    # apart and joined after (the same values; neither concatenation is kept for the backward)
+    tokens = trace.add(tokens.reshape(b, n, t, d), residual).reshape(b, n * t, d)
+    return _cat(trace.add(cls, cls_out), tokens)
