@@ -25,7 +25,8 @@ does not apply to 3D convolutions).
 *gradient* runs with, TimeSformer has eager only): ``VideoLRP(rule, attention_rule=...)`` for each
 ``--attention-rules`` entry divided by one input gradient of the same clip; with ``--memory`` the peak memory of
 one explanation and of one input gradient, each in a fresh subprocess (CPU: ``VmHWM`` growth; CUDA: peak
-allocated growth).
+allocated growth), and ``kept_gib``: what autograd keeps from the forward for the backward (distinct storages,
+parameters excluded; exact, unaffected by load or allocator), with ``kept_ratio`` = LRP / gradient.
 
 Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
@@ -212,7 +213,27 @@ def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> 
 
         def run() -> None:
             explainer.attribute(clip, target=0)
-    return _peak(run, device, {"method": args.memory_rule, "attention_rule": args.attention_rules[0]})
+    out = _peak(run, device, {"method": args.memory_rule, "attention_rule": args.attention_rules[0]})
+    out["kept_gib"] = _kept_between_passes(run, model)
+    return out
+
+
+def _kept_between_passes(run: Callable[[], object], model: torch.nn.Module) -> float:
+    """GiB of the distinct tensor storages that autograd keeps from the forward for the backward during ``run``,
+    the model's parameters and buffers excluded: exact and independent of the allocator and the machine's load
+    (the peak figures also count the backward's temporaries and what the allocator holds)."""
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(kept.values()) / 2**30
 
 
 def _peak(run: Callable[[], object], device: torch.device, out: dict) -> dict:
@@ -250,6 +271,8 @@ def transformer_memory(args: argparse.Namespace) -> dict:
     key = "cuda_peak_growth_gib" if args.device.startswith("cuda") else "peak_growth_gib"
     if key in grad and key in lrp and grad[key] > 0:
         out["ratio"] = lrp[key] / grad[key]
+    if "kept_gib" in grad and "kept_gib" in lrp:
+        out["kept_ratio"] = lrp["kept_gib"] / grad["kept_gib"]
     return out
 
 
