@@ -28,6 +28,8 @@ one explanation and of one input gradient, each in a fresh subprocess (CPU: ``Vm
 allocated growth), and ``kept_gib``: what autograd keeps from the forward for the backward (distinct storages,
 parameters excluded; exact, unaffected by load or allocator), with ``kept_ratio`` = LRP / gradient.
 
+On a shared machine, ``--threads 1 --clock process`` times this process's CPU work (waits for busy cores do not
+count; with more threads the CPU time would count OpenMP's spinning); the load average is recorded either way.
 Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
     python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
@@ -67,12 +69,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: The clock of the speed part (``--clock``): wall time, or this process's CPU time (``process``: on a shared
+#: machine with ``--threads 1`` it counts the work done, not the waits for the cores).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+_clock = CLOCKS["wall"]
+
+
 def _seconds(fn: Callable[[], object], device: torch.device) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = _clock()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return _clock() - start
 
 
 def _paired(
@@ -431,6 +439,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rules", nargs="+", default=["epsilon", "alpha_beta"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", default="wall", choices=list(CLOCKS), help="speed clock (process: CPU time)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed part")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on a long clip")
     parser.add_argument("--memory-frames", type=int, default=70)
@@ -445,6 +455,12 @@ def main() -> None:
     if args.memory and args.model == "r2plus1d":
         parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "process" and device.type == "cuda":
+        parser.error("--clock process counts CPU time only; use --clock wall on CUDA")
+    global _clock
+    _clock = CLOCKS[args.clock]
 
     is_transformer = args.model in TRANSFORMERS
     if is_transformer and args.rules == parser.get_default("rules"):
@@ -458,9 +474,11 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
         "machine": _machine(device),
+        "load_average_before": os.getloadavg(),
         "config": {
             "model": args.model, "width": args.width if args.model == "r2plus1d" else None,
             "frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules,
+            "clock": args.clock,
         },  # fmt: skip
     }
     if is_transformer:
@@ -472,6 +490,7 @@ def main() -> None:
         report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
     if args.memory:
         report["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    report["load_average_after"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"
