@@ -106,7 +106,7 @@ class _LayerNormFunction(torch.autograd.Function):
 def _probabilities(q: Tensor, k: Tensor, scale: float) -> Tensor:
     """``softmax(q k^T * scale)``: computed in the forward and again in the backward, like the gradient of
     fused (flash) attention, so the ``n x n`` map is not kept between the passes."""
-    return torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+    return torch.softmax((q @ k.transpose(-1, -2)).mul_(scale), dim=-1)
 
 
 def merge_heads(x: Tensor) -> Tensor:
