@@ -109,16 +109,17 @@ def _probabilities(q: Tensor, k: Tensor, scale: float) -> Tensor:
     return torch.softmax((q @ k.transpose(-1, -2)).mul_(scale), dim=-1)
 
 
-def merge_heads(x: Tensor) -> Tensor:
+def _merge_heads(x: Tensor) -> Tensor:
     """``(B, heads, N, d) -> (B, N, heads * d)`` (a copy: the input of the output projection)."""
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
-    """``(B, N, heads * d) -> (B, heads, N, d)``, a view: the inverse of :func:`merge_heads`."""
+    """``(B, N, heads * d) -> (B, heads, N, d)`` (a view where the layout allows): the inverse of
+    :func:`_merge_heads`."""
     b, n, hd = x.shape
-    return x.view(b, n, heads, hd // heads).transpose(1, 2)
+    return x.reshape(b, n, heads, hd // heads).transpose(1, 2)
 
 
 class _AttnLRPFunction(torch.autograd.Function):
@@ -128,14 +129,15 @@ class _AttnLRPFunction(torch.autograd.Function):
     ``R_V = V * (A^T s)``), softmax deep-Taylor (``R_x = x * (R_A - A * sum R_A)`` with ``x`` the scaled scores)
     and ``q k^T`` uniform epsilon (``R_x / (2 x)``). The softmax rule multiplies by ``x`` and the product rule
     divides by ``2 x``, so their composition is exactly ``(R_A - A * sum R_A) / 2``: no stabiliser is needed
-    there (LXT's stabiliser on that division changes it by ``eps / (2 |x|)``) and neither ``x`` nor a second
-    ``n x n`` buffer is kept. Same ``n x n`` work as the gradient of attention. The output has the heads merged
-    (``(B, N, heads * d)``), the one tensor kept for the rule and the output projection's input.
+    there (LXT's stabiliser on that division changes it by ``eps / (2 |x|)``). No ``n x n`` buffer is kept between
+    the passes: the backward recomputes the probabilities (:func:`_probabilities`), then does the same ``n x n``
+    work as the gradient of attention. The output has the heads merged (``(B, N, heads * d)``), the one tensor
+    kept for the rule and the output projection's input.
     """
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
-        out = merge_heads(_probabilities(q, k, scale) @ v)
+        out = _merge_heads(_probabilities(q, k, scale) @ v)
         ctx.scale, ctx.stab = scale, stab
         ctx.save_for_backward(q, k, v, out)
         return out
@@ -159,7 +161,7 @@ class _CPAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
-        out = merge_heads(_probabilities(q, k, scale) @ v)
+        out = _merge_heads(_probabilities(q, k, scale) @ v)
         ctx.scale, ctx.stab = scale, stab
         ctx.save_for_backward(q, k, v, out)
         return out
@@ -322,7 +324,7 @@ class GradientTrace(TokenTrace):
     def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
         probs = _probabilities(q, k, scale)
         self.attentions.append((role, probs))
-        return merge_heads(probs @ v)
+        return _merge_heads(probs @ v)
 
 
 # ----------------------------------------------------------------------------------------- block handlers
