@@ -25,8 +25,11 @@ does not apply to 3D convolutions).
 *gradient* runs with, TimeSformer has eager only): ``VideoLRP(rule, attention_rule=...)`` for each
 ``--attention-rules`` entry divided by one input gradient of the same clip; with ``--memory`` the peak memory of
 one explanation and of one input gradient, each in a fresh subprocess (CPU: ``VmHWM`` growth; CUDA: peak
-allocated growth).
+allocated growth), and ``kept_gib``: what autograd keeps from the forward for the backward (distinct storages,
+parameters excluded; exact, unaffected by load or allocator), with ``kept_ratio`` = LRP / gradient.
 
+On a shared machine, ``--threads 1 --clock process`` times this process's CPU work (waits for busy cores do not
+count; with more threads the CPU time would count OpenMP's spinning); the load average is recorded either way.
 Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
 
     python benchmarks/bench_lrp.py                      # CPU speed, 16 x 112 x 112
@@ -66,12 +69,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: The clock of the speed part (``--clock``): wall time, or this process's CPU time (``process``: on a shared
+#: machine with ``--threads 1`` it counts the work done, not the waits for the cores).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+_clock = CLOCKS["wall"]
+
+
 def _seconds(fn: Callable[[], object], device: torch.device) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = _clock()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return _clock() - start
 
 
 def _paired(
@@ -212,7 +221,27 @@ def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> 
 
         def run() -> None:
             explainer.attribute(clip, target=0)
-    return _peak(run, device, {"method": args.memory_rule, "attention_rule": args.attention_rules[0]})
+    out = _peak(run, device, {"method": args.memory_rule, "attention_rule": args.attention_rules[0]})
+    out["kept_gib"] = _kept_between_passes(run, model)
+    return out
+
+
+def _kept_between_passes(run: Callable[[], object], model: torch.nn.Module) -> float:
+    """GiB of the distinct tensor storages that autograd keeps from the forward for the backward during ``run``,
+    the model's parameters and buffers excluded: exact and independent of the allocator and the machine's load
+    (the peak figures also count the backward's temporaries and what the allocator holds)."""
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(kept.values()) / 2**30
 
 
 def _peak(run: Callable[[], object], device: torch.device, out: dict) -> dict:
@@ -250,6 +279,8 @@ def transformer_memory(args: argparse.Namespace) -> dict:
     key = "cuda_peak_growth_gib" if args.device.startswith("cuda") else "peak_growth_gib"
     if key in grad and key in lrp and grad[key] > 0:
         out["ratio"] = lrp[key] / grad[key]
+    if "kept_gib" in grad and "kept_gib" in lrp:
+        out["kept_ratio"] = lrp["kept_gib"] / grad["kept_gib"]
     return out
 
 
@@ -408,6 +439,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rules", nargs="+", default=["epsilon", "alpha_beta"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--clock", default="wall", choices=list(CLOCKS), help="speed clock (process: CPU time)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed part")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory on a long clip")
     parser.add_argument("--memory-frames", type=int, default=70)
@@ -422,6 +455,12 @@ def main() -> None:
     if args.memory and args.model == "r2plus1d":
         parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "process" and device.type == "cuda":
+        parser.error("--clock process counts CPU time only; use --clock wall on CUDA")
+    global _clock
+    _clock = CLOCKS[args.clock]
 
     is_transformer = args.model in TRANSFORMERS
     if is_transformer and args.rules == parser.get_default("rules"):
@@ -435,9 +474,11 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
         "machine": _machine(device),
+        "load_average_before": os.getloadavg(),
         "config": {
             "model": args.model, "width": args.width if args.model == "r2plus1d" else None,
             "frames": args.frames, "size": args.size, "repeats": args.repeats, "rules": args.rules,
+            "clock": args.clock,
         },  # fmt: skip
     }
     if is_transformer:
@@ -449,6 +490,7 @@ def main() -> None:
         report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
     if args.memory:
         report["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    report["load_average_after"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"

@@ -395,3 +395,22 @@ def test_gamma_rule_on_the_transformer_linears() -> None:
     gamma = VideoLRP(net, "gamma", gamma=0.25, epsilon=1e-6).attribute(x, target=0)
     torch.testing.assert_close(gamma0, eps, rtol=1e-8, atol=1e-12)
     assert ((gamma - eps).abs().max() / eps.abs().max()).item() > 1e-2
+
+
+def test_fused_mlp_activation_equals_the_two_steps() -> None:
+    """TokenTrace.activated_linear (GELU + linear in one Function that recomputes the GELU in the backward) gives
+    the relevance of the two separate steps, which an activation rule other than Pass takes, bit for bit."""
+    import dataclasses
+
+    from vidxai.xai.rules import Pass
+
+    class OtherPass(Pass):  # the same rule, another type: activated_linear takes the two-step path
+        pass
+
+    two_steps = dataclasses.replace(exact_composite(), activation=OtherPass())
+    for build in (tiny_videomae, tiny_timesformer):
+        net, x = build(), clip()
+        fused, _, _ = ours(net, x, 1, "attnlrp")
+        plain, _, _ = ours(net, x, 1, "attnlrp", composite=two_steps)
+        assert torch.equal(fused, plain)
+        assert fused.abs().sum() > 0

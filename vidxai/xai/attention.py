@@ -50,6 +50,7 @@ from vidxai.xai.rules import (
     LinearOp,
     LRPLinearFunction,
     Norm,
+    Pass,
     epsilon_relevance,
     residual_sum,
     stabilize,
@@ -102,6 +103,25 @@ class _LayerNormFunction(torch.autograd.Function):
         return g.mul_(x), None, None, None, None
 
 
+def _probabilities(q: Tensor, k: Tensor, scale: float) -> Tensor:
+    """``softmax(q k^T * scale)``: computed in the forward and again in the backward, like the gradient of
+    fused (flash) attention, so the ``n x n`` map is not kept between the passes."""
+    return torch.softmax((q @ k.transpose(-1, -2)).mul_(scale), dim=-1)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """``(B, heads, N, d) -> (B, N, heads * d)`` (a copy: the input of the output projection)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """``(B, N, heads * d) -> (B, heads, N, d)`` (a view where the layout allows): the inverse of
+    :func:`_merge_heads`."""
+    b, n, hd = x.shape
+    return x.reshape(b, n, heads, hd // heads).transpose(1, 2)
+
+
 class _AttnLRPFunction(torch.autograd.Function):
     """``softmax(q k^T * scale) v`` with the AttnLRP rules, fused: one backward costs about one gradient.
 
@@ -109,22 +129,24 @@ class _AttnLRPFunction(torch.autograd.Function):
     ``R_V = V * (A^T s)``), softmax deep-Taylor (``R_x = x * (R_A - A * sum R_A)`` with ``x`` the scaled scores)
     and ``q k^T`` uniform epsilon (``R_x / (2 x)``). The softmax rule multiplies by ``x`` and the product rule
     divides by ``2 x``, so their composition is exactly ``(R_A - A * sum R_A) / 2``: no stabiliser is needed
-    there (LXT's stabiliser on that division changes it by ``eps / (2 |x|)``) and neither ``x`` nor a second
-    ``n x n`` buffer is kept. Same ``n x n`` work as the gradient of attention.
+    there (LXT's stabiliser on that division changes it by ``eps / (2 |x|)``). No ``n x n`` buffer is kept between
+    the passes: the backward recomputes the probabilities (:func:`_probabilities`), then does the same ``n x n``
+    work as the gradient of attention. The output has the heads merged (``(B, N, heads * d)``), the one tensor
+    kept for the rule and the output projection's input.
     """
 
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
-        probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
-        out = probs @ v
+        out = _merge_heads(_probabilities(q, k, scale) @ v)
         ctx.scale, ctx.stab = scale, stab
-        ctx.save_for_backward(q, k, v, probs, out)
+        ctx.save_for_backward(q, k, v, out)
         return out
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
-        q, k, v, probs, out = ctx.saved_tensors
-        s = relevance / stabilize(2.0 * out, ctx.stab)
+        q, k, v, out = ctx.saved_tensors
+        probs = _probabilities(q, k, ctx.scale)
+        s = _split_heads(relevance / stabilize(2.0 * out, ctx.stab), q.shape[1])
         r_v = v * (probs.transpose(-1, -2) @ s)
         g = s @ v.transpose(-1, -2)  # R_A = A * g
         total = torch.linalg.vecdot(probs, g).unsqueeze(-1)  # sum_j R_A
@@ -133,20 +155,43 @@ class _AttnLRPFunction(torch.autograd.Function):
         return q * (g @ k).mul_(half), k * (g.transpose(-1, -2) @ q).mul_(half), r_v, None, None
 
 
-class _FixedWeightsFunction(torch.autograd.Function):
-    """``a @ v`` with ``a`` constant (CP-LRP): the epsilon rule of the linear map ``v -> a v``."""
+class _CPAttentionFunction(torch.autograd.Function):
+    """``softmax(q k^T * scale) v`` with the weights constant (CP-LRP): no relevance reaches ``q`` and ``k``; the
+    epsilon rule of the linear map ``v -> A v``. Heads merged in the output, as :class:`_AttnLRPFunction`."""
 
     @staticmethod
-    def forward(ctx: Any, a: Tensor, v: Tensor, stab: float) -> Tensor:
-        z = a @ v
-        ctx.stab = stab
-        ctx.save_for_backward(a, v, z)
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
+        out = _merge_heads(_probabilities(q, k, scale) @ v)
+        ctx.scale, ctx.stab = scale, stab
+        ctx.save_for_backward(q, k, v, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, relevance: Tensor) -> tuple:
+        q, k, v, out = ctx.saved_tensors
+        a_t, heads = _probabilities(q, k, ctx.scale).transpose(-1, -2), q.shape[1]
+        r_v = epsilon_relevance(v, out, relevance, ctx.stab, lambda s: a_t @ _split_heads(s, heads))
+        return None, None, r_v, None, None
+
+
+class _PassLinearFunction(torch.autograd.Function):
+    """``linear(fn(x))``: an activation under the identity rule, then a linear layer under its rule, in one
+    Function that keeps ``x`` (the previous layer's output, kept there anyway) instead of ``fn(x)`` and
+    recomputes ``fn(x)`` in the backward (as an MLP's GELU: one elementwise pass for an ``N x 4D`` buffer less)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fn: Callable, weight: Tensor, bias: Tensor | None, rule: Any, op: LinearOp):
+        z, saved = rule.forward(op, fn(x), weight, bias)
+        ctx.fn, ctx.rule, ctx.op = fn, rule, op
+        ctx.save_for_backward(x, *saved[1:])
         return z
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
-        a, v, z = ctx.saved_tensors
-        return None, epsilon_relevance(v, z, relevance, ctx.stab, lambda s: a.transpose(-1, -2) @ s), None
+        x, *rest = ctx.saved_tensors
+        with torch.no_grad():
+            a = ctx.fn(x)
+        return ctx.rule.relevance(ctx.op, (a, *rest), relevance), None, None, None, None, None
 
 
 def layer_norm(x: Tensor, module: nn.LayerNorm, stab: float = STABILIZER) -> Tensor:
@@ -213,6 +258,14 @@ class TokenTrace:
         """GELU and the like: identity rule."""
         return self.composite.activation.apply(x, fn)
 
+    def activated_linear(self, x: Tensor, fn: Callable[[Tensor], Tensor], module: nn.Module) -> Tensor:
+        """``linear(activation(x, fn))`` (an MLP's second half); under the identity rule as one Function that
+        keeps ``x`` rather than ``fn(x)``."""
+        if type(self.composite.activation) is not Pass:  # another activation rule: the two steps
+            return self.linear(self.activation(x, fn), module)
+        bias = None if module.bias is None else module.bias.detach()
+        return _PassLinearFunction.apply(x, fn, module.weight.detach(), bias, self.composite.conv, LinearOp.of(module))
+
     def mean(self, x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
         """A mean (token pooling, CLS over frames): proportional sum rule."""
         return self.composite.avgpool.apply(x, lambda t: t.mean(dim, keepdim=keepdim))
@@ -225,17 +278,15 @@ class TokenTrace:
         return leaf
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
-        """Multi-head attention ``softmax(q k^T * scale) v`` on ``(B, heads, N, d)``, under the attention rule.
+        """Multi-head attention ``softmax(q k^T * scale) v`` of ``(B, heads, N, d)`` inputs, under the attention
+        rule; the output has its heads merged, ``(B, N, heads * d)`` (the input of the output projection).
 
         ``role`` says which tokens attend to which (``joint``: all tokens of a clip; TimeSformer's ``temporal``:
         one patch over the frames, ``spatial``: one frame's patches and the CLS token); :class:`GradientTrace`
         records it for the attention baselines.
         """
-        if self.attention_rule == "cp":
-            with torch.no_grad():
-                weights = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
-            return _FixedWeightsFunction.apply(weights, v, self.stab)
-        return _AttnLRPFunction.apply(q, k, v, scale, self.stab)
+        fn = _CPAttentionFunction if self.attention_rule == "cp" else _AttnLRPFunction
+        return fn.apply(q, k, v, scale, self.stab)
 
 
 class GradientTrace(TokenTrace):
@@ -261,6 +312,9 @@ class GradientTrace(TokenTrace):
     def activation(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         return fn(x)
 
+    def activated_linear(self, x: Tensor, fn: Callable[[Tensor], Tensor], module: nn.Module) -> Tensor:
+        return self.linear(fn(x), module)
+
     def mean(self, x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
         return x.mean(dim, keepdim=keepdim)
 
@@ -268,9 +322,9 @@ class GradientTrace(TokenTrace):
         return value.detach().to(dtype=like.dtype, device=like.device).expand(batch, *value.shape[1:])
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, scale: float, role: str = "joint") -> Tensor:
-        probs = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+        probs = _probabilities(q, k, scale)
         self.attentions.append((role, probs))
-        return probs @ v
+        return _merge_heads(probs @ v)
 
 
 # ----------------------------------------------------------------------------------------- block handlers

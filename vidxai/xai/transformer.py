@@ -27,12 +27,6 @@ def _heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, n, heads, d // heads).transpose(1, 2)
 
 
-def _merge(x: Tensor) -> Tensor:
-    """``(B, heads, N, d) -> (B, N, heads * d)``."""
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)
-
-
 def _check_size(name: str, got: tuple, want: tuple) -> None:
     if tuple(got) != tuple(want):
         raise ValueError(
@@ -58,7 +52,7 @@ def _videomae_layer(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tensor:
     q = _heads(trace.linear(x, att.query), heads)
     k = _heads(trace.linear(x, att.key), heads)
     v = _heads(trace.linear(x, att.value), heads)
-    context = _merge(trace.attention(q, k, v, att.scaling))
+    context = trace.attention(q, k, v, att.scaling)
     h = trace.add(trace.linear(context, module.attention.output.dense), h)
     return trace.add(_mlp(module, trace.norm(h, module.layernorm_after), trace), h)
 
@@ -66,8 +60,7 @@ def _videomae_layer(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tensor:
 def _mlp(module: nn.Module, x: Tensor, trace: TokenTrace) -> Tensor:
     """``output.dense(act(intermediate.dense(x)))`` of an HF block."""
     inter = module.intermediate
-    x = trace.activation(trace.linear(x, inter.dense), inter.intermediate_act_fn)
-    return trace.linear(x, module.output.dense)
+    return trace.activated_linear(trace.linear(x, inter.dense), inter.intermediate_act_fn, module.output.dense)
 
 
 # ----------------------------------------------------------------------------------------- TimeSformer
@@ -100,7 +93,7 @@ def _timesformer_attention(module: nn.Module, x: Tensor, trace: TokenTrace, role
     b, n, d = x.shape
     qkv = trace.linear(x, att.qkv).reshape(b, n, 3, att.num_heads, d // att.num_heads).permute(2, 0, 3, 1, 4)
     context = trace.attention(qkv[0], qkv[1], qkv[2], att.scale, role)
-    return trace.linear(_merge(context), module.output.dense)
+    return trace.linear(context, module.output.dense)
 
 
 @register_block(TimesformerLayer)
@@ -126,5 +119,8 @@ def _divided_attention(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tenso
     spatial = _cat(cls.repeat(1, t, 1).reshape(b * t, 1, d), spatial)
     spatial = _timesformer_attention(module.attention, trace.norm(spatial, module.layernorm_before), trace, "spatial")
     cls_out = trace.mean(spatial[:, 0].reshape(b, t, d), 1, keepdim=True)
-    residual = spatial[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3).reshape(b, n * t, d)
-    return trace.add(_cat(cls, tokens), _cat(cls_out, residual))
+    residual = spatial[:, 1:].reshape(b, t, n, d).permute(0, 2, 1, 3)  # a view (b, n, t, d): nothing copied
+    # HF adds cat(cls, tokens) + cat(cls_out, residual): the sum rule is elementwise, so the two parts are summed
+    # apart and joined after (the same values; neither concatenation is kept for the backward)
+    tokens = trace.add(tokens.reshape(b, n, t, d), residual).reshape(b, n * t, d)
+    return _cat(trace.add(cls, cls_out), tokens)
