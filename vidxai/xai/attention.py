@@ -122,7 +122,19 @@ def _split_heads(x: Tensor, heads: int) -> Tensor:
     return x.reshape(b, n, heads, hd // heads).transpose(1, 2)
 
 
-class _AttnLRPFunction(torch.autograd.Function):
+class _AttentionFunction(torch.autograd.Function):
+    """``softmax(q k^T * scale) v`` with the heads merged; keeps ``q, k, v`` and the output (the probabilities are
+    recomputed in a subclass's backward, the attention rule)."""
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
+        out = _merge_heads(_probabilities(q, k, scale) @ v)
+        ctx.scale, ctx.stab = scale, stab
+        ctx.save_for_backward(q, k, v, out)
+        return out
+
+
+class _AttnLRPFunction(_AttentionFunction):
     """``softmax(q k^T * scale) v`` with the AttnLRP rules, fused: one backward costs about one gradient.
 
     Composed, the rules are: ``A V`` uniform epsilon (``s = R / (2 z + eps sign z)``, ``R_A = A * (s V^T)``,
@@ -134,13 +146,6 @@ class _AttnLRPFunction(torch.autograd.Function):
     work as the gradient of attention. The output has the heads merged (``(B, N, heads * d)``), the one tensor
     kept for the rule and the output projection's input.
     """
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
-        out = _merge_heads(_probabilities(q, k, scale) @ v)
-        ctx.scale, ctx.stab = scale, stab
-        ctx.save_for_backward(q, k, v, out)
-        return out
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
@@ -155,16 +160,9 @@ class _AttnLRPFunction(torch.autograd.Function):
         return q * (g @ k).mul_(half), k * (g.transpose(-1, -2) @ q).mul_(half), r_v, None, None
 
 
-class _CPAttentionFunction(torch.autograd.Function):
+class _CPAttentionFunction(_AttentionFunction):
     """``softmax(q k^T * scale) v`` with the weights constant (CP-LRP): no relevance reaches ``q`` and ``k``; the
     epsilon rule of the linear map ``v -> A v``. Heads merged in the output, as :class:`_AttnLRPFunction`."""
-
-    @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, scale: float, stab: float) -> Tensor:
-        out = _merge_heads(_probabilities(q, k, scale) @ v)
-        ctx.scale, ctx.stab = scale, stab
-        ctx.save_for_backward(q, k, v, out)
-        return out
 
     @staticmethod
     def backward(ctx: Any, relevance: Tensor) -> tuple:
