@@ -202,8 +202,10 @@ def focus_table(result: dict[str, Any], methods: tuple[str, ...]) -> list[str]:
         head = f"{best} {best_value:.3f}" if isinstance(best_value, (int, float)) else "–"
         lines.append(f"| {m.get('label', k)} {_ARROW[m['direction']]} | {head} | "
                      + " | ".join(_focus_cell(result, k, x) for x in shown) + " |")
-    videos = (result.get("settings") or {}).get("videos", "?")
-    return lines + ["", f"Mean over {videos} test videos; in brackets the difference to the best method with its "
+    settings = result.get("settings") or {}
+    videos, rand = settings.get("videos", "?"), settings.get("randomisation_videos")
+    over = f"{videos} test videos" + (f" (MPRT and eMPRT: the first {rand})" if rand and rand != videos else "")
+    return lines + ["", f"Mean over {over}; in brackets the difference to the best method with its "
                         "paired bootstrap 95% CI; **bold**: best or not significantly worse than the best (Wilcoxon, "
                         "Holm-corrected, p < 0.05)."]
 
