@@ -223,6 +223,39 @@ def test_shards_in_any_order_with_padding_equal_one_process(fails_on_video_2: st
     assert one["methods"]["epsilon"]["videos"] == 5 and len(one["methods"]["epsilon"]["mprt_spearman"]) == 2
 
 
+def test_videos_scored_in_groups_equal_one_at_a_time(fails_on_video_2: str) -> None:
+    """The first pass explains ``video_batch`` videos per call; a method failing inside a group keeps the maps of
+    the videos before the one it fails on, exactly as one video at a time."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    net = build_network("convlstm", num_classes=3, hidden_channels=[4], stem_channels=4).eval()
+    g = torch.Generator().manual_seed(3)
+    clips = [EvalClip(torch.randn(4, 3, 16, 16, generator=g), f"v{i}", i % 3) for i in range(5)]
+    names = ["epsilon", "alpha_beta", "saliency", "integrated_gradients", "occlusion", "random", fails_on_video_2]
+    s = EvalSettings(mprt_videos=1, randomisation_videos=2, mprt_steps=2, region_size=4, n_boot=100, ig_steps=4)
+    one = _plain(evaluate(net, clips, names, replace(s, video_batch=1)))
+    for group in (3, 5):
+        got = _plain(evaluate(net, clips, names, replace(s, video_batch=group)))
+        assert got["settings"].pop("video_batch") == group
+        got["settings"]["video_batch"] = 1
+        assert json.dumps(got, sort_keys=True) == json.dumps(one, sort_keys=True) or _close(got, one), group
+    assert one["methods"][fails_on_video_2]["videos"] == 2  # videos 0 and 1, then it failed inside the group
+    assert "no map for video 2" in one["methods"][fails_on_video_2]["error"]
+    assert one["methods"]["alpha_beta"]["videos"] == 5
+
+
+def _close(a: object, b: object, tol: float = 1e-6) -> bool:
+    """Equal structures, numbers equal to ``tol`` (float32 sums of a batch may differ in the last bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= tol * max(1.0, abs(a), abs(b)) or (a != a and b != b)
+    return a == b
+
+
 def test_an_undecodable_video_is_an_error_not_the_next_video() -> None:
     from types import SimpleNamespace
 

@@ -40,7 +40,7 @@ from vidxai.evaluation.perturbation import (
     region_steps,
     replacement,
 )
-from vidxai.evaluation.randomisation_pass import randomisation_pass
+from vidxai.evaluation.randomisation_pass import _checked, randomisation_pass
 from vidxai.evaluation.registry import METRICS, BuildContext, NotApplicable, ScoreInput
 from vidxai.evaluation.shards import combine
 from vidxai.models.contract import Stage, explain_stages
@@ -82,6 +82,9 @@ class EvalSettings:
     blur_sigma: float = 2.0
     road_noise: float = 0.01
     batch_size: int = 32
+    #: videos whose maps come from one attribution call per method in the first pass (the randomisation tests
+    #: take ``batch_size`` clips per call); 1 = one video at a time
+    video_batch: int = 4
     region_size: int = 8
     region_step: float = 0.05
     region_max: float = 0.5
@@ -106,7 +109,7 @@ class EvalSettings:
         """Raise ``ValueError`` naming the first bad setting."""
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown baseline={self.baseline!r}; choose one of {sorted(BASELINES)}")
-        for key in ("batch_size", "region_size", "ig_steps", "n_boot"):
+        for key in ("batch_size", "video_batch", "region_size", "ig_steps", "n_boot"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
@@ -156,10 +159,7 @@ def build_methods(names: Sequence[str], net: nn.Module, s: EvalSettings
 
 
 def _map(method: Method, clip: Tensor, target: int, key: int) -> np.ndarray:
-    pixel = method(clip, target, key).numpy()
-    if not np.isfinite(pixel).all():
-        raise FloatingPointError("the map has non-finite values")
-    return pixel
+    return _checked(method(clip, target, key))
 
 
 @dataclass
@@ -199,35 +199,63 @@ def _masks(x: Tensor, rng: np.random.Generator, s: EvalSettings) -> tuple[dict[s
     return masks, add
 
 
-def _method_maps(built: dict[str, Method], x: Tensor, target: int, i: int, source: str, st: _State, add: Any
-                 ) -> dict[str, np.ndarray]:
-    """Every live method's map of video ``i``; a method that fails here is skipped from this video on."""
-    maps: dict[str, np.ndarray] = {}
+def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys: list[int], sources: list[str],
+                 st: _State) -> list[dict[str, np.ndarray]]:
+    """Every live method's maps of the clips ``xs (B, T, C, H, W)`` (video ``keys[b]``), one call per method.
+
+    A method that fails is skipped from the video it fails on: when the batched call raises (or gives a
+    non-finite map), the batch is redone clip by clip, so the maps before that video are kept, as in a
+    one-video-at-a-time run.
+    """
+    maps: list[dict[str, np.ndarray]] = [{} for _ in keys]
     for name, method in built.items():
         if name in st.errors:
             continue
         t0 = time.perf_counter()
         try:
-            maps[name] = _map(method, x, target, i)
-        except Exception as exc:
-            st.errors[name], st.failed[name] = _error(exc), i
-            log.warning("method %s failed on %s and is skipped: %s", name, source, st.errors[name])
-            continue
+            pixels = [_checked(p) for p in method.many(list(xs), targets, keys)] if len(keys) > 1 else None
+        except Exception:  # found again below, clip by clip, with the video it fails on
+            pixels = None
+        if pixels is None:
+            pixels = []
+            for x, target, key, source in zip(xs, targets, keys, sources, strict=True):
+                try:
+                    pixels.append(_map(method, x, target, key))
+                except Exception as exc:
+                    st.errors[name], st.failed[name] = _error(exc), key
+                    log.warning("method %s failed on %s and is skipped: %s", name, source, st.errors[name])
+                    break
         st.times[name] += time.perf_counter() - t0
-        add(name, maps[name])
+        for b, pixel in enumerate(pixels):
+            maps[b][name] = pixel
     return maps
 
 
-def _score_video(net: nn.Module, i: int, clip: EvalClip, built: dict[str, Method], s: EvalSettings,
-                 stages: Sequence[Stage] | None, st: _State) -> None:
-    """Perturbation curves and per-video scores of video ``i`` (its random parts are seeded by ``(seed, i)``)."""
-    x = clip.video
+def _score_videos(net: nn.Module, batch: list[tuple[int, EvalClip]], built: dict[str, Method], s: EvalSettings,
+                  stages: Sequence[Stage] | None, st: _State) -> None:
+    """Perturbation curves and per-video scores of the videos of ``batch`` (``(key, clip)``, clips of one shape).
+
+    The maps of the batch come from one call per method; everything random about a video is seeded by
+    ``(seed, key)``, so a video scores the same in any batch and in any process.
+    """
+    xs = torch.stack([clip.video for _, clip in batch])
+    keys = [key for key, _ in batch]
     with torch.no_grad():
-        logits = net(x[None])[0].double().cpu().numpy()
-    prediction = int(np.argmax(logits))
-    target = prediction if s.target is None else int(s.target)
+        logits = net(xs).double().cpu().numpy()
+    predictions = [int(p) for p in np.argmax(logits, axis=1)]
+    targets = predictions if s.target is None else [int(s.target)] * len(batch)
+    all_maps = _method_maps(built, xs, targets, keys, [clip.source for _, clip in batch], st)
+    for (i, clip), prediction, target, maps in zip(batch, predictions, targets, all_maps, strict=True):
+        _score_video(net, i, clip, prediction, target, maps, s, stages, st)
+
+
+def _score_video(net: nn.Module, i: int, clip: EvalClip, prediction: int, target: int, maps: dict[str, np.ndarray],
+                 s: EvalSettings, stages: Sequence[Stage] | None, st: _State) -> None:
+    """Perturbation curves and per-video scores of video ``i`` from its maps."""
+    x = clip.video
     masks, add = _masks(x, np.random.default_rng([s.seed, i]), s)
-    maps = _method_maps(built, x, target, i, clip.source, st, add)
+    for name, pixel in maps.items():
+        add(name, pixel)
     base = s.replace(x) if s.baseline != "road" else _road_imputer(x, s, i)
     curves = flipping_curves(net, x, base, target, masks, s.batch_size, stages)
     video = x.detach().double().cpu().numpy()
@@ -273,11 +301,13 @@ class Shard:
 
 
 class VideoScorer:
-    """Scores videos one at a time in one process, then runs the randomisation tests on the ones it kept.
+    """Scores the videos of one process, then runs the randomisation tests on the ones it kept.
 
     ``add(key, clip)`` for each of this process's videos (``key``: the video's position in the full list,
     which seeds its random parts, so a video scores the same whichever process takes it), then ``finish()``
     for the :class:`Shard`. :func:`evaluate` is one scorer over every clip; a sharded run has one per process.
+    Videos are scored in groups of ``settings.video_batch`` (one attribution call per method and group; the
+    last group when ``finish()`` is called), with the same scores as one at a time.
     """
 
     def __init__(self, net: nn.Module, methods: Sequence[str], settings: EvalSettings) -> None:
@@ -293,18 +323,32 @@ class VideoScorer:
             self.stages = None  # a network without the contract: whole clips through its forward
         self.st = _State(self.names, build_errors, dict.fromkeys(self.names, 0.0))
         self.clips: dict[int, EvalClip] = {}
+        self.pending: list[tuple[int, EvalClip]] = []
         self.seconds = 0.0
 
     def add(self, key: int, clip: EvalClip) -> None:
-        """Score video ``key`` (keeps its clip when the randomisation tests need it)."""
+        """Score video ``key`` (with the videos before it once ``video_batch`` of them have come)."""
+        if self.pending and self.pending[0][1].video.shape != clip.video.shape:
+            self.flush()  # clips of one batch must have one shape
+        self.pending.append((int(key), clip))
+        if len(self.pending) >= self.s.video_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Score the videos added and not scored yet (keeps the clips the randomisation tests need)."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
         t0 = time.perf_counter()
-        _score_video(self.net, int(key), clip, self.built, self.s, self.stages, self.st)
-        if int(key) < max(self.s.mprt_videos, self.s.randomisation_videos):
-            self.clips[int(key)] = clip
+        _score_videos(self.net, batch, self.built, self.s, self.stages, self.st)
+        for key, clip in batch:
+            if key < max(self.s.mprt_videos, self.s.randomisation_videos):
+                self.clips[key] = clip
         self.seconds += time.perf_counter() - t0
 
     def finish(self) -> Shard:
         """Run the randomisation tests on the kept videos; everything this process scored."""
+        self.flush()
         st = self.st
         live = [n for n in self.names if n in self.built and n not in st.errors]
         rand = randomisation_pass(self.net, self.clips, st.kept, {n: self.built[n] for n in live}, self.s, st.rows)
@@ -332,7 +376,8 @@ def evaluate(
     scorer = VideoScorer(net, methods, settings)
     for i, clip in enumerate(clips):
         scorer.add(i, clip)
-        if (i + 1) % 5 == 0 or i + 1 == len(clips):
+        if (i + 1) % settings.video_batch == 0 or i + 1 == len(clips):
+            scorer.flush()
             log.info("evaluated %d/%d videos (%.0f s)", i + 1, len(clips), scorer.seconds)
     shape = tuple(clips[0].video.shape)
     return combine([scorer.finish()], scorer.names, settings, [c.source for c in clips], shape)

@@ -67,6 +67,7 @@ def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConf
         blur_sigma=num("blur_sigma", float, 2.0),
         road_noise=num("road_noise", float, 0.01),
         batch_size=num("batch_size", int, 32),
+        video_batch=num("video_batch", int, 4),
         region_size=num("region_size", int, 8),
         region_step=num("region_step", float, 0.05),
         region_max=num("region_max", float, 0.5),
@@ -168,7 +169,8 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
         state["scorer"].add(k, EvalClip(clip.video, clip.source, clip.label, truth))
         state["n"] = state.get("n", 0) + 1
         if state["n"] % 5 == 0:
-            log.info("evaluated %d videos here (of %d in all)", state["n"], len(picked))
+            log.info("read %d videos here (of %d in all; scored in groups of %d)", state["n"], len(picked),
+                     settings.video_batch)
 
     def finish() -> dict[str, Any] | None:
         if "scorer" not in state:
