@@ -8,7 +8,10 @@ per-repeat ratios (robust to load on shared machines). Two baselines are reporte
 (parameters require grad as in a training-ready model, so the backward also computes weight gradients).
 Peers on the VGG16 part alone (frames folded into the batch): Captum ``LRP`` and zennit's ``Epsilon``
 and ``EpsilonAlpha2Beta1Flat`` composites, our engine on the same encoder, each divided by the input
-gradient of that encoder.
+gradient of that encoder. ``split_floor``: the convolutions alone that the positive/negative split rules need
+(``[w+; w-]`` forward and transposed) against a gradient's (``w`` each way), on the encoder's own layer inputs;
+``rule_floor_ratio`` = 1 + that extra convolution time / the encoder gradient: the ratio no split rule
+(alpha-beta, gamma, the flat/box composites) can go below without computing fewer convolutions.
 
 Memory (``--memory``, slow on small CPUs): in a fresh subprocess, explain one ``--memory-frames`` clip of
 ``--memory-size`` with ``chunk_frames=--chunk-frames`` and report the peak resident set size
@@ -341,6 +344,10 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
             torch.autograd.grad(run_steps(steps, composite, x), x, start)
 
         enc[f"vidxai_{rule}"] = _paired(ours, enc_gradient, args.repeats, device)
+    floor = enc["split_floor"] = _split_floor(encoder, frames, args.repeats, device)
+    grad_s = [v["baseline_seconds"] for k, v in enc.items() if k.startswith("vidxai_")]
+    if grad_s:  # one gradient plus the extra convolution work alone: what a split rule cannot go below
+        floor["rule_floor_ratio"] = 1 + (floor["seconds"] - floor["baseline_seconds"]) / statistics.median(grad_s)
     try:
         from captum.attr import LRP
 
@@ -377,6 +384,39 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         enc["zennit_error"] = repr(err)
     model.lstm.eval()
     return results
+
+
+def _split_floor(encoder: torch.nn.Module, frames: torch.Tensor, repeats: int, device: torch.device) -> dict:
+    """The convolution work of the positive/negative split rules against a gradient's, on the encoder's shapes.
+
+    A gradient runs each convolution once forward and once transposed (input part); alpha-beta, gamma and the
+    flat/box composites need both weight groups ``[w+; w-]`` each way (one convolution of twice the output
+    channels, and its transpose). Timed here alone, on the inputs each conv layer of ``encoder`` sees: the
+    ratio is the floor of those rules' ratio, before any elementwise work.
+    """
+    import torch.nn.functional as F  # noqa: N812
+
+    inputs: list[tuple[torch.nn.Conv2d, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda m, a, _o: inputs.append((m, a[0].detach().clamp(min=0))))
+             for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        encoder(frames)
+    for h in hooks:
+        h.remove()
+    layers = []
+    for m, x in inputs:
+        w = m.weight.detach()
+        stacked = torch.cat([w.clamp(min=0), w.clamp(max=0)])
+        out = F.conv2d(x, w, None, m.stride, m.padding)
+        layers.append((m, x, w, stacked, torch.randn_like(out), torch.randn_like(torch.cat([out, out], 1))))
+
+    def convs(split: bool) -> None:
+        for m, x, w, stacked, g, g2 in layers:
+            weight, grad = (stacked, g2) if split else (w, g)
+            F.conv2d(x, weight, None, m.stride, m.padding)
+            torch.nn.grad.conv2d_input(x.shape, weight, grad, m.stride, m.padding)
+
+    return _paired(lambda: convs(True), lambda: convs(False), repeats, device)
 
 
 def _vm_kib(key: str) -> int:

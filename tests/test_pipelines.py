@@ -247,6 +247,7 @@ def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]
         "eval_method": ([f"ckpt={ckpt}", "evaluate=true", "methods=[epsilon,nope]"], "unknown method(s) ['nope']"),
         "eval_baseline": ([f"ckpt={ckpt}", "evaluate=true", "baseline=noise"], "unknown baseline='noise'"),
         "eval_region": ([f"ckpt={ckpt}", "evaluate=true", "region_step=0.9"], "region_step <= region_max"),
+        "eval_video_batch": ([f"ckpt={ckpt}", "evaluate=true", "video_batch=0"], "video_batch must be an integer"),
     }
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
