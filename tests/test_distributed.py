@@ -183,7 +183,9 @@ def test_ddp_cpu_rank_one_killed_ends_rank_zero_quickly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["SIGTERM to the launcher", "Ctrl-C"])
 def test_ddp_cpu_sigterm_and_ctrl_c_end_every_rank_within_60_s(tmp_path: Path, how: str) -> None:
     run = tmp_path / "run"
-    args = _tiny_ddp(tmp_path, run, "trainer.limit_train_batches=200", "trainer.max_epochs=1", "test=false",
+    # the tiny data has 2 batches per rank an epoch: many epochs keep it training well past the signal (with one
+    # epoch the run could end before the signal arrived, and exit 0)
+    args = _tiny_ddp(tmp_path, run, "trainer.limit_train_batches=200", "trainer.max_epochs=100", "test=false",
                      "+callbacks.slow._target_=ddp_helpers.SlowBatches", "+callbacks.slow.seconds=0.5")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
