@@ -183,12 +183,15 @@ def test_ddp_cpu_rank_one_killed_ends_rank_zero_quickly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["SIGTERM to the launcher", "Ctrl-C"])
 def test_ddp_cpu_sigterm_and_ctrl_c_end_every_rank_within_60_s(tmp_path: Path, how: str) -> None:
     run = tmp_path / "run"
-    # the tiny data has 2 batches per rank an epoch: many epochs keep it training well past the signal (with one
-    # epoch the run could end before the signal arrived, and exit 0)
+    # the tiny data has 2 batches per rank an epoch: many epochs keep it training well past the signal, so a
+    # signal that is not acted on shows as a hang, not as a run that ended by itself
     args = _tiny_ddp(tmp_path, run, "trainer.limit_train_batches=200", "trainer.max_epochs=100", "test=false",
                      "+callbacks.slow._target_=ddp_helpers.SlowBatches", "+callbacks.slow.seconds=0.5")
+    # Ctrl-C as in a terminal: SIGINT at its default in the run even when the test suite itself was started in
+    # the background (`make test &`), where the shell ignores SIGINT and every child would inherit that
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     try:
         pids = _wait_for_pids(run, proc, timeout=420)
         sent = time.monotonic()
@@ -216,6 +219,10 @@ def _log_time(text: str, needle: str) -> float:
     hms = line[1:24].split(" ")[1].replace(",", ".")
     h, m, s = hms.split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_pids(run: Path, proc: subprocess.Popen, timeout: float) -> list[int]:
