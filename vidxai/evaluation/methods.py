@@ -79,13 +79,18 @@ class Method:
 _ATTENTION_KIND = "tokens"
 
 
+def stages_or_none(net: nn.Module) -> tuple[Stage, ...] | None:
+    """The network's :func:`~vidxai.models.contract.explain_stages`, or ``None`` when it has no (valid) contract."""
+    try:
+        return explain_stages(net)
+    except TypeError:
+        return None
+
+
 def _stage_kinds(net: nn.Module | None) -> set[str] | None:
     if net is None:
         return None
-    try:
-        return {stage.kind for stage in explain_stages(net)}
-    except TypeError:
-        return set()
+    return {stage.kind for stage in stages_or_none(net) or ()}
 
 
 def _lrp_names(net: nn.Module | None, lstm_rule: str, attention_rule: str) -> list[str]:
@@ -314,10 +319,7 @@ def _occlusion(net: nn.Module, ctx: BuildContext) -> tuple[Batched, dict[str, An
     from captum.attr import Occlusion
 
     occ = Occlusion(net)
-    try:
-        stages: tuple[Stage, ...] | None = explain_stages(net)
-    except TypeError:
-        stages = None
+    stages = stages_or_none(net)
     per_frame = stages is not None and stages[0].kind == "frames"
 
     def occlusion(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:

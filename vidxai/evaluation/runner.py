@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vidxai.data.ground_truth import ClipTruth
 from vidxai.evaluation import scores as _scores  # noqa: F401 (registers the built-in metrics)
-from vidxai.evaluation.methods import Method, build_method, validate_method_names
+from vidxai.evaluation.methods import Method, build_method, stages_or_none, validate_method_names
 from vidxai.evaluation.perturbation import (
     BASELINES,
     aopc,
@@ -40,10 +40,10 @@ from vidxai.evaluation.perturbation import (
     region_steps,
     replacement,
 )
-from vidxai.evaluation.randomisation_pass import _checked, randomisation_pass
+from vidxai.evaluation.randomisation_pass import _checked, _many, randomisation_pass
 from vidxai.evaluation.registry import METRICS, BuildContext, NotApplicable, ScoreInput
 from vidxai.evaluation.shards import combine
-from vidxai.models.contract import Stage, explain_stages
+from vidxai.models.contract import Stage
 
 __all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "evaluate"]
 
@@ -213,7 +213,7 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
             continue
         t0 = time.perf_counter()
         try:
-            pixels = [_checked(p) for p in method.many(list(xs), targets, keys)] if len(keys) > 1 else None
+            pixels = list(_many(method, list(xs), targets, keys, len(keys))) if len(keys) > 1 else None
         except Exception:  # found again below, clip by clip, with the video it fails on
             pixels = None
         if pixels is None:
@@ -317,10 +317,8 @@ class VideoScorer:
         self.net, self.s = net, settings
         self.built, self.skipped, build_errors = build_methods(self.names, net, settings)
         self.build_errors = dict(build_errors)
-        try:
-            self.stages: tuple[Stage, ...] | None = explain_stages(net)  # per-frame CNN: each frame runs once
-        except TypeError:
-            self.stages = None  # a network without the contract: whole clips through its forward
+        # per-frame CNN: each frame runs once; a network without the contract: whole clips through its forward
+        self.stages = stages_or_none(net)
         self.st = _State(self.names, build_errors, dict.fromkeys(self.names, 0.0))
         self.clips: dict[int, EvalClip] = {}
         self.pending: list[tuple[int, EvalClip]] = []

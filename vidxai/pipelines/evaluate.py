@@ -119,6 +119,7 @@ def run_evaluation(
     the other ranks return ``None``. Default: every video in this process.
     """
     from vidxai.evaluation.shards import combine
+    from vidxai.pipelines.sharded import run_in_process
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
@@ -128,7 +129,7 @@ def run_evaluation(
     log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(picked), split, how)
     start, cpu = time.perf_counter(), time.process_time()
     step, finish = _scorer(ck.net.eval(), names, settings, picked, dataset, load_clip, transform)
-    parts = (shard or _in_process)(len(picked), step, finish)
+    parts = (shard or run_in_process)(len(picked), step, finish)
     if parts is None:  # not rank 0: its shard went to rank 0
         return None
     done = [p for p in parts if p is not None]
@@ -140,12 +141,6 @@ def run_evaluation(
                                "total_cpu_s": time.process_time() - cpu})
     _write_results(result, ck, split, how, settings, out_dir, run)
     return result
-
-
-def _in_process(n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any]:
-    for i in range(n):
-        step(i)
-    return [finish()]
 
 
 def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], dataset: Any,

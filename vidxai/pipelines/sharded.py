@@ -28,7 +28,7 @@ from vidxai.callbacks.fail_fast import after_failure
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PaddedShard", "gather_to_rank_zero", "run_sharded"]
+__all__ = ["PaddedShard", "gather_to_rank_zero", "run_in_process", "run_sharded"]
 
 
 def gather_to_rank_zero(obj: Any) -> list[Any] | None:
@@ -91,6 +91,13 @@ class _ShardWork(pl.LightningModule):
         log.info("rank %d of %d: %d video(s) done; sending the results to rank 0", self.global_rank,
                  self.trainer.world_size, self.done)
         self.gathered = gather_to_rank_zero(payload)
+
+
+def run_in_process(n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any]:
+    """Without a Trainer: ``step(i)`` for every ``i`` of ``range(n)`` here, then ``[finish()]``."""
+    for i in range(int(n)):
+        step(i)
+    return [finish()]
 
 
 def run_sharded(trainer: pl.Trainer, net: nn.Module, n: int, step: Callable[[int], None],

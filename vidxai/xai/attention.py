@@ -65,6 +65,7 @@ __all__ = [
     "check_attention_rule",
     "layer_norm",
     "register_block",
+    "split_heads",
     "token_forward",
 ]
 
@@ -115,9 +116,9 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _split_heads(x: Tensor, heads: int) -> Tensor:
+def split_heads(x: Tensor, heads: int) -> Tensor:
     """``(B, N, heads * d) -> (B, heads, N, d)`` (a view where the layout allows): the inverse of
-    :func:`_merge_heads`."""
+    :func:`_merge_heads` (also the heads of a q, k or v projection)."""
     b, n, hd = x.shape
     return x.reshape(b, n, heads, hd // heads).transpose(1, 2)
 
@@ -151,7 +152,7 @@ class _AttnLRPFunction(_AttentionFunction):
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         q, k, v, out = ctx.saved_tensors
         probs = _probabilities(q, k, ctx.scale)
-        s = _split_heads(relevance / stabilize(2.0 * out, ctx.stab), q.shape[1])
+        s = split_heads(relevance / stabilize(2.0 * out, ctx.stab), q.shape[1])
         r_v = v * (probs.transpose(-1, -2) @ s)
         g = s @ v.transpose(-1, -2)  # R_A = A * g
         total = torch.linalg.vecdot(probs, g).unsqueeze(-1)  # sum_j R_A
@@ -168,7 +169,7 @@ class _CPAttentionFunction(_AttentionFunction):
     def backward(ctx: Any, relevance: Tensor) -> tuple:
         q, k, v, out = ctx.saved_tensors
         a_t, heads = _probabilities(q, k, ctx.scale).transpose(-1, -2), q.shape[1]
-        r_v = epsilon_relevance(v, out, relevance, ctx.stab, lambda s: a_t @ _split_heads(s, heads))
+        r_v = epsilon_relevance(v, out, relevance, ctx.stab, lambda s: a_t @ split_heads(s, heads))
         return None, None, r_v, None, None
 
 

@@ -16,15 +16,9 @@ from transformers.models.timesformer.modeling_timesformer import (
 )
 from transformers.models.videomae.modeling_videomae import VideoMAEEmbeddings, VideoMAELayer
 
-from vidxai.xai.attention import TokenTrace, register_block
+from vidxai.xai.attention import TokenTrace, register_block, split_heads
 
 __all__: list[str] = []
-
-
-def _heads(x: Tensor, heads: int) -> Tensor:
-    """``(B, N, D) -> (B, heads, N, D / heads)``."""
-    b, n, d = x.shape
-    return x.reshape(b, n, heads, d // heads).transpose(1, 2)
 
 
 def _check_size(name: str, got: tuple, want: tuple) -> None:
@@ -49,9 +43,9 @@ def _videomae_layer(module: nn.Module, h: Tensor, trace: TokenTrace) -> Tensor:
     att = module.attention.attention
     heads = att.num_attention_heads
     x = trace.norm(h, module.layernorm_before)
-    q = _heads(trace.linear(x, att.query), heads)
-    k = _heads(trace.linear(x, att.key), heads)
-    v = _heads(trace.linear(x, att.value), heads)
+    q = split_heads(trace.linear(x, att.query), heads)
+    k = split_heads(trace.linear(x, att.key), heads)
+    v = split_heads(trace.linear(x, att.value), heads)
     context = trace.attention(q, k, v, att.scaling)
     h = trace.add(trace.linear(context, module.attention.output.dense), h)
     return trace.add(_mlp(module, trace.norm(h, module.layernorm_after), trace), h)

@@ -83,12 +83,10 @@ class ExplainContext:
         """``step(i)`` for this process's share of the videos ``range(n)``, then ``finish()`` of every process,
         gathered on rank 0 (:func:`vidxai.pipelines.sharded.run_sharded`; ``None`` on the other ranks).
         Without a trainer, every video in this process."""
-        if self.trainer is None:
-            for i in range(n):
-                step(i)
-            return [finish()]
-        from vidxai.pipelines.sharded import run_sharded
+        from vidxai.pipelines.sharded import run_in_process, run_sharded
 
+        if self.trainer is None:
+            return run_in_process(n, step, finish)
         return run_sharded(self.trainer, self.ck.net, n, step, finish)
 
     def dataset(self, split: str) -> Any:
