@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from vidxai.data.synthetic import write_video
 
@@ -245,3 +246,50 @@ def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool =
     if rule.endswith("_flat"):
         return SpecialFirstLayerMapComposite(layer_map, [(AnyLinear, Flat())], canonizers=canonizers)
     return LayerMapComposite(layer_map, canonizers=canonizers)
+
+
+# ------------------------------------------------------------------------------ zennit's canonical form of torchvision blocks
+def _zennit_sum():  # noqa: ANN202
+    from zennit.layer import Sum
+
+    return Sum()
+
+
+class ZennitBlock(nn.Module):
+    """A torchvision ``BasicBlock`` in zennit's canonical form: flat branches, ``Sum`` of the stacked outputs."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+
+        def flat(module: nn.Module) -> list[nn.Module]:
+            if isinstance(module, nn.Sequential):
+                return [leaf for child in module for leaf in flat(child)]
+            return [nn.ReLU() if isinstance(module, nn.ReLU) else module]  # no in-place ReLU under hooks
+
+        self.branch = nn.Sequential(*flat(block.conv1), *flat(block.conv2))
+        self.shortcut = nn.Sequential(*flat(block.downsample)) if block.downsample is not None else nn.Identity()
+        self.sum = _zennit_sum()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        import torch
+
+        return self.relu(self.sum(torch.stack([self.branch(x), self.shortcut(x)], dim=-1)))
+
+
+def zennit_form(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every torchvision ``BasicBlock`` in zennit's form (its ``Sum`` layer) and no
+    in-place ReLU (zennit's hooks need the inputs kept; other modules keep their own forward, their ReLUs are
+    set to not in-place)."""
+    from torchvision.models.video.resnet import BasicBlock
+
+    if isinstance(module, BasicBlock):
+        return ZennitBlock(module)
+    if isinstance(module, nn.ReLU):
+        return nn.ReLU()
+    if isinstance(module, nn.Sequential):
+        return nn.Sequential(*[zennit_form(child) for child in module])
+    for m in module.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return module

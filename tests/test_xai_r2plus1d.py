@@ -19,10 +19,9 @@ from torch import nn
 
 zennit = pytest.importorskip("zennit")
 from captum.attr import InputXGradient  # noqa: E402
-from helpers import zennit_composite  # noqa: E402
+from helpers import ZennitBlock, zennit_composite, zennit_form  # noqa: E402
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
-from zennit.layer import Sum  # noqa: E402
 
 from vidxai.models import R2Plus1D  # noqa: E402
 from vidxai.xai import RULES, VideoLRP, make_composite  # noqa: E402
@@ -153,26 +152,6 @@ def test_rules_on_a_plain_conv3d_stack_equal_zennit(rule: str) -> None:
     torch.testing.assert_close(rel, z_rel, rtol=1e-8, atol=1e-10 * float(z_rel.abs().max()))
 
 
-class _ZennitBlock(nn.Module):
-    """A torchvision ``BasicBlock`` in zennit's canonical form: flat branches, ``Sum`` of the stacked outputs."""
-
-    def __init__(self, block: BasicBlock) -> None:
-        super().__init__()
-
-        def flat(module: nn.Module) -> list[nn.Module]:
-            if isinstance(module, nn.Sequential):
-                return [leaf for child in module for leaf in flat(child)]
-            return [nn.ReLU() if isinstance(module, nn.ReLU) else module]  # no in-place ReLU under hooks
-
-        self.branch = nn.Sequential(*flat(block.conv1), *flat(block.conv2))
-        self.shortcut = nn.Sequential(*flat(block.downsample)) if block.downsample is not None else nn.Identity()
-        self.sum = Sum()
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.sum(torch.stack([self.branch(x), self.shortcut(x)], dim=-1)))
-
-
 @pytest.mark.parametrize("downsample", [True, False], ids=["downsample", "identity"])
 @pytest.mark.parametrize("rule", ["epsilon", "alpha_beta", "preset_b_flat"])
 def test_residual_block_equals_zennit_sum_rule(rule: str, downsample: bool) -> None:
@@ -189,7 +168,7 @@ def test_residual_block_equals_zennit_sum_rule(rule: str, downsample: bool) -> N
     x = torch.randn(2, 3, 4, 6, 6, dtype=torch.float64)
     start = torch.randn_like(net(x))
     out, rel = _ours(net, rule, x, start)
-    z_net = nn.Sequential(net[0], net[1], _ZennitBlock(block))
+    z_net = nn.Sequential(net[0], net[1], ZennitBlock(block))
     z_out, z_rel = _zennit(z_net, rule, x, start)
     torch.testing.assert_close(out, net(x), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out, z_out, rtol=1e-10, atol=1e-12)
@@ -211,18 +190,6 @@ def test_z_rule_with_default_settings_equals_input_x_gradient() -> None:
 
 
 # ------------------------------------------------------------------------------ composites vs zennit, whole network
-def _zennit_form(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every torchvision ``BasicBlock`` in zennit's form (its ``Sum`` layer) and no
-    in-place ReLU (zennit's hooks need the inputs kept)."""
-    if isinstance(module, BasicBlock):
-        return _ZennitBlock(module)
-    if isinstance(module, nn.ReLU):
-        return nn.ReLU()
-    if isinstance(module, nn.Sequential):
-        return nn.Sequential(*[_zennit_form(child) for child in module])
-    return module
-
-
 @functools.cache
 def _net_bn_eps0() -> R2Plus1D:
     net = copy.deepcopy(_net())
@@ -241,7 +208,7 @@ def test_composites_on_the_whole_r2plus1d_equal_zennit(rule: str) -> None:
     target = int(net(x).argmax())
     ours = VideoLRP(net, rule).attribute(x, target=target)
     stages = [net.stem, net.layer1, net.layer2, net.layer3, net.layer4, net.avgpool, nn.Flatten(), net.dropout, net.fc]
-    z_net = nn.Sequential(*[_zennit_form(m) for m in stages]).eval()
+    z_net = nn.Sequential(*[zennit_form(m) for m in stages]).eval()
     logits = z_net(x.transpose(1, 2))
     torch.testing.assert_close(logits, net(x), rtol=1e-10, atol=1e-12)
     start = torch.zeros_like(logits)

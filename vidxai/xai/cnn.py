@@ -16,7 +16,9 @@ it, as new tensors; the module is never changed). Built in: ``Conv2d``/``Conv3d`
 ``Flatten``, dropout, ``Identity``, nested ``nn.Sequential`` and torchvision's video residual blocks
 (``BasicBlock``, ``Bottleneck``): the residual branch and the shortcut (``downsample`` or the identity)
 as two step lists whose outputs ``a`` and ``b`` are added with the composite's sum rule (``R(a + b)``
-split in proportion to ``a`` and ``b``, stabiliser as zennit's ``Norm``), then the block's final ReLU.
+split in proportion to ``a`` and ``b``, stabiliser as zennit's ``Norm``), then the block's final ReLU;
+S3D's inception block (``SepInceptionBlock3D``): its four branches on the same input, outputs concatenated
+(each branch gets the relevance of its own channels).
 A new layer type is one handler (docs/architecture.md, "Adding a layer type").
 """
 
@@ -37,6 +39,7 @@ __all__ = [
     "ActivationStep",
     "AvgPoolStep",
     "Compiler",
+    "ConcatStep",
     "FlattenStep",
     "LinearStep",
     "MaxPoolStep",
@@ -197,6 +200,22 @@ class ResidualStep(Step):
         a = run_steps(self.branch, composite, x)
         b = run_steps(self.shortcut, composite, x) if self.shortcut else x
         return composite.residual.add(a, b)
+
+
+@dataclass
+class ConcatStep(Step):
+    """Parallel branches on the same input, their outputs joined along ``dim`` (an inception block): each branch
+    gets the relevance of its own channels (``torch.cat`` routes it back, nothing is mixed)."""
+
+    kind: ClassVar[str] = "concat"
+    branches: list[list[Step]] = field(default_factory=list)
+    dim: int = 1
+
+    def substeps(self) -> list[Step]:
+        return [s for branch in self.branches for s in branch]
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        return torch.cat([run_steps(branch, composite, x) for branch in self.branches], dim=self.dim)
 
 
 def fold_batch_norm(weight: Tensor, bias: Tensor | None, bn: nn.Module) -> tuple[Tensor, Tensor]:
@@ -362,11 +381,50 @@ def _residual(branches: tuple[str, ...]) -> Handler:
     return handler
 
 
-def _register_video_resnet_blocks() -> None:
+def _concat(branches: tuple[str, ...]) -> Handler:
+    """Handler of an inception block ``cat([branch(x) for branch in branches], dim=1)``."""
+
+    def handler(compiler: Compiler, name: str, module: nn.Module) -> None:
+        block_input_nonnegative, compiled, ends = compiler.nonnegative, [], []
+        for part in branches:
+            compiler.nonnegative = block_input_nonnegative
+            compiled.append(compiler.compile(getattr(module, part), f"{name}.{part}"))
+            ends.append(compiler.nonnegative)
+        compiler.add(ConcatStep(name, module, branches=compiled))
+        compiler.nonnegative = all(ends)
+
+    return handler
+
+
+def _register_torchvision_blocks() -> None:
+    """torchvision's video blocks: the residual blocks of ``VideoResNet`` (r3d_18, mc3_18, r2plus1d_18; their stems
+    and ``Conv2Plus1D`` are ``nn.Sequential``, ``Conv3DSimple`` / ``Conv3DNoTemporal`` are ``nn.Conv3d``) and S3D's
+    inception block (its ``TemporalSeparableConv`` / ``Conv3dNormActivation`` are ``nn.Sequential``); the mean
+    that ends S3D's forward (:class:`vidxai.models.foreign.ClipMean`) is average pooling."""
     from torchvision.models.video.resnet import BasicBlock, Bottleneck
+    from torchvision.models.video.s3d import SepInceptionBlock3D
+
+    from vidxai.models.foreign import ClipMean
 
     register_layer(BasicBlock, exact=True)(_residual(("conv1", "conv2")))
     register_layer(Bottleneck, exact=True)(_residual(("conv1", "conv2", "conv3")))
+    register_layer(SepInceptionBlock3D, exact=True)(_concat(("branch0", "branch1", "branch2", "branch3")))
+    register_layer(ClipMean, exact=True)(_clip_mean)
 
 
-_register_video_resnet_blocks()
+@dataclass
+class ClipMeanStep(AvgPoolStep):
+    """The mean over every axis after the channels: the sum rule, or exactly the identity (a reshape) when there
+    is one position only (S3D on the clip size it was trained for: its pooled map is 1 x 1 x 1)."""
+
+    def run(self, x: Tensor, composite: Composite) -> Tensor:
+        if x[0, 0].numel() == 1:
+            return x.flatten(1)
+        return super().run(x, composite)
+
+
+def _clip_mean(compiler: Compiler, name: str, module: nn.Module) -> None:
+    compiler.add(ClipMeanStep(name, module))
+
+
+_register_torchvision_blocks()

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage, explain_stages
+from vidxai.models.foreign import as_video_net, to_vidxai_layout
 from vidxai.xai.attention import check_attention_rule
 from vidxai.xai.composites import fill_box_bounds
 from vidxai.xai.propagators import PropagatorContext, StagePropagator, StageRelevance, build_propagator
@@ -97,9 +98,13 @@ class VideoLRP(Attribution):
     """Layer-wise Relevance Propagation for any video network with the explainer contract.
 
     Args:
-        model: the network, or a LightningModule whose ``.net`` is the network. It must implement
-            :class:`~vidxai.models.contract.ExplainableVideoNet` (``explain_stages()``): VGG16LSTM,
-            ConvLSTM, R2Plus1D and any network written to the contract.
+        model: the network, or a LightningModule whose ``.net`` is the network. A network implementing
+            :class:`~vidxai.models.contract.ExplainableVideoNet` (``explain_stages()``: VGG16LSTM, ConvLSTM,
+            R2Plus1D, VideoMAE, TimeSformer and any network written to the contract) takes clips
+            ``(B, T, C, H, W)``; a torchvision video model (``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ``s3d``) takes
+            ``(B, C, T, H, W)`` and a ``transformers`` ``...ForVideoClassification`` model (VideoMAE,
+            TimeSformer) ``(B, T, C, H, W)``, as they do themselves (:mod:`vidxai.models.foreign`; ``layout``).
+            Anything else: a ``ConfigError`` naming the first module type vidxai does not know.
         rule: a name from :data:`~vidxai.xai.RULES` (``z``, ``epsilon``, ``gamma``, ``alpha_beta``, the
             presets and composites such as ``epsilon_gamma_box``): which rule each layer of the CNN stages
             and of the head gets; the network's first conv is the composites' "first layer".
@@ -141,8 +146,11 @@ class VideoLRP(Attribution):
         attention_rule: str | None = None,
         **rule_params: Any,
     ) -> None:
-        net = _unwrap(model)
-        super().__init__(net)
+        own = _unwrap(model)
+        # a torchvision / transformers model is explained through its adapter (vidxai's clip layout inside);
+        # inputs and relevance keep the layout the model takes (``self.layout``)
+        net, self.layout = as_video_net(own)
+        super().__init__(own)
         self.net = net
         self.rule_name = rule
         # the registry checks name and params; input bounds of a box rule come from the preprocess
@@ -207,23 +215,32 @@ class VideoLRP(Attribution):
         target: TargetType = None,
         return_convergence_delta: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Relevance of ``inputs (B, T, C, H, W)`` for ``target``, shaped like ``inputs``.
+        """Relevance of ``inputs`` for ``target``, shaped like ``inputs``: clips ``(B, T, C, H, W)``, or
+        ``(B, C, T, H, W)`` for a torchvision model (the layout the model takes, :attr:`layout`).
 
         ``target``: an int (every sample), a list / tensor of one class per sample, or ``None`` for the
         predicted class. With ``return_convergence_delta`` also returns ``sum(relevance) - target logit``
         per sample (Captum's LRP returns the opposite sign).
         """
-        out = self._propagate(inputs, target)
-        relevance = out["relevance"].to(device=inputs.device, dtype=inputs.dtype)
+        if isinstance(inputs, Tensor) and inputs.ndim == 5:
+            out = self._propagate(to_vidxai_layout(inputs, self.layout), target)
+            relevance = to_vidxai_layout(out["relevance"], self.layout)  # its own inverse: back to the model's
+        else:
+            out = self._propagate(inputs, target)  # one clear error
+            relevance = out["relevance"]
+        relevance = relevance.to(device=inputs.device, dtype=inputs.dtype)
         if return_convergence_delta:
             target_logits = out["logits"].gather(1, out["target"][:, None])[:, 0]
             return relevance, self.compute_convergence_delta(relevance, target_logits.to(relevance.device))
         return relevance
 
     def explain(self, clip: Tensor, target: int | None = None) -> Explanation:
-        """Explain one clip ``(T, C, H, W)`` (or ``(1, T, C, H, W)``); ``target=None``: predicted class."""
+        """Explain one clip ``(T, C, H, W)`` (or ``(1, T, C, H, W)``; ``(C, T, H, W)`` for a torchvision model, the
+        layout it takes); ``target=None``: predicted class. ``Explanation.relevance`` is ``(T, C, H, W)``."""
         if isinstance(clip, Tensor) and clip.ndim == 5 and clip.shape[0] == 1:
             clip = clip[0]
+        if isinstance(clip, Tensor) and clip.ndim == 4 and self.layout == "BCTHW":
+            clip = clip.transpose(0, 1)
         if not isinstance(clip, Tensor) or clip.ndim != 4:
             shape = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
             raise ValueError(f"explain takes one clip (T, C, H, W), got {shape}; use attribute() for batches")
