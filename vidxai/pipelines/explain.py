@@ -1,7 +1,9 @@
 """The explanation pipeline behind ``explain.py``: settings, checkpoint, context, then one mode.
 
 Everything about the model (architecture, classes, frames, size, normalisation, data) comes from the
-checkpoint. The modes (:mod:`vidxai.pipelines.modes`, ``mode=``; inferred from older command lines):
+checkpoint, or from the ``pretrained=`` source (a Hugging Face folder or cached repo id, or ``torchvision:<builder>``
+with ``weights=``; :mod:`vidxai.pretrained`): its own head, labels and preprocessing, clips from ``video=`` or
+``videos=<folder or glob>``. The modes (:mod:`vidxai.pipelines.modes`, ``mode=``; inferred from older command lines):
 
 * ``single``: one video of the checkpoint's own split (default ``split=val index=0``; or ``class=NAME``) or any
   file (``video=PATH``),
@@ -30,7 +32,7 @@ from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, lrp_config, sweep_group
 from vidxai.pipelines.modes import MODES, ExplainContext, ModeResult, choose_mode
 from vidxai.pipelines.modes.compare import compare_rules
-from vidxai.pipelines.modes.context import class_index
+from vidxai.pipelines.modes.context import check_pretrained_options, class_index, load_pretrained_model
 from vidxai.pipelines.modes.evaluate import check as check_evaluation
 from vidxai.xai.config import LRPConfig
 
@@ -111,10 +113,21 @@ def _processes(node: Any) -> int:
 
 def _check_settings(cfg: DictConfig) -> tuple[str, LRPConfig]:
     """The mode and the LRP settings, every value checked before the checkpoint is loaded."""
-    if OmegaConf.is_missing(cfg, "ckpt") or cfg.get("ckpt") in (None, ""):
-        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt "
-                        "(written by train.py), or use `make explain`, which takes the newest one")
+    has_ckpt = not OmegaConf.is_missing(cfg, "ckpt") and cfg.get("ckpt") not in (None, "")
+    pretrained = cfg.get("pretrained") not in (None, "")
+    if has_ckpt and pretrained:
+        raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
+                        f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
+    if not has_ckpt and not pretrained:
+        raise UserError("explain.py needs a model: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written by "
+                        "train.py; `make explain` takes the newest one), or pretrained=<Hugging Face folder or repo id "
+                        "| torchvision:<builder> weights=<file.pth>>")
+    if cfg.get("weights") not in (None, "") and not pretrained:
+        raise UserError(f"weights={cfg.weights} goes with pretrained=torchvision:<builder>; a checkpoint (ckpt=) "
+                        "carries its own weights")
     mode = choose_mode(cfg)
+    if pretrained:
+        check_pretrained_options(cfg, mode)
     lrp = lrp_config(cfg)
     if mode == "compare":
         compare_rules(cfg)
@@ -132,7 +145,13 @@ def _device(name: str) -> torch.device:
 
 
 def _load(cfg: DictConfig, device: torch.device, announce: bool = True) -> LoadedCheckpoint:
-    """The checkpoint, announced with what it is (architecture, classes, accuracy)."""
+    """The checkpoint (or the ``pretrained=`` model), announced with what it is (architecture, classes, accuracy;
+    for a pretrained model: what was taken from where)."""
+    if cfg.get("pretrained") not in (None, ""):
+        ck = load_pretrained_model(cfg, device)
+        if announce:
+            print(ck.describe(), flush=True)
+        return ck
     ck = load_checkpoint(cfg.ckpt, map_location=device)
     if not ck.preprocess or "num_frames" not in ck.preprocess:
         raise UserError(
@@ -158,8 +177,8 @@ def _context(cfg: DictConfig, ck: LoadedCheckpoint, device: torch.device, lrp: L
     if trainer is None or trainer.is_global_zero:
         sweep_group(cfg)
         run = _wandb_run(instantiate_group(cfg.get("logger")))
-    return ExplainContext(cfg, ck, VideoTransform.from_preprocess(ck.preprocess), device, target, out_dir, run, lrp,
-                          trainer)
+    transform = getattr(ck, "transform", None) or VideoTransform.from_preprocess(ck.preprocess)
+    return ExplainContext(cfg, ck, transform, device, target, out_dir, run, lrp, trainer)
 
 
 def _wandb_run(loggers: list[Any]) -> Any:

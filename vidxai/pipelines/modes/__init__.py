@@ -27,7 +27,8 @@ MODES: dict[str, Callable[[ExplainContext], ModeResult]] = {
 
 def choose_mode(options: DictConfig) -> str:
     """``mode=`` when given, else inferred as older command lines meant it: ``evaluate=true`` -> evaluate,
-    ``compare=[..]`` -> compare, ``split=`` without ``index``/``class``/``video`` -> profile, else single."""
+    ``compare=[..]`` -> compare, ``split=`` without ``index``/``class``/``video`` (or ``pretrained=`` with ``videos=``
+    and no ``video=``) -> profile, else single."""
     mode = str(options.get("mode") or "auto")
     if mode != "auto":
         if mode not in MODES:
@@ -38,4 +39,6 @@ def choose_mode(options: DictConfig) -> str:
     if options.get("compare"):
         return "compare"
     picks_one = any(options.get(k) is not None for k in ("video", "index", "class"))
+    if options.get("pretrained") not in (None, "") and options.get("videos") not in (None, "") and not picks_one:
+        return "profile"  # a pretrained model over a folder of clips
     return "profile" if options.get("split") is not None and not picks_one else "single"

@@ -89,8 +89,18 @@ class ExplainContext:
             return run_in_process(n, step, finish)
         return run_sharded(self.trainer, self.ck.net, n, step, finish)
 
+    @property
+    def pretrained(self) -> bool:
+        """Whether the model is a ``pretrained=`` one (no data splits: its clips are ``video=`` / ``videos=``)."""
+        return is_pretrained(self.ck)
+
     def dataset(self, split: str) -> Any:
-        """The checkpoint's own ``split`` (``train``/``val``/``test``), as the model saw it at validation."""
+        """The checkpoint's own ``split`` (``train``/``val``/``test``), as the model saw it at validation; for a
+        ``pretrained=`` model, the clips of ``videos=`` (whatever ``split``)."""
+        if self.pretrained:
+            if self._datamodule is None:
+                self._datamodule = VideoFiles.from_option(self.options.get("videos"), self.ck.class_names)
+            return self._datamodule
         if split not in SPLITS:
             raise UserError(f"split={split!r}; choose val, test or train")
         if self._datamodule is None:
@@ -116,6 +126,8 @@ class ExplainContext:
     def clip(self, dataset: Any, i: int) -> Clip:
         """Clip ``i`` of ``dataset``, ready for the model; one clear error when it cannot be decoded (the data set
         would silently hand over the next video instead)."""
+        if isinstance(dataset, VideoFiles):
+            return self.clip_from_file(str(dataset.entries[i].record.path))
         sample = dataset[i]
         entry = dataset.entries[i]
         if int(sample["index"]) != int(i):
@@ -136,6 +148,12 @@ class ExplainContext:
             backend = "auto"
         if not p.is_file():
             raise UserError(f"video not found: {p}; pass video=path/to/file.avi")
+        reader = getattr(self.transform, "read_frames", None)  # a pretrained model's own sampling
+        if reader is not None:
+            with quiet_decoders():
+                video, idx, fps, _ = reader(p)
+            x, shown, idx = prepare_clip(video, idx, self.transform, self.device)
+            return Clip(x, shown, idx, fps, label_from_folder(p, self.ck.class_names), str(p))
         try:
             with quiet_decoders():
                 video, idx, fps = read_clip(p, int(pre["num_frames"]), size=pre.get("size"), backend=backend)
@@ -144,10 +162,7 @@ class ExplainContext:
                 f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
             ) from None
         x, shown, idx = prepare_clip(video, idx, self.transform, self.device)
-        # the label is known when the file sits in a folder named after a class
-        names = self.ck.class_names
-        label = next((names.index(part) for part in reversed(p.parts[:-1]) if part in names), None)
-        return Clip(x, shown, idx, fps, label, str(p))
+        return Clip(x, shown, idx, fps, label_from_folder(p, self.ck.class_names), str(p))
 
 
 @contextmanager
@@ -202,6 +217,134 @@ def checkpoint_datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
     return dm
 
 
+def label_from_folder(path: Path, class_names: list[str]) -> int | None:
+    """The label of a video file when it sits in a folder named after a class, else ``None``."""
+    return next((class_names.index(part) for part in reversed(path.parts[:-1]) if part in class_names), None)
+
+
+def is_pretrained(ck: Any) -> bool:
+    """Whether ``ck`` is a ``pretrained=`` model (:class:`vidxai.pretrained.PretrainedCheckpoint`)."""
+    from vidxai.pretrained import PretrainedCheckpoint
+
+    return isinstance(ck, PretrainedCheckpoint)
+
+
+#: video file suffixes a ``videos=<folder>`` is searched for
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".m4v")
+
+
+@dataclass
+class _Record:
+    path: str
+    label: int
+
+
+@dataclass
+class _Entry:
+    record: _Record
+    fps: float
+    height: int
+    width: int
+    frames: int
+
+
+@dataclass
+class VideoFiles:
+    """The clips of ``videos=`` for a ``pretrained=`` model, in the shape the split-wide modes read a data set in
+    (``entries[i].record.path`` / ``.label``, ``.fps``, ``.height``, ``.width``; ``size`` ``None``: each video is
+    decoded at its own size and resized by the model's preprocessing). Every file is opened once when the list is
+    made (frame count, rate, size), so a file that is not a video is one error line before anything is decoded.
+    ``label``: the class of the folder a file sits in when it is named like one of the model's labels, else -1."""
+
+    entries: list[_Entry]
+    size: Any = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @classmethod
+    def from_option(cls, videos: Any, class_names: list[str]) -> VideoFiles:
+        """From ``videos=``: a folder (its video files, recursively), a glob, or a list of files."""
+        from vidxai.data.decoders import VideoDecodeError, open_video
+        from vidxai.pipelines._common import to_plain
+
+        value = to_plain(videos)
+        if value in (None, "", []):
+            raise UserError("a pretrained= model has no data splits: pass videos=<folder or glob> (your clips) for "
+                            "mode=profile / mode=evaluate, or video=FILE for one clip")
+        paths = _video_paths([value] if isinstance(value, str) else [str(v) for v in value])
+        entries = []
+        for p in paths:
+            try:
+                with quiet_decoders(), open_video(str(p)) as dec:
+                    n, fps, h, w = int(dec.num_frames), float(dec.fps or 0.0), int(dec.height), int(dec.width)
+            except VideoDecodeError as exc:
+                raise UserError(f"videos=: {p} is not a readable video ({exc}); remove it or name the clips with a "
+                                "glob (videos='clips/*.mp4')") from None
+            if n < 1:
+                raise UserError(f"videos=: {p} has no decodable frames; remove it or name the clips with a glob")
+            label = label_from_folder(p, class_names)
+            entries.append(_Entry(_Record(str(p), -1 if label is None else label), fps, h, w, n))
+        return cls(entries)
+
+
+def _video_paths(patterns: list[str]) -> list[Path]:
+    """The video files of folders, globs and plain file names, sorted, each once."""
+    import glob
+
+    found: list[Path] = []
+    for pattern in patterns:
+        p = Path(pattern).expanduser()
+        if p.is_dir():
+            hits = [q for q in sorted(p.rglob("*")) if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES]
+            what = f"folder {p} holds no video files ({', '.join(VIDEO_SUFFIXES)})"
+        elif p.is_file():
+            hits, what = [p], ""
+        else:
+            hits = [Path(q) for q in sorted(glob.glob(str(p), recursive=True)) if Path(q).is_file()]
+            what = f"no file matches {pattern}"
+        if not hits:
+            raise UserError(f"videos={pattern}: {what}; pass a folder of clips, a glob or a list of files")
+        found += [q for q in hits if q not in found]
+    return found
+
+
+def check_pretrained_options(options: DictConfig, mode: str) -> None:
+    """Before the model is loaded: what a ``pretrained=`` run cannot do (data splits) and that ``video=`` is a video."""
+    used = [k for k in ("split", "index", "class") if options.get(k) is not None]
+    if used:
+        raise UserError(f"{used[0]}= picks videos of a train.py checkpoint's data; a pretrained= model has none: "
+                        "pass video=FILE, or videos=<folder or glob> for mode=profile / mode=evaluate")
+    if mode in ("profile", "evaluate") and options.get("videos") in (None, ""):
+        raise UserError(f"mode={mode} with pretrained= explains your clips: pass videos=<folder or glob>")
+    if mode in ("single", "compare") and options.get("video") is None:
+        raise UserError("pass video=FILE (one clip) to explain it with the pretrained= model, or videos=<folder or "
+                        "glob> with mode=profile / mode=evaluate")
+    video = options.get("video")
+    if video is not None:
+        from vidxai.data.decoders import VideoDecodeError, open_video
+
+        p = Path(str(video)).expanduser()
+        if not p.is_file():
+            raise UserError(f"video not found: {p}; pass video=path/to/clip.mp4")
+        try:
+            with quiet_decoders(), open_video(str(p)) as dec:
+                n = int(dec.num_frames)
+        except VideoDecodeError as exc:
+            raise UserError(f"cannot decode video {p}: {exc}; pass a readable video file (mp4/avi/mpg/mkv/webm/mov)"
+                            ) from None
+        if n < 1:
+            raise UserError(f"cannot decode video {p}: no decodable frames; pass a readable video file")
+
+
+def load_pretrained_model(options: DictConfig, device: torch.device) -> Any:
+    """The ``pretrained=`` model for ``explain.py`` (:func:`vidxai.pretrained.load_for_explain`)."""
+    from vidxai.pretrained import load_for_explain
+
+    weights = options.get("weights")
+    return load_for_explain(str(options.pretrained), None if weights in (None, "") else str(weights), device)
+
+
 def class_index(value: Any, class_names: list[str], key: str = "target") -> int | None:
     """A class given by name or index (``target=``, ``class=``) as an index; ``None`` stays ``None``."""
     if value is None:
@@ -213,7 +356,13 @@ def class_index(value: Any, class_names: list[str], key: str = "target") -> int 
                             f"(0..{len(class_names) - 1})")
         return idx
     if value not in class_names:
-        raise UserError(f"unknown class {value!r} for {key}=; the checkpoint's classes are {class_names}")
+        from vidxai.pretrained import closest_labels
+
+        close = closest_labels(str(value), class_names)
+        hint = f" (closest: {', '.join(repr(c) for c in close)})" if close else ""
+        known = (f"its classes are {class_names}" if len(class_names) <= 20 else
+                 f"pass one of its {len(class_names)} labels or an index 0..{len(class_names) - 1}")
+        raise UserError(f"unknown class {value!r} for {key}=: the model has no such label{hint}; {known}")
     return class_names.index(value)
 
 

@@ -4,7 +4,7 @@ evaluation from ``ctx.lrp``. The videos are split over the trainer's processes; 
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult
@@ -29,11 +29,16 @@ def run(ctx: ExplainContext) -> ModeResult:
 
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
-    result = run_evaluation(ctx.options, ctx.ck, dataset, lambda i: ctx.clip(dataset, i), ctx.transform,
+    options = ctx.options
+    if ctx.pretrained:  # videos= named the clips themselves (the data set), not a choice among a split's videos
+        options = OmegaConf.merge(ctx.options, {"videos": None, "split": "videos"})
+        split = f"videos={ctx.options.get('videos')}"
+    result = run_evaluation(options, ctx.ck, dataset, lambda i: ctx.clip(dataset, i), ctx.transform,
                             ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp, shard=ctx.shard)
     if result is None:  # not rank 0: its videos went to rank 0
         return ModeResult("evaluate", {}, [])
     n = len(result.get("settings", {}).get("video_files", []))
-    lines = [f"evaluated {len(result.get('methods', {}))} methods on {n} videos of split {split} "
+    where = split if ctx.pretrained else f"split {split}"
+    lines = [f"evaluated {len(result.get('methods', {}))} methods on {n} videos of {where} "
              "(evaluation.md: the table; evaluation.png, evaluation.csv, evaluation.json)"]
     return ModeResult("evaluate", result, lines)

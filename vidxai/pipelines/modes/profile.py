@@ -35,16 +35,24 @@ def run(ctx: ExplainContext) -> ModeResult:
     shares, labels, rows = found
     seconds = time.perf_counter() - start
     profile = ctx.options.profile
+    labelled = [r for r in rows if r["label"] is not None]
     prof = temporal_profile(
-        shares, labels, ctx.ck.class_names,
+        # clips of a pretrained= model's videos= without a class folder: no per-class profile
+        shares, labels if len(labelled) == len(rows) else None, ctx.ck.class_names,
         # no more bins than frames per clip, so no bin is empty by construction
         n_bins=min(int(profile.n_bins), int(ctx.ck.preprocess["num_frames"])),
         n_boot=int(profile.n_boot), seed=int(ctx.options.get("seed", 0)),
     )
     prof.update({
         "split": split, "videos": n, "rule": ctx.lrp.rule, "lrp": ctx.lrp.to_dict(), "checkpoint": str(ctx.ck.path),
-        "seconds": seconds, "accuracy": float(np.mean([r["label"] == r["prediction"] for r in rows])),
+        "seconds": seconds,
     })
+    if labelled:
+        prof["accuracy"] = float(np.mean([r["label"] == r["prediction"] for r in labelled]))
+    if len(labelled) < len(rows):
+        prof["unlabelled"] = len(rows) - len(labelled)
+    if ctx.pretrained:
+        prof["source"] = f"videos={ctx.options.get('videos')}"
     write_json(ctx.out_dir / "profile.json", prof)
     write_json(ctx.out_dir / "videos.json", rows)
     _draw_and_log(ctx, prof)
@@ -52,8 +60,9 @@ def run(ctx: ExplainContext) -> ModeResult:
 
 
 def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
-                    ) -> tuple[list[Any], list[int], list[dict[str, Any]]] | None:
-    """Per video, in video order: its positive share per frame, its label and its row of ``videos.json``
+                    ) -> tuple[list[Any], list[int | None], list[dict[str, Any]]] | None:
+    """Per video, in video order: its positive share per frame, its label (``None``: unknown) and its row of
+    ``videos.json``
     (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos."""
     explainer = ctx.explainer()
     done: dict[int, tuple[Any, int, dict[str, Any]]] = {}
@@ -74,7 +83,8 @@ def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
     return [o[0] for o in ordered], [o[1] for o in ordered], [o[2] for o in ordered]
 
 
-def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int) -> tuple[Any, int, dict[str, Any]]:
+def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int
+                   ) -> tuple[Any, int | None, dict[str, Any]]:
     from vidxai.viz.profile import positive_mass, positive_share
 
     clip = ctx.clip(dataset, i)
@@ -84,13 +94,13 @@ def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int) ->
     share = positive_share(positive_mass(expl.pixel.detach().cpu().double().numpy()))
     row = {
         "video": clip.source,
-        "label": names[clip.label],
+        "label": None if clip.label is None else names[clip.label],
         "target": names[expl.target],
         "prediction": names[int(np.argmax(logits))],
         "frame_relevance": expl.frame.detach().cpu().double().numpy().tolist(),
         "frame_indices": clip.frame_indices,
     }
-    return share, int(clip.label), row
+    return share, clip.label, row
 
 
 def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:
@@ -110,8 +120,11 @@ def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:
 def summary_lines(prof: dict[str, Any]) -> list[str]:
     """The terminal summary of a temporal profile (from ``profile.json``'s dict; nothing is recomputed)."""
     overall = prof["overall"]["summary"]
-    lines = [f"explained {prof.get('videos')} videos of split {prof.get('split', '?')} with rule {prof['rule']}"
-             + (f"; accuracy {prof['accuracy']:.2f}" if "accuracy" in prof else "")]
+    where = prof.get("source") or f"split {prof.get('split', '?')}"
+    lines = [f"explained {prof.get('videos')} videos of {where} with rule {prof['rule']}"
+             + (f"; accuracy {prof['accuracy']:.2f}" if "accuracy" in prof else "")
+             + (f"; {prof['unlabelled']} without a label (target: the predicted class)" if prof.get("unlabelled")
+                else "")]
     parts = [f"{pct(overall[k]['mean'])} {k.replace('_', ' ')} (uniform {pct(overall[k]['uniform'])})"
              for k in ("first_half", "second_half", "last_frame") if k in overall]
     lines.append("  mean positive relevance: " + ", ".join(parts))

@@ -87,6 +87,7 @@ def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
     summary.update({
         "video": clip.source,
         "checkpoint": str(ctx.ck.path),
+        **({"pretrained": ctx.ck.source, "model": ctx.ck.arch} if ctx.pretrained else {}),
         "rule": ctx.lrp.rule,
         "rule_params": dict(expl.params),
         "lrp": ctx.lrp.to_dict(),
@@ -177,11 +178,16 @@ def summary_lines(result: dict[str, Any], what: str | None = None) -> list[str]:
         truth = f"; true class {true['class']}" + (" (correct)" if result.get("correct") else " (wrong)")
     lines.append(f"  predicted {pred['class']} with probability {pred['probability']:.2f}; "
                  f"explained target {target['class']}{truth}")
-    k = len(result.get("probabilities") or {})
+    probs = result.get("probabilities") or {}
+    k = len(probs)
+    if k > 2:
+        top = sorted(probs.items(), key=lambda kv: -kv[1])[: min(5, k)]
+        lines.append(f"  top-{len(top)}: " + ", ".join(f"{name} {p:.2f}" for name, p in top))
     if k and near_chance(float(pred["probability"]), k):
         lines.append(f"  warning: probability {pred['probability']:.2f} is close to chance ({1 / k:.2f} for {k} "
                      "classes): the model is unsure, so the heatmap shows what an unsure model looks at; "
-                     "train longer or pick a better checkpoint (ckpt=)")
+                     + ("is the clip like the videos it was trained on?" if result.get("pretrained") else
+                        "train longer or pick a better checkpoint (ckpt=)"))
     if share.get("first_half") is None:
         lines.append("  no positive relevance for the target: the explanation does not say where it sits")
     else:
