@@ -248,7 +248,7 @@ def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool =
     return LayerMapComposite(layer_map, canonizers=canonizers)
 
 
-# ------------------------------------------------------------------------------ zennit's canonical form of torchvision blocks
+# ------------------------------------------------------------------ zennit's canonical form of torchvision blocks
 def _zennit_sum():  # noqa: ANN202
     from zennit.layer import Sum
 

@@ -2,17 +2,19 @@
 
 ``VideoLRP(model)`` takes the raw torchvision model (clips ``(B, C, T, H, W)``, its layout) and must equal zennit
 0.5.1 with its canonizers (BatchNorm merged) on the same model in zennit's canonical form (residual additions as
-zennit's ``Sum``), for the z and epsilon rules and one composite, to <= 1e-6 of the largest relevance (the three VideoResNets share every block type: one rule each; S3D all
-three); with every
-bias and BatchNorm shift zero the z rule conserves the target logit. S3D is tested with its final ``AvgPool3d``
-(2, 7, 7) made adaptive so a tiny clip reaches it (the full 14 x 224 x 224 clip it needs takes ~20 s on a CPU);
-every other module is torchvision's own. MViT and Swin3D load and run but are refused with one line.
+zennit's ``Sum``) to <= 1e-6 of the largest relevance: the three VideoResNets share every block type, so one rule
+each (z, epsilon, the epsilon_plus_flat composite); S3D (its own blocks) all three. With every bias and BatchNorm
+shift zero the z rule conserves the target logit. S3D is tested with its final ``AvgPool3d`` (2, 7, 7) made
+adaptive so a tiny clip reaches it (the 14 x 224 x 224 clip it needs takes ~20 s on a CPU); every other module is
+torchvision's own. MViT and Swin3D load and run but are refused with one line until the transformer engine
+explains them.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import re
 
 import pytest
 import torch
@@ -135,10 +137,14 @@ def test_the_model_is_left_as_it_was_and_explain_takes_its_layout() -> None:
 @pytest.mark.parametrize("builder", ["mvit_v2_s", "swin3d_t"])
 def test_attention_models_are_refused_with_one_line(builder: str) -> None:
     model = tvm.get_model(builder, weights=None).eval()
-    with pytest.raises(ValueError, match=r"cannot explain (MViT|SwinTransformer3d) yet: it does not know "
-                                         r"(PositionalEncoding|PatchEmbed3d) .*vidxai explains .*VideoResNet") as err:
+    try:
         VideoLRP(model)
-    assert "\n" not in str(err.value)
+    except ValueError as err:
+        assert re.search(r"cannot explain (MViT|SwinTransformer3d) yet: it does not know (PositionalEncoding|"
+                         r"PatchEmbed3d) .*vidxai explains .*VideoResNet", str(err)), str(err)
+        assert "\n" not in str(err)
+    else:  # the transformer engine (another branch) explains them: its own tests check how
+        pytest.skip(f"VideoLRP explains {builder} now")
 
 
 def test_an_unknown_network_names_its_first_unknown_module() -> None:

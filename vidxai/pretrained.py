@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vidxai.checkpoint import LoadedCheckpoint
@@ -83,7 +82,11 @@ class Preprocess(VideoTransform):
             folded in: ``(x * rescale - offset - m) / s`` is ``(x / 255 - mean) / std``).
         crop_size: the centre crop ``(H, W)`` (``None``: none).
         resize: the resize before the crop: an int (the shorter side, aspect kept) or ``(H, W)`` (exact);
-            ``None``: none. Bilinear with antialiasing, as torchvision's ``VideoClassification`` does.
+            ``None``: none. Bilinear on the uint8 frames (torchvision's ``resize``).
+        antialias: whether the resize antialiases (``False`` for torchvision's video models: their
+            ``VideoClassification`` transform resizes without; ``True`` for Hugging Face processors).
+        round_crop: the centre crop starts at ``round((size - crop) / 2)`` (torchvision's ``center_crop``) rather
+            than ``(size - crop) // 2`` (Hugging Face's and vidxai's).
         frame_rate: sample ``num_frames`` consecutive frames at this rate (frames per second) from the middle of
             the video, as torchvision's video models were trained and evaluated; ``None``: spread uniformly over
             the whole video (vidxai's default, and what a Hugging Face folder does not say otherwise).
@@ -92,7 +95,8 @@ class Preprocess(VideoTransform):
 
     def __init__(self, num_frames: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  crop_size: int | Sequence[int] | None = None, resize: int | Sequence[int] | None = None,
-                 frame_rate: float | None = None, layout: str = "BTCHW") -> None:
+                 frame_rate: float | None = None, layout: str = "BTCHW", antialias: bool = True,
+                 round_crop: bool = False) -> None:
         super().__init__(mean=mean, std=std, crop_size=crop_size, flip=False)
         if int(num_frames) < 1:
             raise ConfigError(f"a clip needs at least one frame, got num_frames={num_frames}")
@@ -103,6 +107,8 @@ class Preprocess(VideoTransform):
         self.resize = resize
         self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.layout = layout
+        self.antialias = bool(antialias)
+        self.round_crop = bool(round_crop)
 
     # ------------------------------------------------------------------ geometry
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -122,11 +128,16 @@ class Preprocess(VideoTransform):
             raise ValueError(f"Preprocess expects clips (B, T, 3, H, W), got {tuple(video.shape)}")
         size = self.resized_size(*video.shape[-2:])
         if size != tuple(video.shape[-2:]):
+            from torchvision.transforms.functional import InterpolationMode, resize
+
             b, t = video.shape[:2]
-            flat = video.reshape(b * t, *video.shape[2:]).float()
-            flat = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
-            video = flat.clamp_(0, 255).reshape(b, t, 3, *size)
+            flat = resize(video.reshape(b * t, *video.shape[2:]), list(size), InterpolationMode.BILINEAR,
+                          antialias=self.antialias)  # uint8 in, uint8 out (rounded), as torchvision's transforms
+            video = flat.reshape(b, t, 3, *size)
         return super().__call__(video, train=False)
+
+    def centre_offset(self, size: int, crop: int) -> int:
+        return int(round((size - crop) / 2.0)) if self.round_crop else (size - crop) // 2
 
     def eval_boxes(self, boxes: Any, source_size: Sequence[int], decoded_size: Sequence[int] | None) -> Any:
         """Boxes in source pixels -> clip pixels: this resize (frames are decoded at their own size), then the crop."""
@@ -145,14 +156,17 @@ class Preprocess(VideoTransform):
             if span <= n_video:
                 start = (n_video - span) / 2
                 idx = np.clip(np.floor(start + np.arange(t) * step).astype(np.int64), 0, n_video - 1)
-                return idx, f"{t} frames at {self.frame_rate:g} fps from the middle of the video"
-            how = (f"{t} frames at {self.frame_rate:g} fps need {span:.0f} frames of this {fps:g} fps video, which "
-                   f"has {n_video}: {t} frames spread uniformly over all of it")
+                how = f"{t} frames at {self.frame_rate:g} fps from the middle of the video"
+            else:
+                idx = uniform_indices(n_video, t)
+                how = (f"{t} frames at {self.frame_rate:g} fps need {span:.0f} frames of this {fps:g} fps video, "
+                       f"which has {n_video}: {t} frames spread uniformly over all of it")
         else:
+            idx = uniform_indices(n_video, t)
             how = f"{t} frames spread uniformly over the video"
-        idx = uniform_indices(n_video, t)
-        if n_video < t:
-            how += f" (it has {n_video} frames: frames repeated, indices {idx.tolist()})"
+        if len(set(idx.tolist())) < t:
+            how += (f" (the video has {n_video} frames" + (f" at {fps:g} fps" if fps > 0 else "")
+                    + f": frames repeated, indices {idx.tolist()})")
         return idx, how
 
     def read_frames(self, path: str | Path, backend: str = "auto") -> tuple[torch.Tensor, np.ndarray, float, str]:
@@ -177,7 +191,7 @@ class Preprocess(VideoTransform):
         except VideoDecodeError as exc:
             raise UserError(f"cannot decode video {p}: {exc}; pass a readable video file "
                             "(mp4/avi/mpg/mkv/webm/mov)") from None
-        if n < self.num_frames:
+        if "repeated" in how:
             log.warning("%s: %s", p.name, how)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         return video, idx, fps, how
@@ -200,7 +214,8 @@ class Preprocess(VideoTransform):
         """The ``preprocess`` dict of vidxai's checkpoints (num_frames, mean, std, crop_size) and its own keys."""
         return {**self.preprocess, "num_frames": self.num_frames,
                 "resize": list(self.resize) if isinstance(self.resize, tuple) else self.resize,
-                "frame_rate": self.frame_rate, "layout": self.layout}
+                "antialias": self.antialias, "round_crop": self.round_crop, "frame_rate": self.frame_rate,
+                "layout": self.layout}
 
     def describe(self) -> str:
         """One line: frames, sampling, resize, crop, normalisation."""
@@ -370,7 +385,8 @@ def _torchvision_preprocess(builder: str, enum: Any, report: Report) -> Preproce
     rate = re.search(r"frame_rate=([\d.]+)", docs)
     frames = int(clip_len.group(1)) if clip_len else 16
     pre = Preprocess(frames, mean=tf.mean, std=tf.std, crop_size=list(tf.crop_size), resize=list(tf.resize_size),
-                     frame_rate=float(rate.group(1)) if rate else None, layout="BCTHW")
+                     frame_rate=float(rate.group(1)) if rate else None, layout="BCTHW", antialias=False,
+                     round_crop=True)
     report.taken.append(("frames, sampling", f"{where}.meta['_docs'] (clip_len={frames}"
                          + (f", frame_rate={rate.group(1)})" if rate else ")")))
     report.taken.append(("resize, crop, mean/std", f"{where}.transforms() (VideoClassification)"))
@@ -413,8 +429,9 @@ def _load_hf(source: str) -> Pretrained:
                           "cache snapshot; pass the folder that holds config.json and the weights")
     weights = next((folder / n for n in HF_WEIGHT_FILES if (folder / n).is_file()), None)
     if weights is None:
-        raise ConfigError(f"pretrained={source}: {folder} has a config.json but no weights ({', '.join(HF_WEIGHT_FILES)});"
-                          " pass a complete save_pretrained folder (or download the repo again)")
+        raise ConfigError(f"pretrained={source}: {folder} has a config.json but no weights "
+                          f"({', '.join(HF_WEIGHT_FILES)}); pass a complete save_pretrained folder (or download the "
+                          "repo again)")
     config = _read_json(folder / "config.json")
     model_type = str(config.get("model_type"))
     if model_type not in VIDEO:

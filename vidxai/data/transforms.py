@@ -107,13 +107,17 @@ class VideoTransform:
         h, w = int(dh), int(dw)
         if self.crop_size is not None:
             ch, cw = self.crop_size
-            top, left = (h - ch) // 2, (w - cw) // 2  # as in _crop_boxes(train=False)
+            top, left = self.centre_offset(h, ch), self.centre_offset(w, cw)  # as in _crop_boxes(train=False)
             b[:, [0, 2]] -= left
             b[:, [1, 3]] -= top
             h, w = ch, cw
         b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
         b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
         return b
+
+    def centre_offset(self, size: int, crop: int) -> int:
+        """Where the centre crop of ``crop`` pixels starts in ``size`` pixels (the lower middle when odd)."""
+        return (size - crop) // 2
 
     def _crop_boxes(self, clips: torch.Tensor, train: bool,
                     generator: torch.Generator | None) -> tuple[list[int], list[int], tuple[int, int]]:
@@ -127,7 +131,7 @@ class VideoTransform:
             raise ConfigError(f"data.crop_size={self.crop_size} is larger than the decoded frames ({h}x{w}): "
                              "increase data.size or decrease data.crop_size")
         if not train:
-            return [(h - ch) // 2] * n, [(w - cw) // 2] * n, (ch, cw)
+            return [self.centre_offset(h, ch)] * n, [self.centre_offset(w, cw)] * n, (ch, cw)
         tops = torch.randint(0, h - ch + 1, (n,), generator=generator).tolist()
         lefts = torch.randint(0, w - cw + 1, (n,), generator=generator).tolist()
         return tops, lefts, (ch, cw)

@@ -315,8 +315,13 @@ def check_pretrained_options(options: DictConfig, mode: str) -> None:
     if used:
         raise UserError(f"{used[0]}= picks videos of a train.py checkpoint's data; a pretrained= model has none: "
                         "pass video=FILE, or videos=<folder or glob> for mode=profile / mode=evaluate")
-    if mode in ("profile", "evaluate") and options.get("videos") in (None, ""):
-        raise UserError(f"mode={mode} with pretrained= explains your clips: pass videos=<folder or glob>")
+    if mode in ("profile", "evaluate"):
+        from vidxai.pipelines._common import to_plain
+
+        videos = to_plain(options.get("videos"))
+        if videos in (None, "", []):
+            raise UserError(f"mode={mode} with pretrained= explains your clips: pass videos=<folder or glob>")
+        _video_paths([videos] if isinstance(videos, str) else [str(v) for v in videos])  # they exist
     if mode in ("single", "compare") and options.get("video") is None:
         raise UserError("pass video=FILE (one clip) to explain it with the pretrained= model, or videos=<folder or "
                         "glob> with mode=profile / mode=evaluate")
