@@ -293,3 +293,18 @@ def zennit_form(module: nn.Module) -> nn.Module:
         if isinstance(m, nn.ReLU):
             m.inplace = False
     return module
+
+
+def randomise_batch_norm(net: nn.Module, shifts: bool = True, eps: float | None = None) -> None:
+    """Non-trivial BN statistics and scales (as after training); ``shifts=False``: BN adds nothing."""
+    import torch
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_(0, 0.1) if shifts else m.bias.zero_()
+                m.running_mean.normal_(0, 0.1) if shifts else m.running_mean.zero_()
+                if eps is not None:
+                    m.eps = eps

@@ -19,7 +19,7 @@ from torch import nn
 
 zennit = pytest.importorskip("zennit")
 from captum.attr import InputXGradient  # noqa: E402
-from helpers import ZennitBlock, zennit_composite, zennit_form  # noqa: E402
+from helpers import ZennitBlock, randomise_batch_norm, zennit_composite, zennit_form  # noqa: E402
 from torchvision.models.video.resnet import BasicBlock, Conv2Plus1D  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
 
@@ -28,25 +28,12 @@ from vidxai.xai import RULES, VideoLRP, make_composite  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
 
 
-def _randomise_batch_norm(net: nn.Module, shifts: bool = True, eps: float | None = None) -> None:
-    """Non-trivial BN statistics and scales (as after training); ``shifts=False``: BN adds nothing."""
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.bias.normal_(0, 0.1) if shifts else m.bias.zero_()
-                m.running_mean.normal_(0, 0.1) if shifts else m.running_mean.zero_()
-                if eps is not None:
-                    m.eps = eps
-
-
 @functools.cache
 def _net(shifts: bool = True) -> R2Plus1D:
     """A narrow float64 R(2+1)D-18 (4/8/16/32 channels) in eval mode (built once; tests must not change it)."""
     torch.manual_seed(0)
     net = R2Plus1D(3, width=1 / 16).double().eval()
-    _randomise_batch_norm(net, shifts)
+    randomise_batch_norm(net, shifts)
     with torch.no_grad():
         net.fc.weight.normal_(0, 0.5)
         net.fc.bias.normal_(0, 0.1) if shifts else net.fc.bias.zero_()
@@ -135,7 +122,7 @@ def _plain_stack() -> nn.Sequential:
             if isinstance(m, (nn.Conv3d, nn.Linear)):
                 m.bias.normal_(0, 0.1)
     # zennit's MergeBatchNorm leaves an "identity" BN computing x / sqrt(1 + eps): exact for eps=0
-    _randomise_batch_norm(net, eps=0.0)
+    randomise_batch_norm(net, eps=0.0)
     return net
 
 
@@ -163,7 +150,7 @@ def test_residual_block_equals_zennit_sum_rule(rule: str, downsample: bool) -> N
     else:
         block = BasicBlock(4, 4, Conv2Plus1D)
     block = block.double().eval()
-    _randomise_batch_norm(block, eps=0.0)
+    randomise_batch_norm(block, eps=0.0)
     net = nn.Sequential(nn.Conv3d(3, block.conv1[0][0].in_channels, 1), nn.ReLU(), block).double()
     x = torch.randn(2, 3, 4, 6, 6, dtype=torch.float64)
     start = torch.randn_like(net(x))

@@ -22,7 +22,7 @@ from torch import nn
 
 zennit = pytest.importorskip("zennit")
 import torchvision.models as tvm  # noqa: E402
-from helpers import zennit_composite, zennit_form  # noqa: E402
+from helpers import randomise_batch_norm, zennit_composite, zennit_form  # noqa: E402
 from zennit.attribution import Gradient  # noqa: E402
 
 from vidxai.errors import ConfigError  # noqa: E402
@@ -36,15 +36,10 @@ TOL = 1e-6
 def _randomise(model: nn.Module, biases: bool) -> None:
     """Trained-looking BatchNorm statistics (eps 0: zennit's merge leaves x / sqrt(1 + eps)) and head biases;
     ``biases=False``: every bias, BN shift and running mean zero."""
+    randomise_batch_norm(model, shifts=biases, eps=0.0)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.bias.normal_(0, 0.1) if biases else m.bias.zero_()
-                m.running_mean.normal_(0, 0.1) if biases else m.running_mean.zero_()
-                m.eps = 0.0
-            elif isinstance(m, (nn.Conv3d, nn.Linear)) and m.bias is not None:
+            if isinstance(m, (nn.Conv3d, nn.Linear)) and m.bias is not None:
                 m.bias.normal_(0, 0.1) if biases else m.bias.zero_()
         head = model.classifier[1] if hasattr(model, "classifier") else model.fc
         head.weight.normal_(0, 0.5)  # logits of a useful size
