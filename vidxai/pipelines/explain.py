@@ -119,9 +119,9 @@ def _check_settings(cfg: DictConfig) -> tuple[str, LRPConfig]:
         raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
                         f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
     if not has_ckpt and not pretrained:
-        raise UserError("explain.py needs a model: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written by "
-                        "train.py; `make explain` takes the newest one), or pretrained=<Hugging Face folder or repo id "
-                        "| torchvision:<builder> weights=<file.pth>>")
+        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written "
+                        "by train.py; `make explain` takes the newest one), or a model you already have: "
+                        "pretrained=<Hugging Face folder or repo id | torchvision:<builder> weights=<file.pth>>")
     if cfg.get("weights") not in (None, "") and not pretrained:
         raise UserError(f"weights={cfg.weights} goes with pretrained=torchvision:<builder>; a checkpoint (ckpt=) "
                         "carries its own weights")
