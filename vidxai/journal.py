@@ -32,6 +32,15 @@ __all__ = ["Journal", "atomic_write_bytes", "atomic_write_text", "journal_path",
 NOT_SETTINGS = ("resume", "paths", "hydra", "logger", "task_name", "tags")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file next to ``path`` (flushed to the disk), then rename it to ``path``: a
     reader sees the old file or the new one, never a part of it."""
@@ -39,6 +48,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it (mkstemp makes it private)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

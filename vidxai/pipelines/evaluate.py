@@ -245,7 +245,8 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
 
 def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settings: Any, out_dir: Path,
                    run: Any) -> None:
-    """``evaluation.json``, ``.csv``, ``.md``, the figures and the W&B table; the table on the console."""
+    """``evaluation.json``, ``.csv``, ``.md``, the figures, ``report.html`` and the W&B table; the table on the
+    console."""
     from vidxai.evaluation.summary import markdown_table
     from vidxai.io import write_json
 
@@ -254,12 +255,16 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
     write_json(out_dir / "evaluation.json", result)
     csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
     table = markdown_table(result)
-    (out_dir / "evaluation.md").write_text(table + "\n")
+    atomic_write_text(out_dir / "evaluation.md", table + "\n")
     print(f"evaluation of {len(names)} methods on {n} videos of split={split} ({how}):\n{table}", flush=True)
     figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} "
                                         f"videos · baseline={settings.baseline}")
+    from vidxai.viz.report import evaluation_report, log_report
+
+    report = evaluation_report(result, out_dir, figures, maps_dir=out_dir / "journal" / "maps")
     if run is not None:
         _log_wandb(run, result, figures, out_dir, csv_path)
+        log_report(run, report, "evaluate/report")
 
 
 def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

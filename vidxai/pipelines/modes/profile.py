@@ -47,8 +47,9 @@ def run(ctx: ExplainContext) -> ModeResult:
     })
     write_json(ctx.out_dir / "profile.json", prof)
     write_json(ctx.out_dir / "videos.json", rows)
-    _draw_and_log(ctx, prof)
-    return ModeResult("profile", prof, summary_lines(prof))
+    lines = summary_lines(prof)
+    _draw_and_log(ctx, prof, lines)
+    return ModeResult("profile", prof, lines)
 
 
 def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
@@ -121,16 +122,18 @@ def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int) ->
     return share, int(clip.label), row
 
 
-def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:
+def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any], lines: list[str]) -> None:
     from vidxai.viz.media import save_figure
     from vidxai.viz.profile import profile_figure
+    from vidxai.viz.report import profile_report
 
     fig_path = ctx.out_dir / "profile.png"
     save_figure(profile_figure(prof), fig_path)
+    report = profile_report(prof, ctx.out_dir, fig_path, lines)
     if ctx.run is not None:
-        from vidxai.wandb_media import Image, log_media
+        from vidxai.wandb_media import Html, Image, log_media
 
-        log_media(ctx.run, {"explain/profile": Image(fig_path)})
+        log_media(ctx.run, {"explain/profile": Image(fig_path), "explain/report": Html(report)})
         ctx.run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
         save_in_run(ctx.run, ctx.out_dir / "profile.json")
 
