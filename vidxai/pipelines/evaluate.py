@@ -128,7 +128,7 @@ def run_evaluation(
     """
     from vidxai.evaluation.shards import combine
     from vidxai.pipelines.progress import RunProgress
-    from vidxai.pipelines.sharded import run_in_process
+    from vidxai.pipelines.sharded import peak_rss_mb, run_in_process
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
@@ -175,18 +175,6 @@ def stopped(out_dir: Path) -> None:
     gc.freeze()
     log.warning("stopped; everything finished so far is saved in %s. To continue, run the same command with "
                 "resume=%s", Path(out_dir) / "journal", out_dir)
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (MiB) so far (``None`` where the OS does not say)."""
-    try:
-        import resource
-        import sys
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (2**20 if sys.platform == "darwin" else 2**10)
-    except (ImportError, OSError):
-        return None
 
 
 def _control_of(cfg: DictConfig, out_dir: Path, n: int, stop: Callable[[], None] | None, progress: Any

@@ -90,8 +90,9 @@ class RunProgress:
 
         if self._bar is None:
             self._bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("left"),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+                                 TextColumn("{task.fields[unit]:<6}"), TimeElapsedColumn(), TextColumn("so far,"),
+                                 TimeRemainingColumn(), TextColumn("left"), console=Console(stderr=True),
+                                 transient=False)
             self._bar.start()
         unit = self._unit(family)
         if family not in self._tasks:

@@ -36,7 +36,7 @@ from vidxai.journal import Journal, journal_path, read_journal, run_settings, se
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PaddedShard", "check_resume", "gather_to_rank_zero", "process_journal", "resume_settings",
+__all__ = ["PaddedShard", "check_resume", "gather_to_rank_zero", "peak_rss_mb", "process_journal", "resume_settings",
            "run_in_process", "run_sharded", "stop_check"]
 
 
@@ -97,9 +97,17 @@ class _ShardWork(pl.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         payload = self._finish()
-        log.info("rank %d of %d: %d video(s) done; sending the results to rank 0", self.global_rank,
-                 self.trainer.world_size, self.done)
+        log.info("rank %d of %d: %d video(s) done (peak memory %.0f MiB); sending the results to rank 0",
+                 self.global_rank, self.trainer.world_size, self.done, peak_rss_mb())
         self.gathered = gather_to_rank_zero(payload)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def run_in_process(n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any]:
