@@ -347,3 +347,30 @@ def test_an_evaluation_stopped_by_sigterm_ctrl_c_and_sigkill_resumes_to_the_same
     assert resumed["settings"]["resumed"] is True
     _assert_close(_numbers(whole), _numbers(resumed))
     assert _journal_lines(run) == total  # nothing done twice, the cut line dropped
+
+
+def test_profile_resumes_from_its_journal_explaining_only_what_is_missing(
+        tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidxai.errors import UserError
+    from vidxai.pipelines.explain import explain
+    from vidxai.pipelines.modes import profile
+
+    args = [f"ckpt={tiny_ckpt}", "mode=profile", "split=test", "limit=3", "profile.n_boot=100", "logger=none"]
+    explain(compose_cfg("explain", tmp_path / "a", args))
+    run = tmp_path / "a" / "run"
+    whole = json.loads((run / "profile.json").read_text())
+    assert (run / "report.html").is_file()
+    journal = run / "journal" / "rank0.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 4  # the header, then one line per video
+    journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # killed while writing the second video
+    with pytest.raises(UserError, match="holds the journal of an earlier run"):
+        explain(compose_cfg("explain", tmp_path / "a", args))  # a new run in that folder: not over its journal
+    explained: list[int] = []
+    real = profile._explain_video
+    monkeypatch.setattr(profile, "_explain_video", lambda *a: explained.append(a[-1]) or real(*a))
+    explain(compose_cfg("explain", tmp_path / "b", [*args, f"resume={run}"]))
+    assert explained == [1, 2]  # only what the journal did not hold
+    again = json.loads((run / "profile.json").read_text())
+    whole.pop("seconds"), again.pop("seconds")
+    _assert_close(whole, again)
