@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from vidxai.evaluation.control import RunControl
+from vidxai.evaluation.core import EvalClip, EvalSettings, RunControl, build_methods, error_line, maps_of
 from vidxai.evaluation.mprt import cascade_steps, randomised_cascade, spearman
 from vidxai.evaluation.randomisation import noisy_copies
 from vidxai.evaluation.registry import METRICS, ScoreInput
@@ -37,39 +37,22 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
-def _checked(pixel: Any) -> np.ndarray:
-    out = pixel.numpy()
-    if not np.isfinite(out).all():
-        raise FloatingPointError("the map has non-finite values")
-    return out
-
-
-def _many(method: Any, inputs: list[Any], targets: list[int], keys: list[int], batch_size: int
-          ) -> Iterator[np.ndarray]:
-    """The map of each input clip, ``batch_size`` clips per call of the method."""
-    for start in range(0, len(inputs), batch_size):
-        part = slice(start, start + batch_size)
-        yield from (_checked(p) for p in method.many(inputs[part], targets[part], keys[part]))
-
-
-def _step(name: str, built: dict, videos: list, clips: Mapping[int, Any], last: dict, s: Any, out: dict
+def _step(name: str, built: dict, videos: list, clips: Mapping[int, EvalClip], last: dict, s: EvalSettings, out: dict
           ) -> list[float]:
     """Spearman of each video's original and randomised ``|map|`` (NaN where there is none); fills ``last``."""
-    from vidxai.evaluation.runner import _error
-
     rho = {i: float("nan") for i, _, _ in videos}
     todo = [v for v in videos if name in v[2]]
     t0 = time.perf_counter()
     if name in built and name not in out["errors"] and todo:
         original = {i: maps[name] for i, _, maps in todo}
         try:
-            pixels = _many(built[name], [clips[i].video for i, _, _ in todo], [t for _, t, _ in todo],
+            pixels = maps_of(built[name], [clips[i].video for i, _, _ in todo], [t for _, t, _ in todo],
                            [i for i, _, _ in todo], s.batch_size)
             for (i, _, _), pixel in zip(todo, pixels, strict=True):
                 last[(i, name)] = pixel
                 rho[i] = spearman(np.abs(original[i]), np.abs(pixel))
         except Exception as exc:
-            out["errors"][name] = _error(exc)
+            out["errors"][name] = error_line(exc)
     out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
     return [rho[i] for i, _, _ in videos]
 
@@ -103,8 +86,8 @@ class _Units:
         self.control.progress(phase, self.done, self.total)
 
 
-def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
-             methods: dict[str, Any], s: Any, by_video: dict, out: dict[str, Any], units: _Units
+def _cascade(net: nn.Module, clips: Mapping[int, EvalClip], kept: list[tuple[int, int, dict[str, np.ndarray]]],
+             methods: dict[str, Any], s: EvalSettings, by_video: dict, out: dict[str, Any], units: _Units
              ) -> tuple[Any, dict, dict]:
     """Run the cascade; returns (last model, its methods, {(video, method): last randomised map}).
 
@@ -112,8 +95,6 @@ def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int
     method explains a step's clips in batches (:meth:`~vidxai.evaluation.methods.Method.many`). A step of a
     method the journal holds is read back (its Spearman values, its error, the last step's maps).
     """
-    from vidxai.evaluation.runner import build_methods
-
     last: dict[tuple[int, str], np.ndarray] = {}
     n_steps = len(cascade_steps(net, s.mprt_granularity)[: s.mprt_steps])
     model, built = None, {}
@@ -148,13 +129,11 @@ def _cascade(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int
     return model, built, last
 
 
-def _smooth(clips: Mapping[int, Any], kept: list, methods: dict, built: dict, last: dict, s: Any, out: dict,
-            units: _Units) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+def _smooth(clips: Mapping[int, EvalClip], kept: list, methods: dict, built: dict, last: dict, s: EvalSettings,
+            out: dict, units: _Units) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
     """Per (video, method): the maps averaged over the clean clip and its noisy copies, original and randomised
     model. The copies are drawn once per video (seeded by ``(seed, video)``), the same for every method and both
     models; each method explains all copies of all videos in batches."""
-    from vidxai.evaluation.runner import _error
-
     noisy: dict[int, Any] = {}
     smooth = {}
     for name in methods:
@@ -183,14 +162,14 @@ def _smooth(clips: Mapping[int, Any], kept: list, methods: dict, built: dict, la
         try:
             for method, clean in zip((methods[name], built[name]), cleans, strict=True):
                 total = {i: np.array(c, dtype=np.float64) for i, c in clean.items()}
-                pixels = _many(method, [noisy[i][k] for i, _, k in jobs], [t for _, t, _ in jobs],
+                pixels = maps_of(method, [noisy[i][k] for i, _, k in jobs], [t for _, t, _ in jobs],
                                [i for i, _, _ in jobs], s.batch_size)
                 for (i, _, _), pixel in zip(jobs, pixels, strict=True):
                     total[i] += pixel
                 pair.append({i: v / s.smprt_samples for i, v in total.items()})
             smooth.update({(i, name): (pair[0][i], pair[1][i]) for i in pair[0]})
         except Exception as exc:
-            out["errors"][name] = _error(exc)
+            out["errors"][name] = error_line(exc)
         out["method_s"][name] = out["method_s"].get(name, 0.0) + time.perf_counter() - t0
         arrays = None if name in out["errors"] else \
             {**{f"o{i}": v for i, v in pair[0].items()}, **{f"r{i}": v for i, v in pair[1].items()}}
@@ -199,15 +178,15 @@ def _smooth(clips: Mapping[int, Any], kept: list, methods: dict, built: dict, la
     return smooth
 
 
-def randomisation_pass(net: nn.Module, clips: Mapping[int, Any], kept: list[tuple[int, int, dict[str, np.ndarray]]],
-                       methods: dict[str, Any], s: Any, rows: list[dict[str, Any]],
-                       control: RunControl | None = None) -> dict[str, Any]:
+def randomisation_pass(net: nn.Module, clips: Mapping[int, EvalClip],
+                       kept: list[tuple[int, int, dict[str, np.ndarray]]], methods: dict[str, Any], s: EvalSettings,
+                       rows: list[dict[str, Any]], control: RunControl | None = None) -> dict[str, Any]:
     """Fill ``rows`` with ``mprt/<step>`` and the randomisation scores; return steps, errors, timings.
 
     ``clips[i]``: the clip of video ``i`` for every ``i`` of ``kept`` (the per-step means over the first
     ``mprt_videos`` videos are computed from the rows, by :func:`vidxai.evaluation.shards.combine`).
     ``control``: the journal each step of each method is written to (and read back from, after an
-    interruption), the stop check before each of them, the progress (:class:`~vidxai.evaluation.control.RunControl`).
+    interruption), the stop check before each of them, the progress (:class:`~vidxai.evaluation.core.RunControl`).
     """
     control = control or RunControl()
     out: dict[str, Any] = {"steps": [], "errors": {}, "time_s": 0.0, "smprt_s": 0.0,

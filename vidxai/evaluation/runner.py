@@ -23,12 +23,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidxai.data.ground_truth import ClipTruth
 from vidxai.evaluation import scores as _scores  # noqa: F401 (registers the built-in metrics)
-from vidxai.evaluation.control import RunControl
-from vidxai.evaluation.methods import Method, build_method, stages_or_none, validate_method_names
+from vidxai.evaluation.core import (
+    CURVES,
+    ORDER_SCORES,
+    EvalClip,
+    EvalSettings,
+    RunControl,
+    Shard,
+    build_methods,
+    checked_map,
+    error_line,
+    maps_of,
+)
+from vidxai.evaluation.methods import Method, stages_or_none, validate_method_names
 from vidxai.evaluation.perturbation import (
-    BASELINES,
     aopc,
     flipping_curves,
     frame_masks,
@@ -39,128 +48,18 @@ from vidxai.evaluation.perturbation import (
     region_order,
     region_scores,
     region_steps,
-    replacement,
 )
-from vidxai.evaluation.randomisation_pass import _checked, _many, randomisation_pass
-from vidxai.evaluation.registry import METRICS, BuildContext, NotApplicable, ScoreInput
+from vidxai.evaluation.randomisation_pass import randomisation_pass
+from vidxai.evaluation.registry import METRICS, ScoreInput
 from vidxai.evaluation.shards import combine
 from vidxai.models.contract import Stage
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "evaluate"]
+__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "build_methods", "evaluate"]
 
 log = logging.getLogger(__name__)
 
-#: Flipping curves: (curve name, does the order depend on the method?).
-CURVES: tuple[tuple[str, bool], ...] = (
-    ("frame_morf", True),
-    ("frame_lerf", True),
-    ("frame_random", False),
-    ("frame_last_first", False),
-    ("frame_first_first", False),
-    ("region_morf", True),
-    ("region_random", False),
-)
-#: AOPC of the method-independent orders (references, reported per video and in ``orders``).
-ORDER_SCORES: dict[str, str] = {c: c.replace("frame_", "frame_aopc_").replace("region_", "region_aopc_")
-                                for c, per_method in CURVES if not per_method}
-
-
-@dataclass
-class EvalClip:
-    """One clip to evaluate on: the model input ``(T, C, H, W)`` (on the model's device) and where it came from."""
-
-    video: Tensor
-    source: str
-    label: int | None = None
-    truth: ClipTruth | None = None
-
-
-@dataclass
-class EvalSettings:
-    """Every choice of the evaluation (all reported in ``settings``)."""
-
-    baseline: str = "mean"
-    blur_sigma: float = 2.0
-    road_noise: float = 0.01
-    batch_size: int = 32
-    #: videos whose maps come from one attribution call per method in the first pass (the randomisation tests
-    #: take ``batch_size`` clips per call); 1 = one video at a time
-    video_batch: int = 4
-    region_size: int = 8
-    region_step: float = 0.05
-    region_max: float = 0.5
-    ig_steps: int = 16
-    seed: int = 0
-    mprt_videos: int = 1
-    randomisation_videos: int = 10
-    mprt_steps: int | None = None
-    mprt_granularity: str = "block"
-    smprt_samples: int = 0
-    smprt_noise: float = 0.1
-    n_boot: int = 2000
-    alpha: float = 0.05
-    chunk_frames: int | None = None
-    target: int | None = None
-    #: ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the LRP methods (unset: ``LRPConfig``'s defaults)
-    recurrent: dict[str, Any] = field(default_factory=dict)
-    #: extra parameters per LRP rule (e.g. input bounds of a z^B first layer)
-    rule_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting."""
-        if self.baseline not in BASELINES:
-            raise ValueError(f"unknown baseline={self.baseline!r}; choose one of {sorted(BASELINES)}")
-        for key in ("batch_size", "video_batch", "region_size", "ig_steps", "n_boot"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if not 0 < self.region_step <= self.region_max <= 1:
-            raise ValueError(f"need 0 < region_step <= region_max <= 1, got region_step={self.region_step}, "
-                             f"region_max={self.region_max}")
-        for key, name in (("mprt_videos", "mprt.videos"), ("randomisation_videos", "mprt.final_videos"),
-                          ("smprt_samples", "mprt.smprt_samples")):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.mprt_granularity not in ("block", "layer"):
-            raise ValueError(f"mprt.granularity={self.mprt_granularity!r}; choose block or layer")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-
-    def context(self) -> BuildContext:
-        """The :class:`~vidxai.evaluation.registry.BuildContext` of the method builders."""
-        from vidxai.xai.config import LRPConfig
-
-        lrp = LRPConfig.from_dict(self.recurrent, chunk_frames=self.chunk_frames)
-        return BuildContext(replacement=self.replace, batch_size=self.batch_size, ig_steps=self.ig_steps,
-                            seed=self.seed, lrp=lrp, rule_params=self.rule_params)
-
-    def replace(self, clip: Tensor) -> Tensor:
-        """The replacement clip of ``baseline`` (whole frames)."""
-        return replacement(clip, self.baseline, self.blur_sigma, self.road_noise)
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-
-
-def build_methods(names: Sequence[str], net: nn.Module, s: EvalSettings
-                  ) -> tuple[dict[str, Method], dict[str, str], dict[str, str]]:
-    """``(methods, skipped reasons, build errors)`` for ``names`` on ``net``."""
-    methods, skipped, errors = {}, {}, {}
-    ctx = s.context()
-    for name in names:
-        try:
-            methods[name] = build_method(name, net, ctx)
-        except NotApplicable as exc:
-            skipped[name] = str(exc)
-        except Exception as exc:  # a method that cannot handle this model is reported and skipped
-            errors[name] = _error(exc)
-    return methods, skipped, errors
-
-
 def _map(method: Method, clip: Tensor, target: int, key: int) -> np.ndarray:
-    return _checked(method(clip, target, key))
+    return checked_map(method(clip, target, key))
 
 
 @dataclass
@@ -215,7 +114,7 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
         control.check()
         t0 = time.perf_counter()
         try:
-            pixels = list(_many(method, list(xs), targets, keys, len(keys))) if len(keys) > 1 else None
+            pixels = list(maps_of(method, list(xs), targets, keys, len(keys))) if len(keys) > 1 else None
         except Exception:  # found again below, clip by clip, with the video it fails on
             pixels = None
         if pixels is None:
@@ -224,7 +123,7 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
                 try:
                     pixels.append(_map(method, x, target, key))
                 except Exception as exc:
-                    st.errors[name], st.failed[name] = _error(exc), key
+                    st.errors[name], st.failed[name] = error_line(exc), key
                     log.warning("method %s failed on %s and is skipped: %s", name, source, st.errors[name])
                     break
         st.times[name] += time.perf_counter() - t0
@@ -287,23 +186,6 @@ def _road_imputer(x: Tensor, s: EvalSettings, i: int) -> Any:
     return RoadImputer(x, noise=s.road_noise, seed=(s.seed, i))
 
 
-@dataclass
-class Shard:
-    """What one process scored on its share of the videos: plain values only (picklable, no tensors), so the
-    processes of a sharded run can send it to rank 0, which merges the shards with :func:`combine`."""
-
-    rows: list[tuple[int, dict[str, Any]]]
-    chance: dict[int, dict[str, float | None]]
-    curves: dict[int, dict[str, dict[str, np.ndarray]]]
-    failed: dict[str, tuple[int, str]]
-    skipped: dict[str, str]
-    build_errors: dict[str, str]
-    info: dict[str, dict[str, Any]]
-    times: dict[str, float]
-    perturbation_s: float
-    rand: dict[str, Any]
-
-
 class VideoScorer:
     """Scores the videos of one process, then runs the randomisation tests on the ones it kept.
 
@@ -313,7 +195,7 @@ class VideoScorer:
     Videos are scored in groups of ``settings.video_batch`` (one attribution call per method and group; the
     last group when ``finish()`` is called), with the same scores as one at a time.
 
-    With a ``control`` (:class:`~vidxai.evaluation.control.RunControl`) holding a journal, each scored group is
+    With a ``control`` (:class:`~vidxai.evaluation.core.RunControl`) holding a journal, each scored group is
     written to it before the next one starts (its rows, chance levels, curves and failures; the maps of the
     videos the randomisation tests need as arrays), and the groups an earlier run of this process finished
     are read back from it: :meth:`needs` says which videos are still wanted (those not scored yet, and the

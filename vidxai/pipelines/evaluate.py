@@ -179,9 +179,9 @@ def stopped(out_dir: Path) -> None:
 
 def _control_of(cfg: DictConfig, out_dir: Path, n: int, stop: Callable[[], None] | None, progress: Any
                 ) -> Callable[[], Any]:
-    """``make()`` -> the :class:`~vidxai.evaluation.control.RunControl` of this process (called in its first
+    """``make()`` -> the :class:`~vidxai.evaluation.core.RunControl` of this process (called in its first
     ``step``, once the process group is up: the journal is per rank, the progress counts this rank's share)."""
-    from vidxai.evaluation.control import RunControl
+    from vidxai.evaluation.core import RunControl
     from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings
 
     def make() -> RunControl:
@@ -203,7 +203,7 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
             ) -> tuple[Callable[[int], None], Callable[[], Any]]:
     """``step(k)`` scores the ``k``-th picked video in this process; ``finish()`` returns this process's shard
     and the clip shape (``None`` for a process that got no video). ``control()`` makes the process's
-    :class:`~vidxai.evaluation.control.RunControl` (journal, stop check, progress) at its first step."""
+    :class:`~vidxai.evaluation.core.RunControl` (journal, stop check, progress) at its first step."""
     from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
     from vidxai.evaluation import EvalClip
     from vidxai.evaluation.runner import VideoScorer
