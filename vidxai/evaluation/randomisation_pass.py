@@ -75,11 +75,15 @@ class _Units:
     def put(self, unit: str, name: str, record: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
         if self.journal is not None:
             if arrays is not None:
-                self.journal.save_arrays(f"randomisation/{unit}-{name}", arrays)
+                self.journal.save_arrays(self._name(unit, name), arrays)
             self.journal.append({"kind": "randomisation", "unit": unit, "method": name, **record})
 
     def arrays(self, unit: str, name: str) -> dict[str, np.ndarray]:
-        return self.journal.load_arrays(f"randomisation/{unit}-{name}")
+        return self.journal.load_arrays(self._name(unit, name))
+
+    def _name(self, unit: str, name: str) -> str:
+        """``randomisation/<journal>/<unit>-<method>``: each process's own (their videos differ)."""
+        return f"randomisation/{self.journal.path.stem}/{unit}-{name}"
 
     def step_done(self, phase: str) -> None:
         self.done += 1
