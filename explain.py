@@ -33,6 +33,14 @@ def _check_rule_args(argv: list[str]) -> None:
                     sys.exit(2)
 
 
+def _resume_in_place(argv: list[str]) -> None:
+    """`resume=RUN` continues the run in its own folder: Hydra's log and config go there too (unless
+    `hydra.run.dir=` says otherwise)."""
+    resume = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("resume=")), "")
+    if resume not in ("", "null") and not any(a.startswith("hydra.run.dir=") for a in argv[1:]):
+        argv.append(f"hydra.run.dir={resume}")
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="explain")
 def main(cfg: DictConfig) -> None:
     from vidxai.pipelines._common import run_entry_point
@@ -45,6 +53,7 @@ if __name__ == "__main__":
     from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line, quiet_warnings
 
     _check_rule_args(sys.argv[1:])
+    _resume_in_place(sys.argv)
     prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES)
     quiet_warnings()
     main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -274,3 +275,104 @@ def test_an_undecodable_video_is_an_error_not_the_next_video() -> None:
     ctx = ExplainContext(None, None, None, torch.device("cpu"), None, Path("."), None, None)
     with pytest.raises(UserError, match="cannot decode video /data/v1.avi"):
         ctx.clip(Skipping(), 1)
+
+
+# ----------------------------------------------------------------------------- interrupted and resumed
+#: the evaluation of the resume test: one video per group, so the journal has a record per video (4), then one
+#: per randomisation step and method (2 x 3) and per method's sMPRT (3)
+RESUMABLE = [*EVALUATE, "video_batch=1", "logger=none"]
+
+
+def _journal_lines(run: Path) -> int:
+    path = run / "journal" / "rank0.jsonl"
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def _interrupted(run: Path, args: list[str], sig: signal.Signals, after: int, rng: np.random.Generator
+                 ) -> tuple[subprocess.CompletedProcess, float]:
+    """Run explain.py and send ``sig`` once its journal has ``after`` lines (plus a random part of a second, so
+    the signal lands inside a unit of work); the finished process and the seconds it took to stop."""
+    import time
+
+    cmd = [sys.executable, str(ROOT / "explain.py"), f"hydra.run.dir={run}", *args]
+    # SIGINT at its default, as in a terminal (a suite started in the background would pass on an ignored one)
+    proc = subprocess.Popen(cmd, cwd=run.parent, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and _journal_lines(run) < after and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(float(rng.uniform(0, 0.5)))
+    sent = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.monotonic() - sent
+
+
+@pytest.mark.slow
+def test_an_evaluation_stopped_by_sigterm_ctrl_c_and_sigkill_resumes_to_the_same_result(
+        tiny_ckpt: Path, tmp_path: Path) -> None:
+    """As a user on a preemptible node: SIGTERM, then Ctrl-C, then SIGKILL, each at a random point of the journal
+    (first pass or randomisation tests), each time the same command again with resume=; then a resume to the
+    end. The result equals an uninterrupted run's (1e-6), and a resume with other settings is one error line."""
+    from vidxai.errors import UserError
+    from vidxai.pipelines.explain import explain
+    from vidxai.pipelines.sharded import check_resume
+
+    args = [f"ckpt={tiny_ckpt}", *RESUMABLE]
+    explain(compose_cfg("explain", tmp_path / "whole", args))  # the uninterrupted run, here
+    whole = json.loads((tmp_path / "whole" / "run" / "evaluation.json").read_text())
+    total = _journal_lines(tmp_path / "whole" / "run")
+    assert total == 1 + 4 + 2 * 3 + 3  # header, videos, cascade steps x methods, sMPRT per method
+
+    rng = np.random.default_rng(24)
+    run = tmp_path / "stopped"
+    first = int(rng.integers(2, 5))  # after 1-3 of the 4 videos: in the first pass
+    points = [first, *sorted(rng.choice(np.arange(first + 1, total), size=2, replace=False))]  # then the tests
+    for n, (sig, after) in enumerate(zip((signal.SIGTERM, signal.SIGINT, signal.SIGKILL), points, strict=True)):
+        proc, seconds = _interrupted(run, [*args, *([f"resume={run}"] if n else [])], sig, int(after), rng)
+        assert proc.returncode != 0, (sig, after, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert seconds < 30, (sig, seconds)
+        assert not (run / "evaluation.json").exists()
+        lines = _journal_lines(run)
+        print(f"{sig.name} after {after} journal lines: stopped in {seconds:.1f} s, {lines} lines kept")
+        assert lines >= after, (sig, after, lines)  # what was finished stays
+        if sig != signal.SIGKILL:
+            assert f"resume={run}" in proc.stdout + proc.stderr, (proc.stdout[-2000:], proc.stderr[-2000:])
+    with (run / "journal" / "rank0.jsonl").open("a") as fh:
+        fh.write('{"kind":"videos","videos":[{"key"')  # what a SIGKILL in the middle of a write leaves
+    with pytest.raises(UserError, match=r"resume=.*limit=3 here, limit=4 in the interrupted run"):
+        check_resume(compose_cfg("explain", tmp_path / "other", [*args, "limit=3", f"resume={run}"]), "evaluate")
+
+    explain(compose_cfg("explain", tmp_path / "resumed", [*args, f"resume={run}"]))
+    resumed = json.loads((run / "evaluation.json").read_text())
+    assert resumed["settings"]["resumed"] is True
+    _assert_close(_numbers(whole), _numbers(resumed))
+    assert _journal_lines(run) == total  # nothing done twice, the cut line dropped
+
+
+def test_profile_resumes_from_its_journal_explaining_only_what_is_missing(
+        tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidxai.errors import UserError
+    from vidxai.pipelines.explain import explain
+    from vidxai.pipelines.modes import profile
+
+    args = [f"ckpt={tiny_ckpt}", "mode=profile", "split=test", "limit=3", "profile.n_boot=100", "logger=none"]
+    explain(compose_cfg("explain", tmp_path / "a", args))
+    run = tmp_path / "a" / "run"
+    whole = json.loads((run / "profile.json").read_text())
+    assert (run / "report.html").is_file()
+    journal = run / "journal" / "rank0.jsonl"
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 4  # the header, then one line per video
+    journal.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # killed while writing the second video
+    with pytest.raises(UserError, match="holds the journal of an earlier run"):
+        explain(compose_cfg("explain", tmp_path / "a", args))  # a new run in that folder: not over its journal
+    explained: list[int] = []
+    real = profile._explain_video
+    monkeypatch.setattr(profile, "_explain_video", lambda *a: explained.append(a[-1]) or real(*a))
+    explain(compose_cfg("explain", tmp_path / "b", [*args, f"resume={run}"]))
+    assert explained == [1, 2]  # only what the journal did not hold
+    again = json.loads((run / "profile.json").read_text())
+    whole.pop("seconds"), again.pop("seconds")
+    _assert_close(whole, again)

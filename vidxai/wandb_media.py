@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Image", "Table", "Video", "log_media", "wandb_sinks"]
+__all__ = ["Html", "Image", "Table", "Video", "log_media", "wandb_sinks"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,14 @@ class Table:
     rows: Sequence[Sequence[Any]]
 
 
-Media = Image | Video | Table | Sequence[Image | Video]
+@dataclass(frozen=True)
+class Html:
+    """A self-contained HTML file (``report.html``), shown as it is (no W&B style sheet injected)."""
+
+    path: str | Path
+
+
+Media = Image | Video | Table | Html | Sequence[Image | Video]
 
 
 def wandb_sinks(target: Any) -> list[Any]:
@@ -66,11 +73,13 @@ def _to_wandb(item: Any) -> Any:
         return wandb.Image(str(item.path), caption=item.caption)
     if isinstance(item, Video):
         return wandb.Video(str(item.path), caption=item.caption, format=item.format)
+    if isinstance(item, Html):
+        return wandb.Html(str(item.path), inject=False)
     if isinstance(item, Table):
         return wandb.Table(columns=list(item.columns), data=[list(row) for row in item.rows])
     if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
         return [_to_wandb(i) for i in item]
-    raise TypeError(f"log_media: cannot log a {type(item).__name__}; use Image, Video, Table or a list of them")
+    raise TypeError(f"log_media: cannot log a {type(item).__name__}; use Image, Video, Table, Html or a list of them")
 
 
 def log_media(target: Any, media: Mapping[str, Media], step: int | None = None) -> int:

@@ -110,6 +110,11 @@ class FailFast(Callback):
             proc.send_signal(signum)
         arm_watchdog(self.grace_s, f"rank {rank} did not stop within {self.grace_s:g} s of SIGTERM; killed")
 
+    @property
+    def signalled(self) -> bool:
+        """Whether this process got SIGTERM (work that checks it between its own steps stops there)."""
+        return self._signal is not None
+
     def _stop_if_signalled(self) -> None:
         if self._signal is not None:
             raise Terminated(f"received {signal.Signals(self._signal).name}")

@@ -8,6 +8,8 @@
 * :mod:`~vidxai.evaluation.mprt` / :mod:`~vidxai.evaluation.randomisation`: parameter randomisation;
 * :mod:`~vidxai.evaluation.metrics`: ground-truth scores of one map (mass, rank, pointing, temporal);
 * :mod:`~vidxai.evaluation.stats`: paired bootstrap CIs, Wilcoxon, Holm;
+* :mod:`~vidxai.evaluation.core`: the shared types (settings, clip, shard, curves, run control) every module
+  below imports, so none imports another's insides (no import cycle);
 * :mod:`~vidxai.evaluation.runner`: :func:`evaluate` over a list of clips; :mod:`~vidxai.evaluation.summary`:
   means, comparisons, verdicts and tables; :mod:`~vidxai.evaluation.selection`: which videos.
 """

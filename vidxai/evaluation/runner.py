@@ -23,11 +23,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidxai.data.ground_truth import ClipTruth
 from vidxai.evaluation import scores as _scores  # noqa: F401 (registers the built-in metrics)
-from vidxai.evaluation.methods import Method, build_method, stages_or_none, validate_method_names
+from vidxai.evaluation.core import (
+    CURVES,
+    ORDER_SCORES,
+    EvalClip,
+    EvalSettings,
+    RunControl,
+    Shard,
+    build_methods,
+    checked_map,
+    error_line,
+    maps_of,
+)
+from vidxai.evaluation.methods import Method, stages_or_none, validate_method_names
 from vidxai.evaluation.perturbation import (
-    BASELINES,
     aopc,
     flipping_curves,
     frame_masks,
@@ -38,128 +48,18 @@ from vidxai.evaluation.perturbation import (
     region_order,
     region_scores,
     region_steps,
-    replacement,
 )
-from vidxai.evaluation.randomisation_pass import _checked, _many, randomisation_pass
-from vidxai.evaluation.registry import METRICS, BuildContext, NotApplicable, ScoreInput
+from vidxai.evaluation.randomisation_pass import randomisation_pass
+from vidxai.evaluation.registry import METRICS, ScoreInput
 from vidxai.evaluation.shards import combine
 from vidxai.models.contract import Stage
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "evaluate"]
+__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "build_methods", "evaluate"]
 
 log = logging.getLogger(__name__)
 
-#: Flipping curves: (curve name, does the order depend on the method?).
-CURVES: tuple[tuple[str, bool], ...] = (
-    ("frame_morf", True),
-    ("frame_lerf", True),
-    ("frame_random", False),
-    ("frame_last_first", False),
-    ("frame_first_first", False),
-    ("region_morf", True),
-    ("region_random", False),
-)
-#: AOPC of the method-independent orders (references, reported per video and in ``orders``).
-ORDER_SCORES: dict[str, str] = {c: c.replace("frame_", "frame_aopc_").replace("region_", "region_aopc_")
-                                for c, per_method in CURVES if not per_method}
-
-
-@dataclass
-class EvalClip:
-    """One clip to evaluate on: the model input ``(T, C, H, W)`` (on the model's device) and where it came from."""
-
-    video: Tensor
-    source: str
-    label: int | None = None
-    truth: ClipTruth | None = None
-
-
-@dataclass
-class EvalSettings:
-    """Every choice of the evaluation (all reported in ``settings``)."""
-
-    baseline: str = "mean"
-    blur_sigma: float = 2.0
-    road_noise: float = 0.01
-    batch_size: int = 32
-    #: videos whose maps come from one attribution call per method in the first pass (the randomisation tests
-    #: take ``batch_size`` clips per call); 1 = one video at a time
-    video_batch: int = 4
-    region_size: int = 8
-    region_step: float = 0.05
-    region_max: float = 0.5
-    ig_steps: int = 16
-    seed: int = 0
-    mprt_videos: int = 1
-    randomisation_videos: int = 10
-    mprt_steps: int | None = None
-    mprt_granularity: str = "block"
-    smprt_samples: int = 0
-    smprt_noise: float = 0.1
-    n_boot: int = 2000
-    alpha: float = 0.05
-    chunk_frames: int | None = None
-    target: int | None = None
-    #: ``lstm_eps`` / ``bias_factor`` / ``lstm_rule`` of the LRP methods (unset: ``LRPConfig``'s defaults)
-    recurrent: dict[str, Any] = field(default_factory=dict)
-    #: extra parameters per LRP rule (e.g. input bounds of a z^B first layer)
-    rule_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting."""
-        if self.baseline not in BASELINES:
-            raise ValueError(f"unknown baseline={self.baseline!r}; choose one of {sorted(BASELINES)}")
-        for key in ("batch_size", "video_batch", "region_size", "ig_steps", "n_boot"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
-        if not 0 < self.region_step <= self.region_max <= 1:
-            raise ValueError(f"need 0 < region_step <= region_max <= 1, got region_step={self.region_step}, "
-                             f"region_max={self.region_max}")
-        for key, name in (("mprt_videos", "mprt.videos"), ("randomisation_videos", "mprt.final_videos"),
-                          ("smprt_samples", "mprt.smprt_samples")):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.mprt_granularity not in ("block", "layer"):
-            raise ValueError(f"mprt.granularity={self.mprt_granularity!r}; choose block or layer")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-
-    def context(self) -> BuildContext:
-        """The :class:`~vidxai.evaluation.registry.BuildContext` of the method builders."""
-        from vidxai.xai.config import LRPConfig
-
-        lrp = LRPConfig.from_dict(self.recurrent, chunk_frames=self.chunk_frames)
-        return BuildContext(replacement=self.replace, batch_size=self.batch_size, ig_steps=self.ig_steps,
-                            seed=self.seed, lrp=lrp, rule_params=self.rule_params)
-
-    def replace(self, clip: Tensor) -> Tensor:
-        """The replacement clip of ``baseline`` (whole frames)."""
-        return replacement(clip, self.baseline, self.blur_sigma, self.road_noise)
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
-
-
-def build_methods(names: Sequence[str], net: nn.Module, s: EvalSettings
-                  ) -> tuple[dict[str, Method], dict[str, str], dict[str, str]]:
-    """``(methods, skipped reasons, build errors)`` for ``names`` on ``net``."""
-    methods, skipped, errors = {}, {}, {}
-    ctx = s.context()
-    for name in names:
-        try:
-            methods[name] = build_method(name, net, ctx)
-        except NotApplicable as exc:
-            skipped[name] = str(exc)
-        except Exception as exc:  # a method that cannot handle this model is reported and skipped
-            errors[name] = _error(exc)
-    return methods, skipped, errors
-
-
 def _map(method: Method, clip: Tensor, target: int, key: int) -> np.ndarray:
-    return _checked(method(clip, target, key))
+    return checked_map(method(clip, target, key))
 
 
 @dataclass
@@ -200,7 +100,7 @@ def _masks(x: Tensor, rng: np.random.Generator, s: EvalSettings) -> tuple[dict[s
 
 
 def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys: list[int], sources: list[str],
-                 st: _State) -> list[dict[str, np.ndarray]]:
+                 st: _State, control: RunControl) -> list[dict[str, np.ndarray]]:
     """Every live method's maps of the clips ``xs (B, T, C, H, W)`` (video ``keys[b]``), one call per method.
 
     A method that fails is skipped from the video it fails on: when the batched call raises (or gives a
@@ -211,9 +111,10 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
     for name, method in built.items():
         if name in st.errors:
             continue
+        control.check()
         t0 = time.perf_counter()
         try:
-            pixels = list(_many(method, list(xs), targets, keys, len(keys))) if len(keys) > 1 else None
+            pixels = list(maps_of(method, list(xs), targets, keys, len(keys))) if len(keys) > 1 else None
         except Exception:  # found again below, clip by clip, with the video it fails on
             pixels = None
         if pixels is None:
@@ -222,7 +123,7 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
                 try:
                     pixels.append(_map(method, x, target, key))
                 except Exception as exc:
-                    st.errors[name], st.failed[name] = _error(exc), key
+                    st.errors[name], st.failed[name] = error_line(exc), key
                     log.warning("method %s failed on %s and is skipped: %s", name, source, st.errors[name])
                     break
         st.times[name] += time.perf_counter() - t0
@@ -232,11 +133,11 @@ def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys:
 
 
 def _score_videos(net: nn.Module, batch: list[tuple[int, EvalClip]], built: dict[str, Method], s: EvalSettings,
-                  stages: Sequence[Stage] | None, st: _State) -> None:
+                  stages: Sequence[Stage] | None, st: _State, control: RunControl) -> list[dict[str, np.ndarray]]:
     """Perturbation curves and per-video scores of the videos of ``batch`` (``(key, clip)``, clips of one shape).
 
     The maps of the batch come from one call per method; everything random about a video is seeded by
-    ``(seed, key)``, so a video scores the same in any batch and in any process.
+    ``(seed, key)``, so a video scores the same in any batch and in any process. Returns each video's maps.
     """
     xs = torch.stack([clip.video for _, clip in batch])
     keys = [key for key, _ in batch]
@@ -244,9 +145,11 @@ def _score_videos(net: nn.Module, batch: list[tuple[int, EvalClip]], built: dict
         logits = net(xs).double().cpu().numpy()
     predictions = [int(p) for p in np.argmax(logits, axis=1)]
     targets = predictions if s.target is None else [int(s.target)] * len(batch)
-    all_maps = _method_maps(built, xs, targets, keys, [clip.source for _, clip in batch], st)
+    all_maps = _method_maps(built, xs, targets, keys, [clip.source for _, clip in batch], st, control)
     for (i, clip), prediction, target, maps in zip(batch, predictions, targets, all_maps, strict=True):
+        control.check()
         _score_video(net, i, clip, prediction, target, maps, s, stages, st)
+    return all_maps
 
 
 def _score_video(net: nn.Module, i: int, clip: EvalClip, prediction: int, target: int, maps: dict[str, np.ndarray],
@@ -283,23 +186,6 @@ def _road_imputer(x: Tensor, s: EvalSettings, i: int) -> Any:
     return RoadImputer(x, noise=s.road_noise, seed=(s.seed, i))
 
 
-@dataclass
-class Shard:
-    """What one process scored on its share of the videos: plain values only (picklable, no tensors), so the
-    processes of a sharded run can send it to rank 0, which merges the shards with :func:`combine`."""
-
-    rows: list[tuple[int, dict[str, Any]]]
-    chance: dict[int, dict[str, float | None]]
-    curves: dict[int, dict[str, dict[str, np.ndarray]]]
-    failed: dict[str, tuple[int, str]]
-    skipped: dict[str, str]
-    build_errors: dict[str, str]
-    info: dict[str, dict[str, Any]]
-    times: dict[str, float]
-    perturbation_s: float
-    rand: dict[str, Any]
-
-
 class VideoScorer:
     """Scores the videos of one process, then runs the randomisation tests on the ones it kept.
 
@@ -308,13 +194,22 @@ class VideoScorer:
     for the :class:`Shard`. :func:`evaluate` is one scorer over every clip; a sharded run has one per process.
     Videos are scored in groups of ``settings.video_batch`` (one attribution call per method and group; the
     last group when ``finish()`` is called), with the same scores as one at a time.
+
+    With a ``control`` (:class:`~vidxai.evaluation.core.RunControl`) holding a journal, each scored group is
+    written to it before the next one starts (its rows, chance levels, curves and failures; the maps of the
+    videos the randomisation tests need as arrays), and the groups an earlier run of this process finished
+    are read back from it: :meth:`needs` says which videos are still wanted (those not scored yet, and the
+    randomisation tests' clips). The groups start where they started before, so the numbers are those of an
+    uninterrupted run.
     """
 
-    def __init__(self, net: nn.Module, methods: Sequence[str], settings: EvalSettings) -> None:
+    def __init__(self, net: nn.Module, methods: Sequence[str], settings: EvalSettings,
+                 control: RunControl | None = None) -> None:
         settings.check()
         self.names = list(dict.fromkeys(methods))
         validate_method_names(self.names)
         self.net, self.s = net, settings
+        self.control = control or RunControl()
         self.built, self.skipped, build_errors = build_methods(self.names, net, settings)
         self.build_errors = dict(build_errors)
         # per-frame CNN: each frame runs once; a network without the contract: whole clips through its forward
@@ -323,12 +218,32 @@ class VideoScorer:
         self.clips: dict[int, EvalClip] = {}
         self.pending: list[tuple[int, EvalClip]] = []
         self.seconds = 0.0
+        self.done: set[int] = set()
+        self.shape: tuple[int, ...] | None = None  # one clip's (T, C, H, W), once one was scored
+        self.kept_keys = max(settings.mprt_videos, settings.randomisation_videos)
+        if self.control.journal is not None:
+            self._restore(self.control.journal)
+
+    @property
+    def scored(self) -> int:
+        """How many videos this process has scored (with those read back from the journal)."""
+        return len(self.done)
+
+    def needs(self, key: int) -> bool:
+        """Whether :meth:`add` wants video ``key``: not scored yet, or a clip of the randomisation tests."""
+        return key not in self.done or (key < self.kept_keys and key not in self.clips)
 
     def add(self, key: int, clip: EvalClip) -> None:
-        """Score video ``key`` (with the videos before it once ``video_batch`` of them have come)."""
+        """Score video ``key`` (with the videos before it once ``video_batch`` of them have come); a video the
+        journal already holds is only kept for the randomisation tests."""
+        key = int(key)
+        if key in self.done:
+            if key < self.kept_keys:
+                self.clips[key] = clip
+            return
         if self.pending and self.pending[0][1].video.shape != clip.video.shape:
             self.flush()  # clips of one batch must have one shape
-        self.pending.append((int(key), clip))
+        self.pending.append((key, clip))
         if len(self.pending) >= self.s.video_batch:
             self.flush()
 
@@ -336,20 +251,78 @@ class VideoScorer:
         """Score the videos added and not scored yet (keeps the clips the randomisation tests need)."""
         if not self.pending:
             return
-        batch, self.pending = self.pending, []
+        batch = self.pending
         t0 = time.perf_counter()
-        _score_videos(self.net, batch, self.built, self.s, self.stages, self.st)
+        times, n_rows, failed = dict(self.st.times), len(self.st.rows), dict(self.st.failed)
+        maps = _score_videos(self.net, batch, self.built, self.s, self.stages, self.st, self.control)
+        self.pending = []
         for key, clip in batch:
-            if key < max(self.s.mprt_videos, self.s.randomisation_videos):
+            if key < self.kept_keys:
                 self.clips[key] = clip
-        self.seconds += time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        self.seconds += seconds
+        self.shape = self.shape or tuple(batch[0][1].video.shape)
+        if self.control.journal is not None:
+            self._record(batch, maps, times, n_rows, failed, seconds)
+        self.done.update(key for key, _ in batch)
+        self.control.progress("first pass", self.scored, 0)
+
+    def _record(self, batch: list[tuple[int, EvalClip]], maps: list[dict[str, np.ndarray]], times: dict[str, float],
+                n_rows: int, failed: dict[str, int], seconds: float) -> None:
+        """Write the group just scored to the journal: maps first (atomic files), then its one record."""
+        journal, st = self.control.journal, self.st
+        kept = {k for k, _, _ in st.kept}
+        videos = []
+        for (key, clip), pixels in zip(batch, maps, strict=True):
+            if key in kept or self.control.save_maps:
+                arrays = {f"m_{name}": v for name, v in pixels.items()}
+                arrays["__video__"] = clip.video.detach().cpu().numpy().astype(np.float16)
+                journal.save_arrays(f"maps/{key}", arrays)
+            videos.append({
+                "key": key,
+                "rows": [row for k, row in zip(st.keys[n_rows:], st.rows[n_rows:], strict=True) if k == key],
+                "chance": st.chance.get(key, {}),
+                "curves": {n: {c: v.tolist() for c, v in cs.items()} for n, cs in st.curves.get(key, {}).items()},
+                "kept": next((t for k, t, _ in st.kept if k == key), None) if key in kept else None,
+            })
+        new_failures = {n: [k, st.errors[n]] for n, k in st.failed.items() if n not in failed}
+        journal.append({"kind": "videos", "videos": videos, "failed": new_failures, "seconds": seconds,
+                        "shape": list(batch[0][1].video.shape),
+                        "times": {n: st.times[n] - times.get(n, 0.0) for n in st.times}})
+
+    def _restore(self, journal: Any) -> None:
+        """Read back the groups an earlier run of this process scored (in the order it scored them)."""
+        st = self.st
+        for record in journal.of_kind("videos"):
+            for video in record["videos"]:
+                key = int(video["key"])
+                st.rows += video["rows"]
+                st.keys += [key] * len(video["rows"])
+                st.chance[key] = video["chance"]
+                st.curves[key] = {n: {c: np.asarray(v, dtype=np.float64) for c, v in cs.items()}
+                                  for n, cs in video["curves"].items()}
+                if video.get("kept") is not None:
+                    arrays = journal.load_arrays(f"maps/{key}")
+                    st.kept.append((key, int(video["kept"]),
+                                    {k[2:]: v for k, v in arrays.items() if k.startswith("m_")}))
+                self.done.add(key)
+            for name, (key, error) in record["failed"].items():
+                st.errors[name], st.failed[name] = error, int(key)
+            for name, sec in record["times"].items():
+                st.times[name] = st.times.get(name, 0.0) + sec
+            self.seconds += record["seconds"]
+            self.shape = self.shape or tuple(record["shape"])
+        if self.done:
+            log.info("resumed: %d videos of this process were scored before; %d methods failed on them", len(self.done),
+                     len(st.failed))
 
     def finish(self) -> Shard:
         """Run the randomisation tests on the kept videos; everything this process scored."""
         self.flush()
         st = self.st
         live = [n for n in self.names if n in self.built and n not in st.errors]
-        rand = randomisation_pass(self.net, self.clips, st.kept, {n: self.built[n] for n in live}, self.s, st.rows)
+        rand = randomisation_pass(self.net, self.clips, st.kept, {n: self.built[n] for n in live}, self.s, st.rows,
+                                  self.control)
         rand["methods"] = live if st.kept else []
         failed = {n: (k, st.errors[n]) for n, k in st.failed.items()}
         info = {n: {"family": m.family, "settings": m.settings} for n, m in self.built.items()}

@@ -1,4 +1,4 @@
-"""Merge what several processes scored (:class:`~vidxai.evaluation.runner.Shard`) into one evaluation result.
+"""Merge what several processes scored (:class:`~vidxai.evaluation.core.Shard`) into one evaluation result.
 
 A sharded run (``explain.py ... evaluate=true trainer=ddp_cpu``) gives each process a share of the videos; each
 scores its videos (perturbation, ground truth, randomisation) with a
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.evaluation.core import EvalSettings, Shard
 from vidxai.evaluation.perturbation import BASELINES
 from vidxai.evaluation.registry import METRICS
 from vidxai.evaluation.summary import aggregate
@@ -38,7 +39,7 @@ class _Merged:
     times: dict[str, float]
 
 
-def _first_failures(shards: Sequence[Any]) -> dict[str, tuple[int, str]]:
+def _first_failures(shards: Sequence[Shard]) -> dict[str, tuple[int, str]]:
     """Per method, the first video (lowest key) it failed on, with the error."""
     failed: dict[str, tuple[int, str]] = {}
     for shard in shards:
@@ -52,7 +53,7 @@ def _kept(name: str, key: int, failed: dict[str, tuple[int, str]]) -> bool:
     return name not in failed or key <= failed[name][0]
 
 
-def _rows(shards: Sequence[Any], names: list[str], failed: dict[str, tuple[int, str]]
+def _rows(shards: Sequence[Shard], names: list[str], failed: dict[str, tuple[int, str]]
           ) -> list[tuple[int, dict[str, Any]]]:
     """Every (video, method) row once, in video then method order; a failed method's later rows dropped."""
     seen: dict[tuple[int, str], dict[str, Any]] = {}
@@ -69,7 +70,7 @@ def _rows(shards: Sequence[Any], names: list[str], failed: dict[str, tuple[int, 
     return [(key, row) for (key, _), row in rows]
 
 
-def _curve_sums(shards: Sequence[Any], keys: list[int], failed: dict[str, tuple[int, str]]
+def _curve_sums(shards: Sequence[Shard], keys: list[int], failed: dict[str, tuple[int, str]]
                 ) -> dict[str, dict[str, np.ndarray]]:
     curves: dict[int, dict[str, dict[str, np.ndarray]]] = {}
     for shard in shards:
@@ -85,7 +86,7 @@ def _curve_sums(shards: Sequence[Any], keys: list[int], failed: dict[str, tuple[
     return sums
 
 
-def _rand(shards: Sequence[Any], rows: list[tuple[int, dict[str, Any]]], keys: list[int], s: Any,
+def _rand(shards: Sequence[Shard], rows: list[tuple[int, dict[str, Any]]], keys: list[int], s: EvalSettings,
           failed: dict[str, tuple[int, str]]) -> dict[str, Any]:
     """The randomisation phase of all shards: steps, per-step mean Spearman (first ``mprt_videos`` videos)."""
     steps = next((sh.rand["steps"] for sh in shards if sh.rand["steps"]), [])
@@ -111,7 +112,7 @@ def _rand(shards: Sequence[Any], rows: list[tuple[int, dict[str, Any]]], keys: l
             "time_s": sum(sh.rand["time_s"] for sh in shards), "smprt_s": sum(sh.rand["smprt_s"] for sh in shards)}
 
 
-def combine(shards: Sequence[Any], names: list[str], settings: Any, videos: Sequence[str],
+def combine(shards: Sequence[Shard], names: list[str], settings: EvalSettings, videos: Sequence[str],
             shape: tuple[int, ...]) -> dict[str, Any]:
     """The result of :func:`~vidxai.evaluation.runner.evaluate` from the shards of all processes.
 

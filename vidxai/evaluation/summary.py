@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.evaluation.core import ORDER_SCORES
 from vidxai.evaluation.registry import METRICS, Metric
 from vidxai.evaluation.stats import bootstrap_ci, compare_with_best
 
@@ -90,8 +91,6 @@ def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skippe
     method's ``family`` and ``settings``; ``videos``: the sources in order; ``shape``: one clip's ``(T, C, H, W)``."""
     t0 = time.perf_counter()
     keys = list(METRICS)
-    from vidxai.evaluation.runner import ORDER_SCORES
-
     methods: dict[str, Any] = {}
     per_method: dict[str, dict[str, np.ndarray]] = {}
     rng = np.random.default_rng([int(s.seed), 99])

@@ -9,6 +9,7 @@ and ``mprt.png`` into the run folder (and the table and figures into the W&B run
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
+from vidxai.journal import atomic_write_text
 from vidxai.pipelines._common import to_plain
 from vidxai.xai.config import LRPConfig
 
@@ -106,6 +108,7 @@ def run_evaluation(
     run: Any,
     lrp: LRPConfig | None = None,
     shard: ShardFn | None = None,
+    stop: Callable[[], None] | None = None,
 ) -> dict[str, Any] | None:
     """Evaluate the methods of ``cfg`` on the chosen videos of ``dataset`` and write the results.
 
@@ -117,9 +120,15 @@ def run_evaluation(
     ``shard(n, step, finish)`` splits the videos over processes (:meth:`ExplainContext.shard`): each process
     scores its share, rank 0 merges the shards (:func:`vidxai.evaluation.shards.combine`) and writes the files;
     the other ranks return ``None``. Default: every video in this process.
+
+    Each process writes what it finished to its journal in ``out_dir/journal/`` as it goes (one record per
+    group of ``video_batch`` videos, per randomisation step and method); with ``resume=`` (``out_dir`` is then
+    the interrupted run's folder) what the journal holds is read back, not computed again. ``stop()`` is called
+    between units of work and raises to stop (SIGTERM: :func:`vidxai.pipelines.sharded.stop_check`).
     """
     from vidxai.evaluation.shards import combine
-    from vidxai.pipelines.sharded import run_in_process
+    from vidxai.pipelines.progress import RunProgress
+    from vidxai.pipelines.sharded import peak_rss_mb, run_in_process
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
@@ -128,25 +137,73 @@ def run_evaluation(
     picked, how = select_videos(cfg, dataset, split)
     log.info("evaluating %d methods on %d videos of split=%s (%s)", len(names), len(picked), split, how)
     start, cpu = time.perf_counter(), time.process_time()
-    step, finish = _scorer(ck.net.eval(), names, settings, picked, dataset, load_clip, transform)
-    parts = (shard or run_in_process)(len(picked), step, finish)
+    progress = RunProgress("videos")
+    step, finish = _scorer(ck.net.eval(), names, settings, picked, dataset, load_clip, transform,
+                           _control_of(cfg, out_dir, len(picked), stop, progress))
+    try:
+        parts = (shard or run_in_process)(len(picked), step, finish)
+    except (KeyboardInterrupt, SystemExit):
+        progress.close()
+        stopped(out_dir)
+        raise
     if parts is None:  # not rank 0: its shard went to rank 0
+        progress.close()
         return None
     done = [p for p in parts if p is not None]
     sources = [str(dataset.entries[i].record.path) for i in picked]
+    progress.update("statistics", 0, 1)
     result = combine([d["shard"] for d in done], names, settings, sources, done[0]["shape"])
+    progress.update("statistics", 1, 1)
+    progress.close()
     result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch, "methods": names,
                                "selection": how, "limit": cfg.get("limit"), "videos_named": to_plain(cfg.get("videos")),
                                "video_files": sources, "total_s": time.perf_counter() - start,
-                               "total_cpu_s": time.process_time() - cpu})
+                               "total_cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(),
+                               "resumed": bool(cfg.get("resume"))})
     _write_results(result, ck, split, how, settings, out_dir, run)
     return result
 
 
+def stopped(out_dir: Path) -> None:
+    """The last word of an interrupted run: where its finished work is and how to continue it.
+
+    The objects alive now are left out of the garbage collections to come (``gc.freeze``): the collection at
+    the interpreter's exit would otherwise walk every one of them, which took 20 s and more on a busy CPU
+    after a SIGTERM (the process must end soon after it, and nothing is left to save)."""
+    import gc
+
+    gc.freeze()
+    log.warning("stopped; everything finished so far is saved in %s. To continue, run the same command with "
+                "resume=%s", Path(out_dir) / "journal", out_dir)
+
+
+def _control_of(cfg: DictConfig, out_dir: Path, n: int, stop: Callable[[], None] | None, progress: Any
+                ) -> Callable[[], Any]:
+    """``make()`` -> the :class:`~vidxai.evaluation.core.RunControl` of this process (called in its first
+    ``step``, once the process group is up: the journal is per rank, the progress counts this rank's share)."""
+    from vidxai.evaluation.core import RunControl
+    from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings
+
+    def make() -> RunControl:
+        share = len(PaddedShard(n))
+        journal = process_journal(out_dir, {"settings": resume_settings(cfg, "evaluate"), "videos": n},
+                                  resume=bool(cfg.get("resume")))
+
+        def report(phase: str, done: int, total: int) -> None:
+            progress.update(phase, done, total or share)
+
+        return RunControl(journal=journal, check=stop or (lambda: None), progress=report,
+                          save_maps=bool(cfg.get("save_maps", False)))
+
+    return make
+
+
 def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], dataset: Any,
-            load_clip: Callable[[int], Any], transform: Any) -> tuple[Callable[[int], None], Callable[[], Any]]:
+            load_clip: Callable[[int], Any], transform: Any, control: Callable[[], Any] | None = None
+            ) -> tuple[Callable[[int], None], Callable[[], Any]]:
     """``step(k)`` scores the ``k``-th picked video in this process; ``finish()`` returns this process's shard
-    and the clip shape (``None`` for a process that got no video)."""
+    and the clip shape (``None`` for a process that got no video). ``control()`` makes the process's
+    :class:`~vidxai.evaluation.core.RunControl` (journal, stop check, progress) at its first step."""
     from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
     from vidxai.evaluation import EvalClip
     from vidxai.evaluation.runner import VideoScorer
@@ -155,29 +212,36 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
 
     def step(k: int) -> None:
         if "scorer" not in state:  # built here: the network sits on this process's device now
-            state["scorer"] = VideoScorer(net, names, settings)
+            ctl = control() if control is not None else None
+            state["scorer"] = VideoScorer(net, names, settings, ctl)
+            if ctl is not None:
+                ctl.progress("first pass", state["scorer"].scored, 0)
+        scorer = state["scorer"]
+        scorer.control.check()
+        if not scorer.needs(k):
+            return
         clip = load_clip(picked[k])
         entry = dataset.entries[picked[k]]
         truth = clip_ground_truth(load_ground_truth(clip.source), clip.frame_indices,
                                   (entry.height, entry.width), dataset.size, transform)
         state["shape"] = tuple(clip.video.shape)
-        state["scorer"].add(k, EvalClip(clip.video, clip.source, clip.label, truth))
-        state["n"] = state.get("n", 0) + 1
-        if state["n"] % 5 == 0:
-            log.info("read %d videos here (of %d in all; scored in groups of %d)", state["n"], len(picked),
-                     settings.video_batch)
+        scorer.add(k, EvalClip(clip.video, clip.source, clip.label, truth))
 
     def finish() -> dict[str, Any] | None:
         if "scorer" not in state:
             return None
-        return {"shard": state["scorer"].finish(), "shape": state["shape"]}
+        scorer = state["scorer"]
+        shard = scorer.finish()
+        shape = state.get("shape") or scorer.shape
+        return {"shard": shard, "shape": shape} if shape is not None else None
 
     return step, finish
 
 
 def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settings: Any, out_dir: Path,
                    run: Any) -> None:
-    """``evaluation.json``, ``.csv``, ``.md``, the figures and the W&B table; the table on the console."""
+    """``evaluation.json``, ``.csv``, ``.md``, the figures, ``report.html`` and the W&B table; the table on the
+    console."""
     from vidxai.evaluation.summary import markdown_table
     from vidxai.io import write_json
 
@@ -186,12 +250,16 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
     write_json(out_dir / "evaluation.json", result)
     csv_path = _write_csv(out_dir / "evaluation.csv", rows, ck.class_names)
     table = markdown_table(result)
-    (out_dir / "evaluation.md").write_text(table + "\n")
+    atomic_write_text(out_dir / "evaluation.md", table + "\n")
     print(f"evaluation of {len(names)} methods on {n} videos of split={split} ({how}):\n{table}", flush=True)
     figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} "
                                         f"videos · baseline={settings.baseline}")
+    from vidxai.viz.report import evaluation_report, log_report
+
+    report = evaluation_report(result, out_dir, figures, maps_dir=out_dir / "journal" / "maps")
     if run is not None:
         _log_wandb(run, result, figures, out_dir, csv_path)
+        log_report(run, report, "evaluate/report")
 
 
 def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -233,16 +301,16 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            out = dict(row)
-            for key in ("label", "target", "prediction"):
-                if isinstance(out.get(key), (int, np.integer)):
-                    out[key] = class_names[int(out[key])]
-            writer.writerow({k: "" if v is None else v for k, v in out.items()})
-    return path
+    fh = io.StringIO(newline="")
+    writer = csv.DictWriter(fh, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        out = dict(row)
+        for key in ("label", "target", "prediction"):
+            if isinstance(out.get(key), (int, np.integer)):
+                out[key] = class_names[int(out[key])]
+        writer.writerow({k: "" if v is None else v for k, v in out.items()})
+    return atomic_write_text(path, fh.getvalue())
 
 
 def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Path]:

@@ -133,6 +133,13 @@ def _check_settings(cfg: DictConfig) -> tuple[str, LRPConfig]:
         compare_rules(cfg)
     if mode == "evaluate":
         check_evaluation(cfg)
+    if cfg.get("resume") not in (None, ""):
+        if mode not in SHARDED_MODES:
+            raise UserError(f"resume= continues an interrupted mode=profile or mode=evaluate run; mode={mode} "
+                            "explains one video: drop resume=")
+        from vidxai.pipelines.sharded import check_resume
+
+        check_resume(cfg, mode)
     return mode, lrp
 
 
@@ -171,7 +178,7 @@ def _context(cfg: DictConfig, ck: LoadedCheckpoint, device: torch.device, lrp: L
     from vidxai.data.transforms import VideoTransform
 
     target = class_index(cfg.get("target"), ck.class_names)
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = Path(cfg.get("resume") or cfg.paths.output_dir)  # a resumed run goes on in its own folder
     out_dir.mkdir(parents=True, exist_ok=True)
     run = None
     if trainer is None or trainer.is_global_zero:

@@ -10,12 +10,18 @@ videos dropped) is the caller's.
 
 A failure in one process ends all of them with one message (:class:`vidxai.callbacks.fail_fast.FailFast`):
 a peer waiting in the gather fails at once instead of waiting for the collective timeout.
+
+Nothing finished is lost: each process writes what it finished to its journal (:func:`process_journal`,
+:mod:`vidxai.journal`) as it goes, and ``resume=<run folder>`` reads it back (:func:`check_resume` refuses a
+resume with other settings, naming the key). SIGTERM stops the work at the next check (:func:`stop_check`:
+between videos, between the steps of the randomisation tests), with what was finished saved.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,11 +30,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from vidxai.callbacks.fail_fast import after_failure
+from vidxai.callbacks.fail_fast import FailFast, Terminated, after_failure
+from vidxai.errors import UserError
+from vidxai.journal import Journal, journal_path, read_journal, run_settings, settings_difference
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PaddedShard", "gather_to_rank_zero", "run_in_process", "run_sharded"]
+__all__ = ["PaddedShard", "check_resume", "gather_to_rank_zero", "peak_rss_mb", "process_journal", "resume_settings",
+           "run_in_process", "run_sharded", "stop_check"]
 
 
 def gather_to_rank_zero(obj: Any) -> list[Any] | None:
@@ -88,9 +97,17 @@ class _ShardWork(pl.LightningModule):
 
     def on_predict_epoch_end(self) -> None:
         payload = self._finish()
-        log.info("rank %d of %d: %d video(s) done; sending the results to rank 0", self.global_rank,
-                 self.trainer.world_size, self.done)
+        log.info("rank %d of %d: %d video(s) done (peak memory %.0f MiB); sending the results to rank 0",
+                 self.global_rank, self.trainer.world_size, self.done, peak_rss_mb())
         self.gathered = gather_to_rank_zero(payload)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB."""
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def run_in_process(n: int, step: Callable[[int], None], finish: Callable[[], Any]) -> list[Any]:
@@ -116,3 +133,73 @@ def run_sharded(trainer: pl.Trainer, net: nn.Module, n: int, step: Callable[[int
         after_failure(trainer, exc)  # the other ranks end too; a rank that only followed says whom
         raise
     return work.gathered if trainer.is_global_zero else None
+
+
+# ---------------------------------------------------------------------------- stop and resume
+def stop_check(trainer: Any) -> Callable[[], None]:
+    """A function that raises :class:`~vidxai.callbacks.fail_fast.Terminated` once the run got SIGTERM (its
+    :class:`FailFast` callback caught it; the other ranks got it forwarded): the work stops at the next check,
+    not at the end of the phase. Without a trainer SIGTERM ends the process at once (the journal is safe)."""
+    fail_fast = next((cb for cb in getattr(trainer, "callbacks", None) or [] if isinstance(cb, FailFast)), None)
+
+    def check() -> None:
+        if fail_fast is not None and fail_fast.signalled:
+            raise Terminated("received SIGTERM")
+
+    return check
+
+
+def resume_settings(cfg: Any, mode: str) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues (:func:`vidxai.journal.run_settings` of
+    the config as written, interpolations unresolved, with the mode that ``mode=auto`` chose)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
+    return {**run_settings(plain), "mode": mode}
+
+
+def check_resume(cfg: Any, mode: str) -> Path | None:
+    """The run folder of ``resume=`` (``None`` without it), checked before anything is loaded: it exists, and
+    the run it holds had the settings of this command (else one error line naming the first key that differs).
+    A folder without a journal (stopped before its first video) is started from the beginning."""
+    value = cfg.get("resume")
+    if value in (None, ""):
+        return None
+    folder = Path(str(value)).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"resume={value}: no such run folder; pass the folder of the interrupted run "
+                        "(outputs/explain/<date>/<time>)")
+    try:
+        records = read_journal(journal_path(folder, 0))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    header = records[0] if records and records[0].get("kind") == "header" else None
+    if header is None:
+        log.warning("resume=%s: the run finished nothing before it stopped (no journal): starting from the first "
+                    "video", folder)
+        return folder
+    diff = settings_difference(header["settings"], resume_settings(cfg, mode))
+    if diff:
+        raise UserError(f"resume={value}: the settings differ from the interrupted run's: {diff}; resume with the "
+                        "same command plus resume=, or drop resume= to start a new run")
+    return folder
+
+
+def process_journal(run_dir: str | Path, header: Mapping[str, Any], resume: bool) -> Journal:
+    """This process's journal in ``run_dir`` (rank ``r``: ``journal/rank<r>.jsonl``): a new one with ``header``
+    (the run's settings), or with ``resume`` the one an interrupted run left, checked against ``header``."""
+    rank, world = PaddedShard._rank_world()
+    path = journal_path(run_dir, rank)
+    found = read_journal(path)
+    if found and not resume:
+        raise UserError(f"{run_dir} holds the journal of an earlier run ({path}); continue it with "
+                        f"resume={run_dir}, or write this run to another folder")
+    journal = Journal(path, {**header, "rank": rank, "world": world})
+    before = journal.header or {}
+    if before.get("world", world) != world:
+        raise UserError(f"resume={run_dir}: the interrupted run had {before['world']} processes, this one has {world}; "
+                        "resume with the same trainer= settings")
+    diff = settings_difference(before.get("settings", {}), header.get("settings", {}))
+    if diff:
+        raise UserError(f"resume={run_dir}: the settings differ from the interrupted run's: {diff}")
+    return journal

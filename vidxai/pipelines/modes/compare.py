@@ -12,7 +12,7 @@ from vidxai.errors import UserError
 from vidxai.io import write_json
 from vidxai.pipelines._common import to_plain
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult
-from vidxai.pipelines.modes.single import explain_clip, log_run, pick_clip, summary_lines
+from vidxai.pipelines.modes.single import explain_clip, log_run, pick_clip, summary_lines, write_report
 
 __all__ = ["comparison_frames", "compare_rules", "run"]
 
@@ -54,11 +54,13 @@ def run(ctx: ExplainContext) -> ModeResult:
     done.figures["compare"] = save_figure(fig, ctx.out_dir / "compare.png") or ctx.out_dir / "compare.png"
     done.summary["compare"] = {"rules": rules, "frames": [clip.frame_indices[c] for c in cols]}
     write_json(ctx.out_dir / "summary.json", done.summary)
-    log_run(ctx, done)
     name = Path(clip.source).name
     what = (f"compared rules {', '.join(rules)} on {name} (compare.png); heatmaps, curve and peaks with rule "
             f"{ctx.lrp.rule}")
-    return ModeResult("compare", done.summary, summary_lines(done.summary, what))
+    lines = summary_lines(done.summary, what)
+    write_report(ctx, done, lines)
+    log_run(ctx, done)
+    return ModeResult("compare", done.summary, lines)
 
 
 def comparison_frames(t: int, peaks: list[int], most: int = 8) -> list[int]:

@@ -374,7 +374,8 @@ def class_index(value: Any, class_names: list[str], key: str = "target") -> int 
 def files_line(out: Path) -> str:
     """``files in <out>: a, b, ...``: what a run wrote (no hidden files, W&B internals or logs)."""
     files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and not any(part.startswith(".") or part == "wandb" for part in p.relative_to(out).parts[:-1])
+                   and not any(part.startswith(".") or part in ("wandb", "journal")
+                               for part in p.relative_to(out).parts[:-1])
                    and p.suffix != ".log")
     return f"  files in {out}: " + (", ".join(str(p.relative_to(out)) for p in files) or "none")
 

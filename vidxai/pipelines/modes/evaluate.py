@@ -26,6 +26,7 @@ def check(options: DictConfig) -> None:
 def run(ctx: ExplainContext) -> ModeResult:
     """Score the methods on ``limit`` videos of ``split`` (default ``test``), split over the trainer's processes."""
     from vidxai.pipelines.evaluate import run_evaluation
+    from vidxai.pipelines.sharded import stop_check
 
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
@@ -34,7 +35,8 @@ def run(ctx: ExplainContext) -> ModeResult:
         options = OmegaConf.merge(ctx.options, {"videos": None, "split": "videos"})
         split = f"videos={ctx.options.get('videos')}"
     result = run_evaluation(options, ctx.ck, dataset, lambda i: ctx.clip(dataset, i), ctx.transform,
-                            ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp, shard=ctx.shard)
+                            ctx.target, ctx.out_dir, ctx.run, lrp=ctx.lrp, shard=ctx.shard,
+                            stop=stop_check(ctx.trainer))
     if result is None:  # not rank 0: its videos went to rank 0
         return ModeResult("evaluate", {}, [])
     n = len(result.get("settings", {}).get("video_files", []))

@@ -55,24 +55,52 @@ def run(ctx: ExplainContext) -> ModeResult:
         prof["source"] = f"videos={ctx.options.get('videos')}"
     write_json(ctx.out_dir / "profile.json", prof)
     write_json(ctx.out_dir / "videos.json", rows)
-    _draw_and_log(ctx, prof)
-    return ModeResult("profile", prof, summary_lines(prof))
+    lines = summary_lines(prof)
+    _draw_and_log(ctx, prof, lines)
+    return ModeResult("profile", prof, lines)
 
 
 def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
                     ) -> tuple[list[Any], list[int | None], list[dict[str, Any]]] | None:
     """Per video, in video order: its positive share per frame, its label (``None``: unknown) and its row of
-    ``videos.json``
-    (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos."""
+    ``videos.json`` (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos and
+    writes each one to its journal (``journal/rank<r>.jsonl``) as soon as it is explained; with ``resume=`` the
+    videos the journal holds are read back instead."""
+    from vidxai.pipelines.evaluate import stopped
+    from vidxai.pipelines.progress import RunProgress
+    from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings, stop_check
+
     explainer = ctx.explainer()
     done: dict[int, tuple[Any, int, dict[str, Any]]] = {}
+    state: dict[str, Any] = {}
+    stop = stop_check(ctx.trainer)
+    progress = RunProgress("videos")
 
     def step(i: int) -> None:
-        done[i] = _explain_video(ctx, explainer, dataset, i)
-        if len(done) % 10 == 0:
-            log.info("explained %d videos (of %d in all)", len(done), n)
+        if "journal" not in state:  # here: the process group is up, the journal is this rank's
+            state["share"] = len(PaddedShard(n))
+            state["journal"] = journal = process_journal(
+                ctx.out_dir, {"settings": resume_settings(ctx.options, "profile"), "videos": n},
+                resume=bool(ctx.options.get("resume")))
+            for record in journal.of_kind("video"):
+                label = None if record["label"] is None else int(record["label"])
+                done[int(record["key"])] = (np.asarray(record["share"], dtype=np.float64), label, record["row"])
+            state["count"] = len(done)
+        stop()
+        if i not in done:
+            share, label, row = _explain_video(ctx, explainer, dataset, i)
+            state["journal"].append({"kind": "video", "key": i, "share": share, "label": label, "row": row})
+            done[i] = (share, label, row)
+        state["count"] += 1
+        progress.update("explaining", min(state["count"], state["share"]), state["share"])
 
-    parts = ctx.shard(n, step, lambda: done)
+    try:
+        parts = ctx.shard(n, step, lambda: done)
+    except (KeyboardInterrupt, SystemExit):
+        progress.close()
+        stopped(ctx.out_dir)
+        raise
+    progress.close()
     if parts is None:
         return None
     merged: dict[int, tuple[Any, int, dict[str, Any]]] = {}
@@ -103,16 +131,18 @@ def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int
     return share, clip.label, row
 
 
-def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any]) -> None:
+def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any], lines: list[str]) -> None:
     from vidxai.viz.media import save_figure
     from vidxai.viz.profile import profile_figure
+    from vidxai.viz.report import profile_report
 
     fig_path = ctx.out_dir / "profile.png"
     save_figure(profile_figure(prof), fig_path)
+    report = profile_report(prof, ctx.out_dir, fig_path, lines)
     if ctx.run is not None:
-        from vidxai.wandb_media import Image, log_media
+        from vidxai.wandb_media import Html, Image, log_media
 
-        log_media(ctx.run, {"explain/profile": Image(fig_path)})
+        log_media(ctx.run, {"explain/profile": Image(fig_path), "explain/report": Html(report)})
         ctx.run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
         save_in_run(ctx.run, ctx.out_dir / "profile.json")
 

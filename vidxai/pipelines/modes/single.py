@@ -18,7 +18,8 @@ from vidxai.pipelines._common import save_in_run
 from vidxai.pipelines.modes.context import Clip, ExplainContext, ModeResult, class_index, pct
 from vidxai.viz.profile import positive_mass, positive_share, temporal_shares
 
-__all__ = ["Explained", "explain_clip", "near_chance", "pick_clip", "relevance_summary", "run", "summary_lines"]
+__all__ = ["Explained", "explain_clip", "near_chance", "pick_clip", "relevance_summary", "run", "summary_lines",
+           "write_report"]
 
 
 @dataclass
@@ -36,8 +37,18 @@ def run(ctx: ExplainContext) -> ModeResult:
     """Explain the chosen clip with ``ctx.lrp`` and write its files and summary."""
     done = explain_clip(ctx, pick_clip(ctx))
     write_json(ctx.out_dir / "summary.json", done.summary)
+    lines = summary_lines(done.summary)
+    write_report(ctx, done, lines)
     log_run(ctx, done)
-    return ModeResult("single", done.summary, summary_lines(done.summary))
+    return ModeResult("single", done.summary, lines)
+
+
+def write_report(ctx: ExplainContext, done: Explained, lines: list[str]) -> None:
+    """``report.html``: the overlay, the curve with its peaks, the peak frames, the top-k predictions."""
+    from vidxai.viz.report import explanation_report
+
+    done.figures["report"] = explanation_report(done.summary, ctx.out_dir, done.figures, done.gif, lines,
+                                                top_k=max(int(ctx.options.get("top_k", 3)), 5))
 
 
 def pick_clip(ctx: ExplainContext) -> Clip:
@@ -107,9 +118,11 @@ def log_run(ctx: ExplainContext, done: Explained) -> None:
     """Figures, overlay and headline numbers into the W&B run (when there is one)."""
     if ctx.run is None:
         return
-    from vidxai.wandb_media import Image, Video, log_media
+    from vidxai.wandb_media import Html, Image, Video, log_media
 
-    media: dict[str, Any] = {f"explain/{k}": Image(v) for k, v in done.figures.items()}
+    media: dict[str, Any] = {f"explain/{k}": Image(v) for k, v in done.figures.items() if k != "report"}
+    if "report" in done.figures:
+        media["explain/report"] = Html(done.figures["report"])
     if done.gif is not None:
         media["explain/overlay"] = Video(done.gif)
     log_media(ctx.run, media)
