@@ -439,3 +439,31 @@ class TimeSformer(_HFVideoNet):
         if h != w:
             raise ConfigError(f"data.crop_size=[{h}, {w}]: transformers' TimeSformer takes square frames only; set "
                               "data.crop_size to one number")
+
+
+def geometry_of(hf: nn.Module) -> Any:
+    """The token geometry of a ``transformers`` video classifier (for the attention baselines), or ``None``."""
+    from vidxai.models.hf_stages import TokenGeometry
+
+    config = getattr(hf, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind is None:
+        return None
+    patch = _pair(getattr(config, "patch_size", None) or 1, "patch_size")
+    if kind == "videomae":
+        pool = "mean" if getattr(hf, "fc_norm", None) is not None else "first"
+        return TokenGeometry(config.tubelet_size, patch, pool=pool)
+    if kind == "timesformer":
+        attention = "divided" if config.attention_type == "divided_space_time" else "joint"
+        return TokenGeometry(1, patch, cls=True, order="patch", attention=attention, pool="cls")
+    if kind == "vivit":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), cls=True, pool="cls")
+    if kind == "vjepa2":
+        return TokenGeometry(config.tubelet_size, patch, pool="attention")
+    if kind == "videoprism":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), attention="none", pool="attention",
+                             why="VideoPrism factorises attention (space, then time, no CLS token) and pools by "
+                                 "attention; rollout and Chefer's relevancy are not defined for that here")
+    return None
