@@ -86,7 +86,12 @@ class ModelBody(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         from vidxai.xai.engine import StopAt
 
-        return StopAt.run(self.call(x), self.classifier.weight)
+        return self.pooled(StopAt.run(self.call(x), self.classifier.weight))
+
+    @staticmethod
+    def pooled(features: Tensor) -> Tensor:
+        """The classifier's input as ``(B, D)`` (VideoPrism's pooling head keeps its one query: ``(B, 1, D)``)."""
+        return features[:, 0] if features.ndim == 3 and features.shape[1] == 1 else features
 
 
 def find_classifier(model: nn.Module) -> nn.Linear:

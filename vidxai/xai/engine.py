@@ -40,17 +40,21 @@ requires grad at the first operation that mixes it with tracked tensors, so the 
 (:attr:`RuleEngine.constants`; ``Explanation.initial_state``). RoPE multiplies queries and keys by constant
 ``cos`` / ``sin`` tables: linear, so no relevance is absorbed there.
 
+Activation *modules* (``torch.nn``'s and every class of ``transformers.activations``: ViViT's fast GELU computes
+with ``tanh`` and products, VideoPrism's Python GELU with ``erf``) get the identity rule as a whole: their
+``forward`` is replaced on the instance for the duration (and computes the values with the mode off).
+
 Explaining never changes the model: parameters are read (their ``requires_grad`` flags are switched off for the
-duration and restored), the attention implementations of its configs are restored, no module is replaced and
-no hook registered; all of it is restored also when the forward raises.
+duration and restored), the attention implementations of its configs and the activation modules' ``forward``
+are restored, no hook is registered; all of it is restored also when the forward raises.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -65,6 +69,7 @@ from vidxai.xai.rules import Composite, Epsilon, LinearOp, LinearRule, stabilize
 __all__ = [
     "ATTN_IMPLEMENTATION",
     "EnginePropagator",
+    "Recorder",
     "RuleEngine",
     "StopAt",
     "lrp_attention",
@@ -292,7 +297,7 @@ class _RuleMode(StopAt):
             if w is self.weight:
                 raise _Stop(args[0] if args else kwargs["input"])
         tracked = [t for a in (*args, *kwargs.values()) for t in _tensors(a) if t.requires_grad]
-        if not tracked:
+        if not tracked and not self.engine.sees_all:
             return func(*args, **kwargs)
         return self.engine.dispatch(name, func, args, kwargs)
 
@@ -315,6 +320,7 @@ class RuleEngine:
     def __init__(self, model: nn.Module, composite: Composite, attention_rule: str = "attnlrp",
                  stab: float = 1e-6, stop_weight: Tensor | None = None) -> None:
         self.model, self.composite, self.attention_rule, self.stab = model, composite, attention_rule, stab
+        self.sees_all = type(self).sees_all
         self.stop_weight = stop_weight
         self.record = _Record()
         self._first_done = False
@@ -322,7 +328,11 @@ class RuleEngine:
         self._attributes = [(n, t) for n, t in _named_tensors(model) if t.is_floating_point()]
         self._saved: list[tuple[Any, Any]] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
+        self._patched: list[tuple[nn.Module, Any]] = []
         self._mode: _RuleMode | None = None
+
+    #: whether :meth:`dispatch` sees every function (not only those on tracked tensors)
+    sees_all = False
 
     # -------------------------------------------------------------- context
     def __enter__(self) -> RuleEngine:
@@ -334,6 +344,10 @@ class RuleEngine:
             for p in self.model.parameters():
                 self._flags.append((p, p.requires_grad))
                 p.requires_grad_(False)
+            for module in self.model.modules():
+                if _is_activation(module):
+                    self._patched.append((module, module.__dict__.get("forward")))
+                    module.forward = partial(_activation_forward, module.forward, getattr(module, "inplace", False))
             _ACTIVE.engine = self
             self._mode = _RuleMode(self, self.stop_weight)
             self._mode.__enter__()
@@ -355,7 +369,12 @@ class RuleEngine:
             config.__dict__["_attn_implementation_internal"] = value
         for p, flag in self._flags:
             p.requires_grad_(flag)
-        self._saved, self._flags, self._mode = [], [], None
+        for module, forward in reversed(self._patched):
+            if forward is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = forward
+        self._saved, self._flags, self._patched, self._mode = [], [], [], None
 
     def run(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` (the model's forward) under the rules; with ``stop_weight`` the classifier's input."""
@@ -487,12 +506,39 @@ class RuleEngine:
                 if ref.shape == t.shape and torch.equal(ref.to(t), t):
                     name = cand
                     break
-        name = (name or "constant").rsplit(".", 1)[-1]
+        parts = (name or "constant").split(".")
+        name = parts[-1]
+        if name in self.record.constants and len(parts) > 1:  # two tables of one name: their modules tell
+            name = f"{parts[-2]}_{parts[-1]}"
         key, k = name, 1
         while key in self.record.constants:
             k += 1
             key = f"{name}_{k}"
         return key
+
+
+#: ``torch.nn`` activation modules (elementwise): the identity rule, whatever their forward calls
+_ACTIVATION_MODULES = (nn.GELU, nn.SiLU, nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
+                       nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus)
+
+
+def _is_activation(module: nn.Module) -> bool:
+    """An elementwise activation module: ``torch.nn``'s, or any class of ``transformers.activations`` (GELU in its
+    exact, tanh, fast, quick and Python forms, SiLU, ...: some compute with ``tanh``, ``erf`` and products, which
+    the identity rule replaces as a whole)."""
+    return isinstance(module, _ACTIVATION_MODULES) or type(module).__module__ == "transformers.activations"
+
+
+def _activation_forward(forward: Callable, inplace: bool, x: Any, *args: Any, **kwargs: Any) -> Any:
+    """An activation module's forward under the identity rule (its own forward computes the values)."""
+    if not (isinstance(x, Tensor) and x.requires_grad):
+        return forward(x, *args, **kwargs)
+
+    def fn(t: Tensor) -> Tensor:
+        with torch._C.DisableTorchFunction():
+            return forward(t.clone() if inplace else t, *args, **kwargs)
+
+    return _Identity.apply(x, fn)
 
 
 def _bind(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: dict | None = None) -> list[Any]:
@@ -605,16 +651,11 @@ def _register_attention() -> None:
     _REGISTERED = True
 
 
-@contextlib.contextmanager
-def recording(model: nn.Module, stop_weight: Tensor | None) -> Iterator[_Record]:
-    """The plain forward (ordinary autograd, no rules) with every attention map recorded (rollout, Chefer)."""
-    engine = _Recorder(model, stop_weight)
-    with engine:
-        yield engine.record
+class Recorder(RuleEngine):
+    """A :class:`RuleEngine` whose rules are the plain functions (ordinary autograd): it only records the
+    attention probabilities of the model's own forward (attention rollout, Chefer's relevancy)."""
 
-
-class _Recorder(RuleEngine):
-    """A :class:`RuleEngine` whose rules are the plain functions: records the attention probabilities."""
+    sees_all = True  # record also under no_grad
 
     def __init__(self, model: nn.Module, stop_weight: Tensor | None) -> None:
         super().__init__(model, None, "attnlrp", stop_weight=stop_weight)  # type: ignore[arg-type]
@@ -675,7 +716,7 @@ class EnginePropagator:
         engine = RuleEngine(self.body.model, self.composite, self.rule, self.composite.residual.stabilizer,
                             self.body.classifier.weight)
         leaf = x.detach().requires_grad_(True)
-        out = engine.run(self.body.call(leaf))
+        out = self.body.pooled(engine.run(self.body.call(leaf)))
         if not out.requires_grad:
             raise ConfigError(f"VideoLRP cannot explain {type(self.body.model).__name__}: its classifier input does "
                               "not depend on the clip")
