@@ -331,7 +331,8 @@ class RuleEngine:
         self._patched: list[tuple[nn.Module, Any]] = []
         self._mode: _RuleMode | None = None
 
-    #: whether :meth:`dispatch` sees every function (not only those on tracked tensors)
+    #: whether :meth:`dispatch` sees every function (not only those on tracked tensors); a recorder (no rules:
+    #: parameters and activation modules left as they are)
     sees_all = False
 
     # -------------------------------------------------------------- context
@@ -341,10 +342,10 @@ class RuleEngine:
             for config in _configs(self.model):
                 self._saved.append((config, config.__dict__.get("_attn_implementation_internal")))
                 config.__dict__["_attn_implementation_internal"] = ATTN_IMPLEMENTATION
-            for p in self.model.parameters():
+            for p in self.model.parameters() if not self.sees_all else ():
                 self._flags.append((p, p.requires_grad))
                 p.requires_grad_(False)
-            for module in self.model.modules():
+            for module in self.model.modules() if not self.sees_all else ():
                 if _is_activation(module):
                     self._patched.append((module, module.__dict__.get("forward")))
                     module.forward = partial(_activation_forward, module.forward, getattr(module, "inplace", False))
@@ -538,7 +539,8 @@ def _activation_forward(forward: Callable, inplace: bool, x: Any, *args: Any, **
         with torch._C.DisableTorchFunction():
             return forward(t.clone() if inplace else t, *args, **kwargs)
 
-    return _Identity.apply(x, fn)
+    with torch._C.DisableTorchFunction():  # the Function's own computations are not the model's
+        return _Identity.apply(x, fn)
 
 
 def _bind(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: dict | None = None) -> list[Any]:
@@ -659,12 +661,6 @@ class Recorder(RuleEngine):
 
     def __init__(self, model: nn.Module, stop_weight: Tensor | None) -> None:
         super().__init__(model, None, "attnlrp", stop_weight=stop_weight)  # type: ignore[arg-type]
-
-    def __enter__(self) -> RuleEngine:
-        out = super().__enter__()
-        for p, flag in self._flags:  # keep the parameters as they are (the plain gradient)
-            p.requires_grad_(flag)
-        return out
 
     def dispatch(self, name: str, func: Any, args: tuple, kwargs: dict) -> Any:
         out = func(*args, **kwargs)
