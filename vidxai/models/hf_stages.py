@@ -78,6 +78,14 @@ class ModelBody(nn.Module):
         self.model, self.classifier = model, classifier
         self.channels_first, self.geometry = channels_first, geometry
 
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):  # noqa: ANN201
+        """The model's parameters but the classifier's (those are the ``head`` stage's): the stages share no
+        parameter, so a cascading randomisation or a count over the stages sees each once."""
+        head = {id(p) for p in self.classifier.parameters()}
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            if id(p) not in head:
+                yield name, p
+
     def call(self, x: Tensor) -> Callable[[], object]:
         """The model's own forward on clips ``x (B, T, C, H, W)``, as a thunk."""
         arg = x.transpose(1, 2) if self.channels_first else x

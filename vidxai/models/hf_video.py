@@ -222,7 +222,8 @@ class _HFVideoNet(nn.Module):
         if pretrained:
             folder = pretrained_folder(pretrained)
             read_pretrained_config(folder, self.model_type, self.label, self.name)
-            dropout = {k: arch[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+            known = config_cls().to_dict()  # V-JEPA 2 has no hidden_dropout_prob
+            dropout = {k: arch[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if k in known}
             self.hf = self._load_pretrained(folder, num_classes, attn_implementation, dropout)
         else:
             if hf_config is not None:  # a checkpoint of a fine-tuned pretrained model: its full config
