@@ -58,6 +58,7 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -164,31 +165,34 @@ class _RMSNorm(torch.autograd.Function):
 
 class _Identity(torch.autograd.Function):
     """An elementwise function with the identity rule: ``grad_x = grad_y * f(x) / x`` (LXT
-    ``identity_rule_implicit``)."""
+    ``identity_rule_implicit``). Keeps ``x`` (kept by the layer before anyway) and recomputes ``f(x)`` in the
+    backward, as a gradient keeps an activation's input."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-        y = fn(x)
-        ctx.save_for_backward(_safe_div(y, x))
-        return y
+        ctx.fn = fn
+        ctx.save_for_backward(x)
+        return fn(x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
-        (ratio,) = ctx.saved_tensors
-        return grad * ratio, None
+        (x,) = ctx.saved_tensors
+        with torch.no_grad(), torch._C.DisableTorchFunction():
+            return _safe_div(ctx.fn(x), x).mul_(grad), None
 
 
 class _Uniform(torch.autograd.Function):
-    """The identity forward whose backward halves the gradient: after a product of two tracked operands it is
-    the uniform rule (each operand gets half; LXT ``divide_gradient``)."""
+    """The identity forward whose backward scales the gradient (by 1/2 by default): after a product of two
+    tracked operands it is the uniform rule (each operand gets half; LXT ``divide_gradient``)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, factor: float = 0.5) -> Tensor:
+        ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad * 0.5
+    def backward(ctx: Any, grad: Tensor) -> tuple:
+        return grad * ctx.factor, None
 
 
 # ----------------------------------------------------------------------------------------- op tables
@@ -219,6 +223,13 @@ _LINEAR = {
     "native_channel_shuffle", "flatten_dense_tensors", "as_strided", "split_with_sizes", "unsafe_split",
     "broadcast_to", "broadcast_tensors", "atleast_1d", "atleast_2d", "atleast_3d", "ravel",
 }
+#: the functions that join or add (where an untracked constant is swapped for a reported leaf)
+_JOINS = {"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "cat", "concat",
+          "concatenate", "stack"}
+#: linear functions with nothing to do: called at once, without looking at their arguments (speed)
+_STRUCTURAL = frozenset(_LINEAR - _JOINS)
+#: ``func -> name`` (``__name__`` lookups are slow)
+_NAMES: dict[Any, str] = {}
 _MATMULS = {"matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm"}
 _MULS = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "multiply"}
 _DIVS = {"div", "__truediv__", "__itruediv__", "div_", "true_divide", "divide"}
@@ -291,7 +302,11 @@ class _RuleMode(StopAt):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", None) or repr(func)
+        name = _NAMES.get(func)
+        if name is None:
+            name = _NAMES[func] = getattr(func, "__name__", None) or repr(func)
+        if name in _STRUCTURAL and not self.engine.sees_all:  # linear, no constant to swap: no work
+            return func(*args, **kwargs)
         if self.weight is not None and name == "linear":
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             if w is self.weight:
@@ -426,7 +441,7 @@ class RuleEngine:
                 raise self._uncovered(f"{name} by a tensor derived from the input")
             return func(*args, **kwargs)
         if name == "scaled_dot_product_attention":
-            return _sdpa(*args, **kwargs)
+            return self.attention(*args, **kwargs)
         if name in ("einsum",):
             operands = [t for t in _tensors(args[1:] if len(args) > 1 else ()) if t.requires_grad]
             if len(args) > 2 and isinstance(args[1], Tensor):
@@ -437,6 +452,28 @@ class RuleEngine:
             args, kwargs = self._constants(name, args, kwargs)
             return func(*args, **kwargs)
         raise self._uncovered(name)
+
+    def attention(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                  dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                  enable_gqa: bool = False) -> Tensor:
+        """``scaled_dot_product_attention`` under the attention rule, fused: in the Gradient x Input form the
+        softmax rule is the softmax's own gradient, so AttnLRP is the fused attention's gradient with the uniform
+        rule on its two products (the gradient of ``q`` and ``k`` quartered, of ``v`` halved; a constant query,
+        as a pooling head's, makes ``q k^T`` linear in ``k``: halved), and CP-LRP its gradient with ``q`` and ``k``
+        held constant. No ``n x n`` map is kept between the passes."""
+        if self.attention_rule == "cp":
+            query, key = query.detach(), key.detach()
+        else:
+            value = _Uniform.apply(value, 0.5)
+            if query.requires_grad and key.requires_grad:
+                query, key = _Uniform.apply(query, 0.25), _Uniform.apply(key, 0.25)
+            elif key.requires_grad:
+                key = _Uniform.apply(key, 0.5)
+            elif query.requires_grad:
+                query = _Uniform.apply(query, 0.5)
+        with torch._C.DisableTorchFunction():
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, is_causal=is_causal,
+                                                  scale=scale, enable_gqa=enable_gqa)
 
     def _uncovered(self, name: str) -> ConfigError:
         return ConfigError(
@@ -481,8 +518,7 @@ class RuleEngine:
 
     def _constants(self, name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Adding or joining an untracked tensor to tracked ones: the untracked one becomes a reported leaf."""
-        if name not in ("add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "cat",
-                        "concat", "concatenate", "stack", "where"):
+        if name not in _JOINS:
             return args, kwargs
 
         def swap(t: Any) -> Any:
@@ -495,8 +531,6 @@ class RuleEngine:
         if name in ("cat", "concat", "concatenate", "stack"):
             seq = args[0] if args else kwargs.pop("tensors")
             return (type(seq)(swap(t) for t in seq), *args[1:]), kwargs
-        if name == "where":
-            return args, kwargs
         return tuple(swap(a) for a in args), kwargs
 
     def _name_of(self, t: Tensor) -> str:
@@ -599,31 +633,18 @@ class _Active(threading.local):
 _ACTIVE = _Active()
 
 
-def _sdpa(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-          is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Tensor:
-    """``scaled_dot_product_attention`` as its three functions, so the rules of the mode apply to each."""
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    engine = _ACTIVE.engine
-    assert engine is not None
-    mode = _RuleMode(engine, None)
-    with mode:
-        scores = torch.matmul(query, key.transpose(-2, -1)) * scale
-        if is_causal:
-            n, m = scores.shape[-2:]
-            causal = torch.ones(n, m, dtype=torch.bool, device=scores.device).tril()
-            scores = scores.masked_fill(~causal, float("-inf"))
-        if attn_mask is not None:
-            scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else \
-                scores + attn_mask
-        return torch.matmul(torch.softmax(scores, dim=-1), value)
-
-
 def lrp_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
                   scaling: float | None = None, dropout: float = 0.0, softcap: float | None = None,
                   **kwargs: Any) -> tuple[Tensor, Tensor]:
     """``transformers``' attention interface, explicitly: ``softmax(softcap(q k^T * scaling) + mask) v`` in the
     input's dtype (no float32 softmax, no dropout: eval), so the rules of the active engine apply to each function.
     Returns ``(output (B, N, heads, d), probabilities)`` like ``eager_attention_forward``."""
+    engine = _ACTIVE.engine
+    if engine is not None and not engine.sees_all and softcap is None and (
+            query.requires_grad or key.requires_grad or value.requires_grad):
+        mask = None if attention_mask is None else attention_mask[:, :, :, : key.shape[-2]]
+        out = engine.attention(query, key, value, mask, scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2).contiguous(), None
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: repeat the key / value heads
         key = key.repeat_interleave(groups, dim=1)
