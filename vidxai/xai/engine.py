@@ -69,7 +69,9 @@ from vidxai.xai.rules import Composite, Epsilon, LinearOp, LinearRule, stabilize
 
 __all__ = [
     "ATTN_IMPLEMENTATION",
+    "supports",
     "EnginePropagator",
+    "ModelInfo",
     "Recorder",
     "RuleEngine",
     "StopAt",
@@ -317,6 +319,31 @@ class _RuleMode(StopAt):
         return self.engine.dispatch(name, func, args, kwargs)
 
 
+class ModelInfo:
+    """What :class:`RuleEngine` reads from a model's modules, collected once: its configs (attention
+    implementation), parameters, activation modules, and (on first use) the names of its tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.configs = _configs(model)
+        self.parameters = list(model.parameters())
+        self.activations = [m for m in model.modules() if _is_activation(m)]
+        self._names: dict[int, str] | None = None
+        self._attributes: list[tuple[str, Tensor]] | None = None
+
+    @property
+    def names(self) -> dict[int, str]:
+        if self._names is None:
+            self._names = _tensor_names(self.model)
+        return self._names
+
+    @property
+    def attributes(self) -> list[tuple[str, Tensor]]:
+        if self._attributes is None:
+            self._attributes = [(n, t) for n, t in _named_tensors(self.model) if t.is_floating_point()]
+        return self._attributes
+
+
 class RuleEngine:
     """The LRP rules in force over a model's own forward (a context manager; see the module docstring).
 
@@ -328,19 +355,18 @@ class RuleEngine:
         attention_rule: ``attnlrp`` or ``cp``.
         stab: the stabiliser of the LayerNorm rule.
         stop_weight: the classifier's weight: the forward stops at it (:class:`StopAt`).
-        names: ``id(tensor) -> name`` of the model's parameters, buffers and tensor attributes (for reporting the
-            constants by name).
+        info: what the engine needs to know of the model's modules (:class:`ModelInfo`; built when not given: a
+            propagator keeps one across calls).
     """
 
     def __init__(self, model: nn.Module, composite: Composite, attention_rule: str = "attnlrp",
-                 stab: float = 1e-6, stop_weight: Tensor | None = None) -> None:
+                 stab: float = 1e-6, stop_weight: Tensor | None = None, info: ModelInfo | None = None) -> None:
         self.model, self.composite, self.attention_rule, self.stab = model, composite, attention_rule, stab
         self.sees_all = type(self).sees_all
         self.stop_weight = stop_weight
         self.record = _Record()
         self._first_done = False
-        self._names = _tensor_names(model)
-        self._attributes = [(n, t) for n, t in _named_tensors(model) if t.is_floating_point()]
+        self.info = info if info is not None else ModelInfo(model)
         self._saved: list[tuple[Any, Any]] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
         self._patched: list[tuple[nn.Module, Any]] = []
@@ -354,16 +380,15 @@ class RuleEngine:
     def __enter__(self) -> RuleEngine:
         _register_attention()
         try:
-            for config in _configs(self.model):
+            for config in self.info.configs:
                 self._saved.append((config, config.__dict__.get("_attn_implementation_internal")))
                 config.__dict__["_attn_implementation_internal"] = ATTN_IMPLEMENTATION
-            for p in self.model.parameters() if not self.sees_all else ():
+            for p in self.info.parameters if not self.sees_all else ():
                 self._flags.append((p, p.requires_grad))
                 p.requires_grad_(False)
-            for module in self.model.modules() if not self.sees_all else ():
-                if _is_activation(module):
-                    self._patched.append((module, module.__dict__.get("forward")))
-                    module.forward = partial(_activation_forward, module.forward, getattr(module, "inplace", False))
+            for module in self.info.activations if not self.sees_all else ():
+                self._patched.append((module, module.__dict__.get("forward")))
+                module.forward = partial(_activation_forward, module.forward, getattr(module, "inplace", False))
             _ACTIVE.engine = self
             self._mode = _RuleMode(self, self.stop_weight)
             self._mode.__enter__()
@@ -432,10 +457,14 @@ class RuleEngine:
             return out
         if name in _MATMULS or name in _MULS:
             operands = [a for a in args[:2] if isinstance(a, Tensor)]
-            out = func(*args, **kwargs)
-            if len(operands) == 2 and all(t.requires_grad for t in operands):
-                return _Uniform.apply(out)
-            return out
+            both = len(operands) == 2 and all(t.requires_grad for t in operands)
+            if both and name.endswith("_"):
+                raise self._uncovered(f"{name} (an in-place product of two tensors derived from the input)")
+            if both:
+                # the uniform rule on the operands (an output of a Function may not be changed in place later,
+                # as MViT's relative positions do)
+                args = (_Uniform.apply(args[0], 0.5), _Uniform.apply(args[1], 0.5), *args[2:])
+            return func(*args, **kwargs)
         if name in _DIVS:
             if len(args) > 1 and _is_tracked(args[1]):
                 raise self._uncovered(f"{name} by a tensor derived from the input")
@@ -447,7 +476,7 @@ class RuleEngine:
             if len(args) > 2 and isinstance(args[1], Tensor):
                 operands = [t for t in args[1:] if isinstance(t, Tensor) and t.requires_grad]
             out = func(*args, **kwargs)
-            return _Uniform.apply(out) if len(operands) == 2 else out
+            return _Uniform.apply(out, 0.5) if len(operands) == 2 else out
         if name in _LINEAR:
             args, kwargs = self._constants(name, args, kwargs)
             return func(*args, **kwargs)
@@ -535,9 +564,10 @@ class RuleEngine:
 
     def _name_of(self, t: Tensor) -> str:
         """The model's name of the constant ``t`` (a parameter, a view of one, or a copy of a tensor attribute)."""
-        name = self._names.get(id(t)) or (self._names.get(id(t._base)) if t._base is not None else None)
+        names = self.info.names
+        name = names.get(id(t)) or (names.get(id(t._base)) if t._base is not None else None)
         if name is None:
-            for cand, ref in self._attributes:
+            for cand, ref in self.info.attributes:
                 if ref.shape == t.shape and torch.equal(ref.to(t), t):
                     name = cand
                     break
@@ -575,6 +605,26 @@ def _activation_forward(forward: Callable, inplace: bool, x: Any, *args: Any, **
 
     with torch._C.DisableTorchFunction():  # the Function's own computations are not the model's
         return _Identity.apply(x, fn)
+
+
+#: the ``transformers`` classifiers whose forwards are tested under the rules (tests/test_xai_transformer.py)
+SUPPORTED_TRANSFORMERS = ("VideoMAEForVideoClassification", "TimesformerForVideoClassification",
+                          "VivitForVideoClassification", "VJEPA2ForVideoClassification",
+                          "VideoPrismForVideoClassification")
+#: torchvision's attention video models (tests/test_xai_engine_torchvision.py)
+SUPPORTED_TORCHVISION = ("MViT", "SwinTransformer3d")
+
+
+def supports(module: nn.Module) -> bool:
+    """Whether ``module`` is a classifier this engine explains through its own forward, as tested: one of the
+    five ``transformers`` video classifiers (:data:`SUPPORTED_TRANSFORMERS`) or torchvision's MViT (``mvit_v1_b``,
+    ``mvit_v2_s``) and Swin3D (``swin3d_t/s/b``). Build its stages with
+    :func:`vidxai.models.hf_stages.model_stages` (``channels_first=True`` for torchvision, which takes
+    ``(B, C, T, H, W)``). Other networks may work too (an uncovered function is one clear error)."""
+    name = type(module).__name__
+    if name in SUPPORTED_TRANSFORMERS:
+        return type(module).__module__.startswith("transformers.")
+    return name in SUPPORTED_TORCHVISION and type(module).__module__.startswith("torchvision.")
 
 
 def _bind(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: dict | None = None) -> list[Any]:
@@ -728,10 +778,11 @@ class EnginePropagator:
             raise TypeError(f"the tokens stage {stage.name!r} must be a vidxai.models.hf_stages.ModelBody")
         self.composite = context.composite
         self.rule = check_attention_rule(context.attention_rule or DEFAULT_ATTENTION_RULE)
+        self.info = ModelInfo(self.body.model)  # the model's modules as they are now (explain it as it is)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Any]:
         engine = RuleEngine(self.body.model, self.composite, self.rule, self.composite.residual.stabilizer,
-                            self.body.classifier.weight)
+                            self.body.classifier.weight, self.info)
         leaf = x.detach().requires_grad_(True)
         out = self.body.pooled(engine.run(self.body.call(leaf)))
         if not out.requires_grad:
