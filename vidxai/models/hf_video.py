@@ -217,6 +217,7 @@ class _HFVideoNet(nn.Module):
         if isinstance(num_classes, bool) or int(num_classes) < 1:
             raise ConfigError(f"{self.label} needs num_classes >= 1, got {num_classes}")
         self._check_attn(attn_implementation)
+        attn_implementation = attn_implementation or self.attn_implementations[0]
         config_cls, model_cls = self._hf_classes()
         self._from_folder = bool(pretrained)
         if pretrained:
@@ -237,8 +238,8 @@ class _HFVideoNet(nn.Module):
         self.image_size = _pair(getattr(self.hf.config, self.size_key), "image_size")
 
     @classmethod
-    def _check_attn(cls, attn_implementation: str) -> None:
-        if attn_implementation not in cls.attn_implementations:
+    def _check_attn(cls, attn_implementation: str | None) -> None:
+        if attn_implementation is not None and attn_implementation not in cls.attn_implementations:
             raise ConfigError(f"model.net.attn_implementation={attn_implementation!r}: {cls.label} in transformers "
                               f"supports {' or '.join(cls.attn_implementations)}")
 
@@ -361,7 +362,35 @@ class _HFVideoNet(nn.Module):
         return transformer_stages(self)
 
 
-class VideoMAE(_HFVideoNet):
+class _TubeletNet(_HFVideoNet):
+    """The networks over tubelet tokens (VideoMAE, ViViT, V-JEPA 2, VideoPrism): one constructor; the differences
+    are class attributes (ViViT, V-JEPA 2 and VideoPrism from :data:`_TABLE`: config arguments, classes, what a
+    pretrained folder may lack). Args as :class:`VideoMAE`; ``tubelet_size`` frames by ``patch_size`` pixels per
+    token; ``attn_implementation=None``: the class's first (``sdpa`` where transformers has it)."""
+
+    def __init__(self, num_classes: int, num_frames: int = 16, image_size: int | Sequence[int] = 224,
+                 patch_size: int = 16, tubelet_size: int = 2, hidden_size: int = 768, num_layers: int = 12,
+                 num_heads: int = 12, intermediate_size: int = 3072, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, attn_implementation: str | None = None, pretrained: str | None = None,
+                 hf_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
+                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
+                    attention_probs_dropout_prob=attention_dropout)
+        self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
+
+    @classmethod
+    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
+        super()._check_arch(arch)
+        t, frames = int(arch["tubelet_size"]), int(arch["num_frames"])
+        if t < 1 or frames % t:
+            raise ConfigError(f"data.num_frames={frames} is not a multiple of model.net.tubelet_size={t}: set "
+                              "data.num_frames to a multiple of it (or change the tubelet size)")
+
+
+
+class VideoMAE(_TubeletNet):
     """VideoMAE: tubelet embedding (``Conv3d``, ``tubelet_size`` x ``patch_size``^2), fixed sinusoidal
     positions, joint space-time self-attention, mean pooling + ``fc_norm``, linear classifier.
 
@@ -372,7 +401,7 @@ class VideoMAE(_HFVideoNet):
         patch_size, tubelet_size, hidden_size, num_layers, num_heads, intermediate_size: the architecture
             (defaults: VideoMAE-Base, 16 frames of 224x224).
         dropout, attention_dropout: ``hidden_dropout_prob`` / ``attention_probs_dropout_prob``.
-        attn_implementation: ``sdpa`` (fast) or ``eager``; both give the same logits.
+        attn_implementation: ``sdpa`` (fast, the default) or ``eager``; both give the same logits.
         pretrained: a pretrained folder or cached repo id (see :func:`pretrained_folder`); the architecture
             then comes from its ``config.json`` (the arguments above are ignored except the dropouts).
         hf_config: the full ``transformers`` config, written into checkpoints of fine-tuned pretrained models
@@ -390,26 +419,6 @@ class VideoMAE(_HFVideoNet):
         from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
         return VideoMAEConfig, VideoMAEForVideoClassification
-
-    def __init__(self, num_classes: int, num_frames: int = 16, image_size: int | Sequence[int] = 224,
-                 patch_size: int = 16, tubelet_size: int = 2, hidden_size: int = 768, num_layers: int = 12,
-                 num_heads: int = 12, intermediate_size: int = 3072, dropout: float = 0.0,
-                 attention_dropout: float = 0.0, attn_implementation: str = "sdpa", pretrained: str | None = None,
-                 hf_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
-                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=attention_dropout)
-        self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
-
-    @classmethod
-    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
-        super()._check_arch(arch)
-        t, frames = int(arch["tubelet_size"]), int(arch["num_frames"])
-        if t < 1 or frames % t:
-            raise ConfigError(f"data.num_frames={frames} is not a multiple of model.net.tubelet_size={t}: set "
-                              "data.num_frames to a multiple of it (or change the tubelet size)")
 
 
 class TimeSformer(_HFVideoNet):
@@ -461,36 +470,6 @@ class TimeSformer(_HFVideoNet):
 
 
 # ----------------------------------------------------------------------------- ViViT, V-JEPA 2, VideoPrism
-class _TubeletNet(_HFVideoNet):
-    """ViViT, V-JEPA 2 and VideoPrism: one constructor, the differences in :data:`_TABLE` (config arguments,
-    classes, what a pretrained folder may lack). Args as :class:`VideoMAE`; ``tubelet_size`` frames by
-    ``patch_size`` pixels per token."""
-
-    def __init__(self, num_classes: int, num_frames: int = 16, image_size: int | Sequence[int] = 224,
-                 patch_size: int = 16, tubelet_size: int = 2, hidden_size: int = 768, num_layers: int = 12,
-                 num_heads: int = 12, intermediate_size: int = 3072, dropout: float = 0.0,
-                 attention_dropout: float = 0.0, attn_implementation: str = "eager", pretrained: str | None = None,
-                 hf_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
-                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=attention_dropout)
-        self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
-
-    @classmethod
-    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
-        super()._check_arch(arch)
-        t, frames = int(arch["tubelet_size"]), int(arch["num_frames"])
-        if t < 1 or frames % t:
-            raise ConfigError(f"data.num_frames={frames} is not a multiple of model.net.tubelet_size={t}: set "
-                              "data.num_frames to a multiple of it (or change the tubelet size)")
-
-    @staticmethod
-    def _hf_classes() -> tuple[Any, Any]:  # pragma: no cover - replaced per class by _TABLE
-        raise NotImplementedError
-
-
 def _vivit_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
     h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
     if h != w:
