@@ -477,7 +477,7 @@ def test_the_model_is_left_as_it_was_also_when_explaining_raises(monkeypatch) ->
         VideoLRP(net, attention_rule="cp").attribute(x, 0)
     monkeypatch.undo()
     _same(before, _state(net))
-    assert net.hf.config._attn_implementation == "eager"
+    assert net.hf.config._attn_implementation == "sdpa"  # the default of ViViT, restored
 
 
 def test_an_uncovered_function_is_one_error_naming_it() -> None:

@@ -143,8 +143,8 @@ def test_cp_lrp_is_a_default_method_beside_attnlrp_on_transformers_only() -> Non
 
 
 def test_rollout_equals_matrix_product_vivit_cls() -> None:
-    """ViViT: the CLS row of (0.5 A2 + 0.5 I)(0.5 A1 + 0.5 I), A from the transformers forward (sdpa off)."""
-    net = tiny("vivit")
+    """ViViT: the CLS row of (0.5 A2 + 0.5 I)(0.5 A1 + 0.5 I), A from the transformers forward (eager)."""
+    net = tiny("vivit", attn_implementation="eager")
     x = clip(batch=1)
     with torch.no_grad():
         atts = net.hf(pixel_values=x, output_attentions=True).attentions
