@@ -23,9 +23,10 @@ explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`
 and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
 does not apply to 3D convolutions).
 
-``--model videomae|timesformer`` measures a video transformer (Hugging Face ``transformers``, random weights,
-``--hidden``/``--layers``/``--heads``/``--patch``, VideoMAE tubelet 2; ``--attn sdpa|eager`` is the attention the
-*gradient* runs with, TimeSformer has eager only): ``VideoLRP(rule, attention_rule=...)`` for each
+``--model videomae|timesformer|vivit|vjepa2|videoprism`` measures a video transformer (vidxai's network over the
+``transformers`` classifier, random weights, ``--hidden``/``--layers``/``--heads``/``--patch``, tubelets of 2 frames,
+VideoPrism 1; ``--attn sdpa|eager`` is the attention the *gradient* runs with where the model has it, TimeSformer
+and VideoPrism have eager only): ``VideoLRP(rule, attention_rule=...)`` for each
 ``--attention-rules`` entry divided by one input gradient of the same clip; with ``--memory`` the peak memory of
 one explanation and of one input gradient, each in a fresh subprocess (CPU: ``VmHWM`` growth; CUDA: peak
 allocated growth), and ``kept_gib``: what autograd keeps from the forward for the backward (distinct storages,
@@ -149,41 +150,21 @@ def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
     return model
 
 
-TRANSFORMERS = ("videomae", "timesformer")
+TRANSFORMERS = ("videomae", "timesformer", "vivit", "vjepa2", "videoprism")
 
 
-class _HFVideo(torch.nn.Module):
-    """A Hugging Face video classifier behind vidxai's network interface (``.hf``, forward, explain_stages)."""
-
-    def __init__(self, hf: torch.nn.Module) -> None:
-        super().__init__()
-        self.hf = hf
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hf(pixel_values=x).logits
-
-    def explain_stages(self) -> tuple:
-        from vidxai.models.hf_stages import transformer_stages
-
-        return transformer_stages(self)
-
-
-def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> _HFVideo:
-    import transformers
+def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """vidxai's network of ``--model`` (the ``transformers`` classifier as ``.hf``), random weights."""
+    from vidxai.models import NETWORKS, build_network
 
     torch.manual_seed(seed)
-    common = {
-        "image_size": args.size, "patch_size": args.patch, "num_frames": args.frames, "hidden_size": args.hidden,
-        "num_hidden_layers": args.layers, "num_attention_heads": args.heads, "intermediate_size": 4 * args.hidden,
-        "num_labels": 11,
-    }  # fmt: skip
-    if args.model == "videomae":
-        cfg = transformers.VideoMAEConfig(**common, tubelet_size=2, attn_implementation=args.attn)
-        hf = transformers.VideoMAEForVideoClassification(cfg)
-    else:
-        cfg = transformers.TimesformerConfig(**common, attn_implementation="eager")
-        hf = transformers.TimesformerForVideoClassification(cfg)
-    return _HFVideo(hf).to(device).eval()
+    kw = dict(num_frames=args.frames, image_size=args.size, patch_size=args.patch, hidden_size=args.hidden,
+              num_layers=args.layers, num_heads=args.heads, intermediate_size=4 * args.hidden)
+    if args.model != "timesformer":
+        kw["tubelet_size"] = 1 if args.model == "videoprism" else 2
+    attns = NETWORKS[args.model].attn_implementations
+    kw["attn_implementation"] = args.attn if args.attn in attns else attns[0]
+    return build_network(args.model, 11, **kw).to(device).eval()
 
 
 def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
@@ -524,7 +505,8 @@ def main() -> None:
     if is_transformer:
         report["config"].update(
             {"patch": args.patch, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
-             "attn": args.attn if args.model == "videomae" else "eager", "attention_rules": args.attention_rules}
+             "attn": args.attn if args.model in ("videomae", "vivit", "vjepa2") else "eager",
+             "attention_rules": args.attention_rules}
         )  # fmt: skip
     if not args.no_speed:
         report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)

@@ -18,6 +18,8 @@ SMALL = {
                  "num_layers": 2, "num_heads": 2, "intermediate_size": 32},
     "timesformer": {"num_frames": 3, "image_size": 32, "patch_size": 8, "hidden_size": 16, "num_layers": 2,
                     "num_heads": 2, "intermediate_size": 32},
+    **{arch: {"num_frames": 3, "tubelet_size": 1, "image_size": 32, "patch_size": 8, "hidden_size": 16,
+              "num_layers": 1, "num_heads": 2, "intermediate_size": 32} for arch in ("vivit", "vjepa2", "videoprism")},
 }
 
 

@@ -289,3 +289,59 @@ def test_fine_tune_a_pretrained_folder_through_train(tmp_path: Path, data_dir: P
     restored = VideoClassifier.load_from_checkpoint(best, weights_only=True)
     assert isinstance(restored.net, TimeSformer) and restored.net.hf.config.num_labels == 2
     assert restored.hparams["net"]["hf_config"]["hidden_size"] == 16
+
+
+# ----------------------------------------------------------------------------- ViViT, V-JEPA 2, VideoPrism
+#: the three table-driven networks, tiny (4 frames of 16x16, one block), as vidxai arguments
+TINY_NEW = {arch: dict(num_frames=4, image_size=16, patch_size=8, tubelet_size=1 if arch == "videoprism" else 2,
+                       hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+            for arch in ("vivit", "vjepa2", "videoprism")}
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_NEW))
+def test_new_networks_forward_is_the_transformers_classifier(arch: str) -> None:
+    import transformers
+
+    from vidxai.models import NETWORKS
+
+    torch.manual_seed(0)
+    net = build_network(arch, num_classes=3, **TINY_NEW[arch]).eval()
+    name = {"vivit": "VivitForVideoClassification", "vjepa2": "VJEPA2ForVideoClassification",
+            "videoprism": "VideoPrismForVideoClassification"}[arch]
+    assert isinstance(net, NETWORKS[arch]) and isinstance(net.hf, getattr(transformers, name))
+    x = torch.randn(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    logits = net(x)
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits, net.hf(**{net.input_name: x}).logits.reshape(2, 3), rtol=0, atol=0)
+    assert not torch.allclose(logits, net(x.flip(1)), atol=1e-6)  # frame order matters
+    with pytest.raises(ConfigError, match=r"make clips with data.num_frames=4 data.crop_size=16"):
+        net(torch.zeros(1, 5, 3, 16, 16))
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_NEW))
+def test_new_networks_load_a_pretrained_folder_offline(arch: str, tmp_path: Path) -> None:
+    from vidxai.models import NETWORKS
+
+    cls = NETWORKS[arch]
+    config_cls, model_cls = cls._hf_classes()
+    arch_kw = dict(TINY_NEW[arch])
+    hf_kw = cls.hf_kwargs(dict(num_frames=arch_kw["num_frames"], image_size=arch_kw["image_size"],
+                               patch_size=arch_kw["patch_size"], tubelet_size=arch_kw["tubelet_size"],
+                               hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    torch.manual_seed(0)
+    folder = tmp_path / arch
+    model_cls(config_cls(**hf_kw, num_labels=7)).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True, **IMAGENET}))
+    saved = model_cls.from_pretrained(folder, local_files_only=True).state_dict()
+    check_network(arch, data=FITTING_DATA, pretrained=str(folder))
+    with pytest.raises(ConfigError, match="set data.num_frames=4"):
+        check_network(arch, data={**FITTING_DATA, "num_frames": 8}, pretrained=str(folder))
+    net = build_network(arch, num_classes=3, hidden_size=64, pretrained=str(folder))
+    state = net.hf.state_dict()
+    body = [k for k in saved if not k.startswith(cls.new_head_prefixes)]
+    assert len(body) > 10 and all(torch.equal(state[k], saved[k]) for k in body)
+    assert net.hf.classifier.out_features == 3 and net(_clip("videomae")).shape == (2, 3)
+    other = "videomae" if arch != "videomae" else "vivit"
+    with pytest.raises(ConfigError, match=f"use model={arch}"):
+        check_network(other, pretrained=str(folder))

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from test_xai_transformer import PATCH, SIZE, T, clip, tiny_timesformer, tiny_videomae  # noqa: E402
+from test_xai_transformer import PATCH, SIZE, T, clip, tiny, tiny_timesformer, tiny_videomae  # noqa: E402
 
 from vidxai.errors import ConfigError  # noqa: E402
 from vidxai.evaluation.attention_methods import (  # noqa: E402
@@ -15,7 +15,7 @@ from vidxai.evaluation.attention_methods import (  # noqa: E402
     build_attention_rollout,
     build_chefer_relevancy,
 )
-from vidxai.xai.attention import GradientTrace, token_forward  # noqa: E402
+from vidxai.xai.engine import Recorder  # noqa: E402
 
 
 def _upsample_videomae(tokens: torch.Tensor) -> torch.Tensor:
@@ -83,12 +83,11 @@ def test_rollout_equals_matrix_product_timesformer_divided() -> None:
     """Divided attention as explicit token matrices (CLS copied per frame, averaged back): same rollout."""
     net = tiny_timesformer()
     x = clip(batch=1)
-    tokens = net.explain_stages()[0].module
-    trace = GradientTrace()
+    recorder = Recorder(net.hf, None)
     with torch.no_grad():
-        token_forward(tokens, x, trace)
-    maps = [(role, p.mean(1)) for role, p in trace.attentions]
-    assert [r for r, _ in maps] == ["temporal", "spatial"] * 2
+        recorder.run(lambda: net(x))
+    maps = [(role, p.mean(1)) for role, p in zip(["temporal", "spatial"] * 2, recorder.record.attentions)]
+    assert [m.shape[0] for _, m in maps] == [(SIZE // PATCH) ** 2, T] * 2  # per patch over time, per frame
     n = (SIZE // PATCH) ** 2
     prod = torch.eye(1 + n * T, dtype=x.dtype)
     for mat in _full_timesformer_matrices(maps, n):
@@ -141,3 +140,42 @@ def test_cp_lrp_is_a_default_method_beside_attnlrp_on_transformers_only() -> Non
     assert not torch.allclose(attn, cp.fn(x, 1, 0))  # the two rules differ on a random model
     cnn = R2Plus1D(num_classes=3, width=0.25)
     assert "epsilon/cp" not in default_methods(cnn) and "no attention stage" in not_applicable("epsilon/cp", cnn)
+
+
+def test_rollout_equals_matrix_product_vivit_cls() -> None:
+    """ViViT: the CLS row of (0.5 A2 + 0.5 I)(0.5 A1 + 0.5 I), A from the transformers forward (eager)."""
+    net = tiny("vivit", attn_implementation="eager")
+    x = clip(batch=1)
+    with torch.no_grad():
+        atts = net.hf(pixel_values=x, output_attentions=True).attentions
+    eye = torch.eye(atts[0].shape[-1], dtype=x.dtype)
+    mats = [0.5 * a.mean(1)[0] + 0.5 * eye for a in atts]
+    expected = _upsample_videomae((mats[1] @ mats[0])[0, 1:])
+    torch.testing.assert_close(build_attention_rollout(net)(x[0], 0, 0), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_rollout_starts_at_the_pooling_query_vjepa2() -> None:
+    """V-JEPA 2's attentive pooler: the head-averaged cross-attention row of its query, then down through the
+    pooler's and the encoder's self-attention (0.5 A + 0.5 I each)."""
+    net = tiny("vjepa2")
+    x = clip(batch=1)
+    recorder = Recorder(net.hf, None)
+    with torch.no_grad():
+        recorder.run(lambda: net(x))
+    *joint, cross = [p.mean(1)[0] for p in recorder.record.attentions]
+    assert cross.shape[0] == 1 and all(m.shape[0] == m.shape[1] for m in joint)
+    row = cross
+    for m in reversed(joint):
+        row = row @ (0.5 * m + 0.5 * torch.eye(m.shape[0], dtype=m.dtype))
+    torch.testing.assert_close(build_attention_rollout(net)(x[0], 0, 0), _upsample_videomae(row[0]),
+                               rtol=1e-10, atol=1e-12)
+    assert build_chefer_relevancy(net)(x[0], 1, 0).abs().sum() > 0
+
+
+def test_attention_baselines_skip_videoprism_with_the_reason() -> None:
+    from vidxai.evaluation.attention_methods import _no_attention
+
+    net = tiny("videoprism")
+    assert "factorises attention" in _no_attention(net)
+    with pytest.raises(ConfigError, match="does not apply to VideoPrism"):
+        build_attention_rollout(net)

@@ -6,12 +6,17 @@
 - **Gradient-weighted attention relevancy** (Chefer, Gur & Wolf, ICCV 2021, "Generic attention-model
   explainability"): ``R = I``, then per layer ``R <- R + mean_heads((dy_t/dA * A)^+) R``; read like rollout.
 
-Both run on the token stage of the explainer contract (``vidxai.models.hf_stages.TokenEncoder``): its plain
-forward (:class:`vidxai.xai.attention.GradientTrace`) records the attention maps, the rows are propagated as
-vectors from the output down (no ``n x n`` products), TimeSformer's divided attention as its two steps (each
-patch over the frames, then each frame's patches with the CLS token copied to every frame and averaged back).
-The token scores (CLS left out) are mapped to pixels through the tubelet / patch geometry
-(``TokenEncoder.tokens_to_pixels``): every pixel of a tubelet or patch gets its token's score.
+Both run on the token stage of the explainer contract (``vidxai.models.hf_stages.ModelBody``): the model's own
+forward records its attention maps (:func:`vidxai.xai.engine.Recorder`: the attention interface switched to an
+explicit eager attention, the probabilities kept in the graph), the rows are propagated as vectors from the
+output down (no ``n x n`` products), TimeSformer's divided attention as its two steps (each patch over the
+frames, then each frame's patches with the CLS token copied to every frame and averaged back). The start row is
+the pooling: the CLS row, the mean of all rows (mean pooling), or the head-averaged row of the pooling head's
+cross-attention (V-JEPA 2's attentive pooler: its learned query attends to the tokens; for Chefer its
+gradient-weighted row). The token scores (CLS left out) are mapped to pixels through the tubelet / patch geometry
+(``TokenGeometry.tokens_to_pixels``): every pixel of a tubelet or patch gets its token's score. A network whose
+geometry says ``attention="none"`` (VideoPrism: factorised attention without a CLS token) is skipped with the
+reason.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import Tensor, nn
 from vidxai.errors import ConfigError
 from vidxai.evaluation.registry import register_method
 from vidxai.models.contract import explain_stages
-from vidxai.xai.attention import GradientTrace, token_forward
+from vidxai.xai.engine import Recorder
 
 __all__ = ["ATTENTION_METHODS", "build_attention_rollout", "build_chefer_relevancy"]
 
@@ -34,7 +39,8 @@ AttributeFn = Callable[[Tensor, int, int], Tensor]
 
 
 def _token_stages(net: nn.Module, method: str) -> tuple[nn.Module, nn.Module]:
-    """The token stage's module and the head's of ``net``; one clear error for a network without attention."""
+    """The token stage's module (a ``ModelBody``) and the head's of ``net``; one clear error for a network without
+    attention or whose attention the baselines do not cover."""
     try:
         stages = explain_stages(net)
     except TypeError as err:
@@ -44,9 +50,14 @@ def _token_stages(net: nn.Module, method: str) -> tuple[nn.Module, nn.Module]:
         kinds = [s.kind for s in stages]
         raise ConfigError(
             f"{method} needs a transformer (a 'tokens' stage); {type(net).__name__} has stages {kinds} and no "
-            "attention: leave it out of methods= or use model=videomae / model=timesformer"
+            "attention: leave it out of methods= or use a transformer model (model=videomae, ...)"
         )
-    return tokens[0].module, stages[-1].module
+    body = tokens[0].module
+    geometry = getattr(body, "geometry", None)
+    if geometry is None or geometry.attention == "none":
+        why = geometry.why if geometry is not None else "its token geometry is unknown"
+        raise ConfigError(f"{method} does not apply to {type(net).__name__}: {why}")
+    return body, stages[-1].module
 
 
 def _no_attention(net: nn.Module) -> str | None:
@@ -64,12 +75,26 @@ def _grad_mode() -> Iterator[None]:
         yield
 
 
-def _record(tokens: nn.Module, head: nn.Module, clip: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-    """Logits ``(1, C)`` of one clip and the attention maps of the plain forward (in the graph)."""
-    ref = next(iter(tokens.parameters()))
+def _record(body: nn.Module, head: nn.Module, clip: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
+    """Logits ``(1, C)`` of one clip and the attention maps of the model's own forward (in the graph), each with
+    its role: ``joint``, ``temporal`` / ``spatial`` (TimeSformer's divided attention) or ``pool`` (a pooling head's
+    cross-attention, one query row)."""
+    ref = next(iter(body.parameters()))
     x = clip.detach().clone()[None].to(device=ref.device, dtype=ref.dtype)
-    trace = GradientTrace()
-    return head(token_forward(tokens, x, trace)), trace.attentions
+    recorder = Recorder(body.model, body.classifier.weight)
+    pooled = recorder.run(body.call(x))
+    record = recorder.record
+    divided = body.geometry.attention == "divided"
+    maps: list[tuple[str, Tensor]] = []
+    for k, p in enumerate(record.attentions):
+        if p.shape[-2] == 1 and p.shape[-1] > 1:
+            role = "pool"
+        elif divided:
+            role = "temporal" if k % 2 == 0 else "spatial"
+        else:
+            role = "joint"
+        maps.append((role, p))
+    return head(body.pooled(pooled)), maps
 
 
 def _apply(role: str, r: Tensor, m: Tensor, a: float, b: float, frames: int) -> Tensor:
@@ -100,16 +125,21 @@ def _token_map(
 ) -> Tensor:
     """Rows propagated from the pooled output down through ``layers`` ``(role, M)``, mapped to ``(T, H, W)``."""
     frames, _, height, width = clip.shape
-    size = _num_tokens(*layers[-1], frames)
-    if tokens.pool == "mean":
-        r = torch.full((1, size), 1.0 / size, dtype=layers[0][1].dtype, device=layers[0][1].device)
+    geometry = tokens.geometry
+    if layers[-1][0] == "pool":  # a pooling head's query row over the tokens starts the propagation
+        r = layers[-1][1][:, 0]
+        layers = layers[:-1]
     else:
-        r = torch.zeros(1, size, dtype=layers[0][1].dtype, device=layers[0][1].device)
-        r[0, 0] = 1.0
+        size = _num_tokens(*layers[-1], frames)
+        if geometry.pool == "mean":
+            r = torch.full((1, size), 1.0 / size, dtype=layers[0][1].dtype, device=layers[0][1].device)
+        else:
+            r = torch.zeros(1, size, dtype=layers[0][1].dtype, device=layers[0][1].device)
+            r[0, 0] = 1.0
     for role, m in reversed(layers):
         r = _apply(role, r, m, a, b, frames)
-    r = r[:, 1:] if tokens.has_cls_token else r
-    return tokens.tokens_to_pixels(r, frames, height, width)[0]
+    r = r[:, 1:] if geometry.cls else r
+    return geometry.tokens_to_pixels(r, frames, height, width)[0]
 
 
 @register_method("attention_rollout", family="attention", plain=True, applies=_no_attention)

@@ -1,18 +1,23 @@
-"""The explainer stages of the Hugging Face video transformers (VideoMAE, TimeSformer).
+"""The explainer stages of a classifier explained through its own forward (every ``transformers`` video
+classifier, vidxai's wrappers of them, torchvision's attention video models, a transformer of one's own).
 
-A network with ``.hf`` (a ``VideoMAEForVideoClassification`` or ``TimesformerForVideoClassification``) is
-explained as two stages: ``tokens`` (a :class:`TokenEncoder` over the network's own HF modules: embeddings,
-blocks, final norm, pooling; ``(B, T, C, H, W) -> (B, D)``) and ``head`` (the classifier). Composing them gives
-``net.hf(pixel_values=x).logits`` (tested, eager and sdpa attention).
+The network is explained as two stages: ``tokens`` (a :class:`ModelBody`: the model's own ``forward`` run up to
+its classifier, whose input it returns: clips ``(B, T, C, H, W)`` -> pooled ``(B, D)``) and ``head`` (the
+classifier, the last ``nn.Linear``). Composing them gives the model's logits exactly (tested for every
+architecture). The ``tokens`` stage is explained by :mod:`vidxai.xai.engine` (the rules given to the functions
+the forward calls), so no forward is rewritten here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from vidxai.models.contract import Stage, register_stage_kind
 
-__all__ = ["TokenEncoder", "transformer_stages"]
+__all__ = ["ModelBody", "TokenGeometry", "find_classifier", "model_stages", "transformer_stages"]
 
 
 def _run_tokens(module: nn.Module, x: Tensor) -> Tensor:
@@ -23,90 +28,107 @@ def _run_tokens(module: nn.Module, x: Tensor) -> Tensor:
 register_stage_kind("tokens", _run_tokens, before=("head",), first=True)
 
 
-class TokenEncoder(nn.Module):
-    """Embeddings, transformer blocks, final norm and pooling of an HF video transformer, as one module.
+@dataclass(frozen=True)
+class TokenGeometry:
+    """How a transformer's tokens tile the clip (for the attention baselines, which score tokens).
 
-    Args:
-        embeddings: the HF embedding module (tubelet / patch projection, position tables, CLS token).
-        layers: the HF blocks (``nn.ModuleList``), run in order.
-        norm: the norm over all tokens after the blocks, or ``None``.
-        pool: ``"mean"`` (mean over tokens) or ``"cls"`` (token 0).
-        pool_norm: the norm of the pooled vector (VideoMAE's ``fc_norm``), or ``None``.
+    Attributes:
+        tubelet: frames per token; patch: ``(ph, pw)`` pixels per token.
+        cls: whether token 0 is a CLS token.
+        order: ``"time"`` (index = step * patches + patch) or ``"patch"`` (index = patch * steps + step,
+            TimeSformer).
+        attention: ``"joint"`` (every map over all tokens), ``"divided"`` (TimeSformer: temporal then spatial per
+            block), or ``"none"`` (no baseline: the reason in ``why``).
+        pool: ``"mean"``, ``"cls"`` or ``"attention"`` (a learned query attends to the tokens: V-JEPA 2).
     """
 
-    def __init__(
-        self, embeddings: nn.Module, layers: nn.ModuleList, norm: nn.Module | None, pool: str,
-        pool_norm: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
-        self.embeddings, self.layers, self.norm, self.pool, self.pool_norm = embeddings, layers, norm, pool, pool_norm
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Pooled features ``(B, D)`` of clips ``(B, T, C, H, W)``, exactly as the HF forward computes them."""
-        h = self.embeddings(x, None) if _is_videomae(self.embeddings) else self.embeddings(x)
-        for layer in self.layers:
-            h = layer(h)
-            h = h[0] if isinstance(h, tuple) else h
-        if self.norm is not None:
-            h = self.norm(h)
-        pooled = h.mean(1) if self.pool == "mean" else h[:, 0]
-        return pooled if self.pool_norm is None else self.pool_norm(pooled)
-
-
-    @property
-    def has_cls_token(self) -> bool:
-        """Whether token 0 is a CLS token (TimeSformer) rather than the first patch (VideoMAE)."""
-        return not _is_videomae(self.embeddings)
+    tubelet: int
+    patch: tuple[int, int]
+    cls: bool = False
+    order: str = "time"
+    attention: str = "joint"
+    pool: str = "mean"
+    why: str = ""
 
     def tokens_to_pixels(self, values: Tensor, frames: int, height: int, width: int) -> Tensor:
-        """Per-token values ``(B, S)`` (the patch tokens, CLS left out, in forward order) -> ``(B, T, H, W)``:
-        every pixel of a tubelet (VideoMAE: ``tubelet_size`` frames x patch) or patch (TimeSformer: one frame x
-        patch) gets its token's value."""
-        patch = self.embeddings.patch_embeddings
-        ph, pw = patch.patch_size
+        """Per-token values ``(B, S)`` (patch tokens only, forward order) -> ``(B, T, H, W)``."""
+        ph, pw = self.patch
         gh, gw = height // ph, width // pw
-        if _is_videomae(self.embeddings):
-            grid = values.reshape(-1, frames // patch.tubelet_size, gh, gw).repeat_interleave(patch.tubelet_size, 1)
-        else:  # TimeSformer orders the tokens patch-major: index = patch * T + frame
+        if self.order == "time":
+            grid = values.reshape(-1, frames // self.tubelet, gh, gw).repeat_interleave(self.tubelet, 1)
+        else:
             grid = values.reshape(-1, gh, gw, frames).permute(0, 3, 1, 2)
         return grid.repeat_interleave(ph, 2).repeat_interleave(pw, 3)
 
 
-    def tokens_per_step(self, values: Tensor, frames: int) -> Tensor:
-        """Per-token vectors ``(B, S, D)`` (CLS included where there is one) summed over the patches of each time
-        step: ``(B, T', D)``, ``T'`` the tubelets (VideoMAE) or the frames (TimeSformer)."""
-        if _is_videomae(self.embeddings):
-            steps = frames // self.embeddings.patch_embeddings.tubelet_size
-            return values.reshape(values.shape[0], steps, -1, values.shape[-1]).sum(2)
-        tokens = values[:, 1:]  # patch-major: index = patch * T + frame
-        return tokens.reshape(values.shape[0], -1, frames, values.shape[-1]).sum(1)
+class ModelBody(nn.Module):
+    """A classifier's own forward up to its classifier: clips ``(B, T, C, H, W)`` -> the classifier's input.
+
+    Args:
+        model: the classifier (a ``transformers`` ``...ForVideoClassification``, a torchvision video model, any
+            module whose forward ends in ``classifier``).
+        classifier: its last ``nn.Linear`` (the forward stops at its call; :class:`vidxai.xai.engine.StopAt`).
+        channels_first: the model takes ``(B, C, T, H, W)`` (torchvision); clips are transposed for it.
+        geometry: the token geometry, for the attention baselines (``None``: they do not apply).
+    """
+
+    def __init__(self, model: nn.Module, classifier: nn.Linear, channels_first: bool = False,
+                 geometry: TokenGeometry | None = None) -> None:
+        super().__init__()
+        self.model, self.classifier = model, classifier
+        self.channels_first, self.geometry = channels_first, geometry
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):  # noqa: ANN201
+        """The model's parameters but the classifier's (those are the ``head`` stage's): the stages share no
+        parameter, so a cascading randomisation or a count over the stages sees each once."""
+        head = {id(p) for p in self.classifier.parameters()}
+        for name, p in super().named_parameters(prefix, recurse, remove_duplicate):
+            if id(p) not in head:
+                yield name, p
+
+    def call(self, x: Tensor) -> Callable[[], object]:
+        """The model's own forward on clips ``x (B, T, C, H, W)``, as a thunk."""
+        arg = x.transpose(1, 2) if self.channels_first else x
+        return lambda: self.model(arg)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from vidxai.xai.engine import StopAt
+
+        return self.pooled(StopAt.run(self.call(x), self.classifier.weight))
+
+    @staticmethod
+    def pooled(features: Tensor) -> Tensor:
+        """The classifier's input as ``(B, D)`` (VideoPrism's pooling head keeps its one query: ``(B, 1, D)``)."""
+        return features[:, 0] if features.ndim == 3 and features.shape[1] == 1 else features
 
 
-def _is_videomae(module: nn.Module) -> bool:
-    from transformers.models.videomae.modeling_videomae import VideoMAEEmbeddings
+def find_classifier(model: nn.Module) -> nn.Linear:
+    """The classifier of ``model``: its ``classifier`` attribute when that is an ``nn.Linear``, else its last
+    ``nn.Linear`` (torchvision's ``head``); a ``TypeError`` when it has none."""
+    cls = getattr(model, "classifier", None)
+    if isinstance(cls, nn.Linear):
+        return cls
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(f"cannot explain {type(model).__name__}: it has no nn.Linear classifier")
+    return linears[-1]
 
-    return isinstance(module, VideoMAEEmbeddings)
+
+def model_stages(model: nn.Module, prefix: str = "", channels_first: bool = False,
+                 geometry: TokenGeometry | None = None) -> tuple[Stage, ...]:
+    """``(Stage(prefix, "tokens", ModelBody), Stage(prefix + ".classifier", "head", classifier))`` of ``model``."""
+    classifier = find_classifier(model)
+    head_name = next((n for n, m in model.named_modules() if m is classifier), "classifier")
+    name = prefix or "model"
+    return (Stage(name, "tokens", ModelBody(model, classifier, channels_first, geometry)),
+            Stage(f"{prefix}.{head_name}" if prefix else head_name, "head", nn.Sequential(classifier)))
 
 
 def transformer_stages(net: nn.Module) -> tuple[Stage, ...]:
-    """``(Stage("hf", "tokens", TokenEncoder), Stage("hf.classifier", "head", classifier))`` of ``net.hf``."""
-    from transformers import TimesformerForVideoClassification, VideoMAEForVideoClassification
+    """The stages of a vidxai network with ``.hf`` (or of a ``transformers`` classifier itself)."""
+    from vidxai.models.hf_video import geometry_of
 
-    hf = getattr(net, "hf", None)
-    if isinstance(hf, VideoMAEForVideoClassification):
-        body = hf.videomae
-        mean = hf.fc_norm is not None
-        tokens = TokenEncoder(
-            body.embeddings, body.encoder.layer, body.layernorm, "mean" if mean else "cls", hf.fc_norm
-        )
-    elif isinstance(hf, TimesformerForVideoClassification):
-        body = hf.timesformer
-        tokens = TokenEncoder(body.embeddings, body.encoder.layer, body.layernorm, "cls")
-    else:
-        raise TypeError(
-            f"cannot explain {type(net).__name__}: transformer_stages needs .hf to be a "
-            f"VideoMAEForVideoClassification or TimesformerForVideoClassification, got {type(hf).__name__}"
-        )
-    return Stage("hf", "tokens", tokens), Stage("hf.classifier", "head", nn.Sequential(hf.classifier))
+    hf = getattr(net, "hf", net)
+    if not isinstance(hf, nn.Module):
+        raise TypeError(f"cannot explain {type(net).__name__}: transformer_stages needs a module with .hf")
+    return model_stages(hf, "hf" if hf is not net else "", geometry=geometry_of(hf))

@@ -30,7 +30,7 @@ from torch import nn
 
 from vidxai.errors import ConfigError, MissingPathError
 
-__all__ = ["TimeSformer", "VideoMAE", "pretrained_folder", "pretrained_preprocess"]
+__all__ = ["VJEPA2", "TimeSformer", "ViViT", "VideoMAE", "VideoPrism", "pretrained_folder", "pretrained_preprocess"]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def read_pretrained_config(folder: Path, model_type: str, label: str, model_name
     config = _read_json(config_file, "config")
     found = config.get("model_type")
     if found != model_type:
-        hint = {"videomae": "model=videomae", "timesformer": "model=timesformer"}.get(str(found))
+        hint = {k: f"model={k}" for k in ("videomae", "timesformer", "vivit", "vjepa2", "videoprism")}
+        hint = {**hint, "videoprism_vision_model": "model=videoprism"}.get(str(found))
         fix = f"use {hint}" if hint else f"pass a {label} checkpoint"
         raise ConfigError(f"model.net.pretrained={folder} holds a {found!r} checkpoint, not {model_type!r} "
                           f"(model={model_name}): {fix}")
@@ -190,6 +191,21 @@ class _HFVideoNet(nn.Module):
     attn_implementations: ClassVar[tuple[str, ...]]
     #: State-dict prefixes a pretrained folder may lack (new for the classification head).
     new_head_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
+    #: The keyword of the clips in the ``transformers`` forward, and the config keys of frames and frame size.
+    input_name: ClassVar[str] = "pixel_values"
+    frames_key: ClassVar[str] = "num_frames"
+    size_key: ClassVar[str] = "image_size"
+
+    @classmethod
+    def hf_kwargs(cls, arch: dict[str, Any]) -> dict[str, Any]:
+        """The ``transformers`` config arguments of vidxai's architecture arguments ``arch``."""
+        h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+        return {**arch, "image_size": h if h == w else [h, w]}
+
+    @classmethod
+    def geometry_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config.json`` with the clip geometry under the common keys ``num_frames`` and ``image_size``."""
+        return {**config, "num_frames": config.get(cls.frames_key, 0), "image_size": config.get(cls.size_key)}
 
     @staticmethod
     def _hf_classes() -> tuple[Any, Any]:  # pragma: no cover - overridden
@@ -201,28 +217,29 @@ class _HFVideoNet(nn.Module):
         if isinstance(num_classes, bool) or int(num_classes) < 1:
             raise ConfigError(f"{self.label} needs num_classes >= 1, got {num_classes}")
         self._check_attn(attn_implementation)
+        attn_implementation = attn_implementation or self.attn_implementations[0]
         config_cls, model_cls = self._hf_classes()
         self._from_folder = bool(pretrained)
         if pretrained:
             folder = pretrained_folder(pretrained)
             read_pretrained_config(folder, self.model_type, self.label, self.name)
-            dropout = {k: arch[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+            known = config_cls().to_dict()  # V-JEPA 2 has no hidden_dropout_prob
+            dropout = {k: arch[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob") if k in known}
             self.hf = self._load_pretrained(folder, num_classes, attn_implementation, dropout)
         else:
             if hf_config is not None:  # a checkpoint of a fine-tuned pretrained model: its full config
                 config = config_cls.from_dict({**hf_config, "num_labels": num_classes})
             else:
                 self._check_arch(arch)
-                h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
-                config = config_cls(**{**arch, "image_size": h if h == w else [h, w]}, num_labels=num_classes)
+                config = config_cls(**self.hf_kwargs(arch), num_labels=num_classes)
             self.hf = model_cls._from_config(config, attn_implementation=attn_implementation)
         self.num_classes = int(num_classes)
-        self.num_frames = int(self.hf.config.num_frames)
-        self.image_size = _pair(self.hf.config.image_size, "image_size")
+        self.num_frames = int(getattr(self.hf.config, self.frames_key))
+        self.image_size = _pair(getattr(self.hf.config, self.size_key), "image_size")
 
     @classmethod
-    def _check_attn(cls, attn_implementation: str) -> None:
-        if attn_implementation not in cls.attn_implementations:
+    def _check_attn(cls, attn_implementation: str | None) -> None:
+        if attn_implementation is not None and attn_implementation not in cls.attn_implementations:
             raise ConfigError(f"model.net.attn_implementation={attn_implementation!r}: {cls.label} in transformers "
                               f"supports {' or '.join(cls.attn_implementations)}")
 
@@ -310,7 +327,8 @@ class _HFVideoNet(nn.Module):
         if values.get("pretrained"):
             folder = pretrained_folder(values["pretrained"])
             config = read_pretrained_config(folder, cls.model_type, cls.label, cls.name)
-            check_data_against_pretrained(pretrained_preprocess(folder, config), data, str(values["pretrained"]))
+            check_data_against_pretrained(pretrained_preprocess(folder, cls.geometry_config(config)), data,
+                                          str(values["pretrained"]))
             return
         if values.get("hf_config") is not None:
             return
@@ -334,7 +352,8 @@ class _HFVideoNet(nn.Module):
             raise ConfigError(f"{self.label} was built for clips (B, {self.num_frames}, 3, {h}, {w}), got "
                               f"{tuple(x.shape)}: make clips with data.num_frames={self.num_frames} "
                               f"data.crop_size={crop}")
-        return self.hf(pixel_values=x).logits
+        logits = self.hf(**{self.input_name: x}).logits
+        return logits.reshape(x.shape[0], -1)  # VideoPrism's classifier keeps its pooling query: (B, 1, C)
 
     def explain_stages(self) -> Any:
         """The explainer contract (:mod:`vidxai.models.contract`), defined in :mod:`vidxai.models.hf_stages`."""
@@ -343,7 +362,35 @@ class _HFVideoNet(nn.Module):
         return transformer_stages(self)
 
 
-class VideoMAE(_HFVideoNet):
+class _TubeletNet(_HFVideoNet):
+    """The networks over tubelet tokens (VideoMAE, ViViT, V-JEPA 2, VideoPrism): one constructor; the differences
+    are class attributes (ViViT, V-JEPA 2 and VideoPrism from :data:`_TABLE`: config arguments, classes, what a
+    pretrained folder may lack). Args as :class:`VideoMAE`; ``tubelet_size`` frames by ``patch_size`` pixels per
+    token; ``attn_implementation=None``: the class's first (``sdpa`` where transformers has it)."""
+
+    def __init__(self, num_classes: int, num_frames: int = 16, image_size: int | Sequence[int] = 224,
+                 patch_size: int = 16, tubelet_size: int = 2, hidden_size: int = 768, num_layers: int = 12,
+                 num_heads: int = 12, intermediate_size: int = 3072, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, attn_implementation: str | None = None, pretrained: str | None = None,
+                 hf_config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
+                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
+                    attention_probs_dropout_prob=attention_dropout)
+        self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
+
+    @classmethod
+    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
+        super()._check_arch(arch)
+        t, frames = int(arch["tubelet_size"]), int(arch["num_frames"])
+        if t < 1 or frames % t:
+            raise ConfigError(f"data.num_frames={frames} is not a multiple of model.net.tubelet_size={t}: set "
+                              "data.num_frames to a multiple of it (or change the tubelet size)")
+
+
+
+class VideoMAE(_TubeletNet):
     """VideoMAE: tubelet embedding (``Conv3d``, ``tubelet_size`` x ``patch_size``^2), fixed sinusoidal
     positions, joint space-time self-attention, mean pooling + ``fc_norm``, linear classifier.
 
@@ -354,7 +401,7 @@ class VideoMAE(_HFVideoNet):
         patch_size, tubelet_size, hidden_size, num_layers, num_heads, intermediate_size: the architecture
             (defaults: VideoMAE-Base, 16 frames of 224x224).
         dropout, attention_dropout: ``hidden_dropout_prob`` / ``attention_probs_dropout_prob``.
-        attn_implementation: ``sdpa`` (fast) or ``eager``; both give the same logits.
+        attn_implementation: ``sdpa`` (fast, the default) or ``eager``; both give the same logits.
         pretrained: a pretrained folder or cached repo id (see :func:`pretrained_folder`); the architecture
             then comes from its ``config.json`` (the arguments above are ignored except the dropouts).
         hf_config: the full ``transformers`` config, written into checkpoints of fine-tuned pretrained models
@@ -372,26 +419,6 @@ class VideoMAE(_HFVideoNet):
         from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
         return VideoMAEConfig, VideoMAEForVideoClassification
-
-    def __init__(self, num_classes: int, num_frames: int = 16, image_size: int | Sequence[int] = 224,
-                 patch_size: int = 16, tubelet_size: int = 2, hidden_size: int = 768, num_layers: int = 12,
-                 num_heads: int = 12, intermediate_size: int = 3072, dropout: float = 0.0,
-                 attention_dropout: float = 0.0, attn_implementation: str = "sdpa", pretrained: str | None = None,
-                 hf_config: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
-                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=attention_dropout)
-        self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
-
-    @classmethod
-    def _check_arch(cls, arch: Mapping[str, Any]) -> None:
-        super()._check_arch(arch)
-        t, frames = int(arch["tubelet_size"]), int(arch["num_frames"])
-        if t < 1 or frames % t:
-            raise ConfigError(f"data.num_frames={frames} is not a multiple of model.net.tubelet_size={t}: set "
-                              "data.num_frames to a multiple of it (or change the tubelet size)")
 
 
 class TimeSformer(_HFVideoNet):
@@ -439,3 +466,113 @@ class TimeSformer(_HFVideoNet):
         if h != w:
             raise ConfigError(f"data.crop_size=[{h}, {w}]: transformers' TimeSformer takes square frames only; set "
                               "data.crop_size to one number")
+
+
+
+# ----------------------------------------------------------------------------- ViViT, V-JEPA 2, VideoPrism
+def _vivit_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
+    h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+    if h != w:
+        raise ConfigError(f"data.crop_size=[{h}, {w}]: transformers' ViViT takes square frames only")
+    p = int(arch["patch_size"])
+    rest = {k: v for k, v in arch.items() if k not in ("image_size", "patch_size", "tubelet_size")}
+    return {**rest, "image_size": h, "tubelet_size": [int(arch["tubelet_size"]), p, p]}
+
+
+def _vjepa2_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
+    h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+    if h != w:
+        raise ConfigError(f"data.crop_size=[{h}, {w}]: transformers' V-JEPA 2 takes square frames only")
+    d = int(arch["hidden_size"])
+    # the masked-prediction predictor is part of VJEPA2Model but unused by the classifier: kept minimal
+    return dict(crop_size=h, frames_per_clip=int(arch["num_frames"]), patch_size=int(arch["patch_size"]),
+                tubelet_size=int(arch["tubelet_size"]), hidden_size=d, num_hidden_layers=arch["num_hidden_layers"],
+                num_attention_heads=arch["num_attention_heads"], mlp_ratio=int(arch["intermediate_size"]) / d,
+                attention_probs_dropout_prob=arch["attention_probs_dropout_prob"], num_pooler_layers=1,
+                pred_hidden_size=d, pred_num_attention_heads=arch["num_attention_heads"], pred_num_hidden_layers=1)
+
+
+def _videoprism_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
+    h, w = _pair(arch["image_size"], "model.net.image_size (data.crop_size)")
+    p = int(arch["patch_size"])
+    if int(arch["tubelet_size"]) != 1:
+        raise ConfigError(f"model.net.tubelet_size={arch['tubelet_size']}: VideoPrism embeds every frame on its own "
+                          "(its temporal position table has one row per frame); set model.net.tubelet_size=1")
+    layers = int(arch["num_hidden_layers"])
+    rest = {k: v for k, v in arch.items() if k not in ("image_size", "patch_size", "tubelet_size",
+                                                      "num_hidden_layers")}
+    # factorised encoder: the spatial and the temporal stacks both num_layers deep
+    return {**rest, "image_size": h if h == w else [h, w], "tubelet_size": [int(arch["tubelet_size"]), p, p],
+            "num_spatial_layers": layers, "num_temporal_layers": layers}
+
+
+#: name -> (label, transformers config / model class names, attention implementations, config arguments of
+#: vidxai's, state-dict prefixes a pretrained folder may lack, forward keyword, frames key, size key)
+_TABLE: dict[str, tuple] = {
+    "vivit": ("ViViT", "VivitConfig", "VivitForVideoClassification", ("sdpa", "eager"), _vivit_kwargs,
+              ("classifier.",), "pixel_values", "num_frames", "image_size"),
+    "vjepa2": ("V-JEPA 2", "VJEPA2Config", "VJEPA2ForVideoClassification", ("sdpa", "eager"), _vjepa2_kwargs,
+               ("classifier.", "pooler."), "pixel_values_videos", "frames_per_clip", "crop_size"),
+    "videoprism": ("VideoPrism", "VideoPrismVisionConfig", "VideoPrismForVideoClassification", ("eager",),
+                   _videoprism_kwargs, ("classifier.", "head.", "head_layernorm."), "pixel_values_videos",
+                   "num_frames", "image_size"),
+}
+
+
+def _table_net(name: str, class_name: str, doc: str) -> type[_TubeletNet]:
+    label, config_name, model_name, attns, kwargs_fn, prefixes, input_name, frames, size = _TABLE[name]
+
+    def hf_classes() -> tuple[Any, Any]:
+        import transformers
+
+        return getattr(transformers, config_name), getattr(transformers, model_name)
+
+    model_type = "videoprism_vision_model" if name == "videoprism" else name  # config.json's model_type
+    attrs = dict(name=name, model_type=model_type, label=label, attn_implementations=attns, new_head_prefixes=prefixes,
+                 input_name=input_name, frames_key=frames, size_key=size, _hf_classes=staticmethod(hf_classes),
+                 hf_kwargs=classmethod(lambda cls, arch: kwargs_fn(dict(arch))), __doc__=doc,
+                 __module__=__name__, __qualname__=class_name)
+    return type(class_name, (_TubeletNet,), attrs)
+
+
+ViViT = _table_net("vivit", "ViViT", """ViViT (Arnab et al. 2021, model 1: joint space-time attention) through
+``VivitForVideoClassification``: tubelet embedding (``Conv3d``), CLS token, learned position table, fast-GELU MLPs,
+classifier on the CLS token. Args as :class:`VideoMAE` (square frames).""")
+VJEPA2 = _table_net("vjepa2", "VJEPA2", """V-JEPA 2 (Assran et al. 2025) through ``VJEPA2ForVideoClassification``:
+tubelet embedding (``Conv3d``), 3D rotary positions on queries and keys (no position table), joint attention,
+an attentive pooler (a learned query token, self-attention and cross-attention blocks), linear classifier.
+Args as :class:`VideoMAE` (square frames; ``intermediate_size / hidden_size`` is the MLP ratio).""")
+VideoPrism = _table_net("videoprism", "VideoPrism", """VideoPrism (Zhao et al. 2024) through
+``VideoPrismForVideoClassification``: per-frame tubelets (``tubelet_size`` frames), learned spatial and temporal
+position tables, a factorised encoder (``num_layers`` spatial blocks per frame, then ``num_layers`` temporal
+blocks per patch), attention logits soft-capped by ``tanh`` (50), LayerNorm with ``weight + 1``, a multi-head
+attention pooling head (a learned query) and a linear classifier. Args as :class:`VideoMAE`; eager attention
+only.""")
+
+
+def geometry_of(hf: nn.Module) -> Any:
+    """The token geometry of a ``transformers`` video classifier (for the attention baselines), or ``None``."""
+    from vidxai.models.hf_stages import TokenGeometry
+
+    config = getattr(hf, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind is None:
+        return None
+    patch = _pair(getattr(config, "patch_size", None) or 1, "patch_size")
+    if kind == "videomae":
+        pool = "mean" if getattr(hf, "fc_norm", None) is not None else "first"
+        return TokenGeometry(config.tubelet_size, patch, pool=pool)
+    if kind == "timesformer":
+        attention = "divided" if config.attention_type == "divided_space_time" else "joint"
+        return TokenGeometry(1, patch, cls=True, order="patch", attention=attention, pool="cls")
+    if kind == "vivit":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), cls=True, pool="cls")
+    if kind == "vjepa2":
+        return TokenGeometry(config.tubelet_size, patch, pool="attention")
+    if kind == "videoprism_vision_model":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), attention="none", pool="attention",
+                             why="VideoPrism factorises attention (space, then time, no CLS token) and pools by "
+                                 "attention; rollout and Chefer's relevancy are not defined for that here")
+    return None

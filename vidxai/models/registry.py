@@ -10,7 +10,7 @@ from torch import nn
 
 from vidxai.errors import ConfigError
 from vidxai.models.convlstm import ConvLSTM
-from vidxai.models.hf_video import TimeSformer, VideoMAE
+from vidxai.models.hf_video import VJEPA2, TimeSformer, VideoMAE, VideoPrism, ViViT
 from vidxai.models.r2plus1d import R2Plus1D
 from vidxai.models.vgg16_lstm import VGG16LSTM
 
@@ -19,7 +19,7 @@ __all__ = ["NETWORKS", "build_network", "check_network"]
 #: Architectures that ``build_network`` (and therefore checkpoints and configs) may name.
 NETWORKS: dict[str, type[nn.Module]] = {
     "vgg16_lstm": VGG16LSTM, "convlstm": ConvLSTM, "r2plus1d": R2Plus1D, "videomae": VideoMAE,
-    "timesformer": TimeSformer,
+    "timesformer": TimeSformer, "vivit": ViViT, "vjepa2": VJEPA2, "videoprism": VideoPrism,
 }
 
 

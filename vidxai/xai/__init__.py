@@ -1,6 +1,7 @@
 """The LRP engine: rules and composites, the layer and stage-propagator registries, the explainer."""
 
 from vidxai.xai import composites as _composites  # noqa: F401  (registers the built-in rules)
+from vidxai.xai import engine as _engine  # noqa: F401  (registers the tokens propagator)
 from vidxai.xai.cnn import Compiler, Step, register_layer
 from vidxai.xai.composites import box_bounds
 from vidxai.xai.explainer import Explanation, VideoLRP
