@@ -6,15 +6,14 @@ zennit's ``Sum``) to <= 1e-6 of the largest relevance: the three VideoResNets sh
 each (z, epsilon, the epsilon_plus_flat composite); S3D (its own blocks) all three. With every bias and BatchNorm
 shift zero the z rule conserves the target logit. S3D is tested with its final ``AvgPool3d`` (2, 7, 7) made
 adaptive so a tiny clip reaches it (the 14 x 224 x 224 clip it needs takes ~20 s on a CPU); every other module is
-torchvision's own. MViT and Swin3D load and run but are refused with one line until the transformer engine
-explains them.
+torchvision's own. MViT and Swin3D (the transformer engine, tests/test_xai_engine_torchvision.py) are checked here
+only through the adapter: relevance in their own layout, equal to the engine's.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import re
 
 import pytest
 import torch
@@ -129,17 +128,24 @@ def test_the_model_is_left_as_it_was_and_explain_takes_its_layout() -> None:
     assert not model.training
 
 
-@pytest.mark.parametrize("builder", ["mvit_v2_s", "swin3d_t"])
-def test_attention_models_are_refused_with_one_line(builder: str) -> None:
-    model = tvm.get_model(builder, weights=None).eval()
-    try:
-        VideoLRP(model)
-    except ValueError as err:
-        assert re.search(r"cannot explain (MViT|SwinTransformer3d) yet: it does not know (PositionalEncoding|"
-                         r"PatchEmbed3d) .*vidxai explains .*VideoResNet", str(err)), str(err)
-        assert "\n" not in str(err)
-    else:  # the transformer engine (another branch) explains them: its own tests check how
-        pytest.skip(f"VideoLRP explains {builder} now")
+@pytest.mark.parametrize("name", ["mvit_v2", "swin3d"])
+def test_attention_models_as_they_are_equal_the_engine_in_their_layout(name: str) -> None:
+    """A raw torchvision MViT / Swin3D goes through the adapter to the transformer engine: relevance in the model's
+    own layout (B, C, T, H, W), equal to the engine on the same model behind vidxai's clips, the model untouched."""
+    from test_xai_engine_torchvision import _clip as engine_clip
+    from test_xai_engine_torchvision import _net as engine_net
+
+    wrapped = engine_net(name)
+    model, x = wrapped.model, engine_clip(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lrp = VideoLRP(model, "epsilon")
+    assert lrp.layout == "BCTHW"
+    rel = lrp.attribute(x.transpose(1, 2), target=1)
+    assert rel.shape == x.transpose(1, 2).shape
+    expected = VideoLRP(wrapped, "epsilon").attribute(x, target=1).transpose(1, 2)
+    torch.testing.assert_close(rel, expected, rtol=0, atol=1e-12)
+    assert rel.abs().sum() > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_an_unknown_network_names_its_first_unknown_module() -> None:

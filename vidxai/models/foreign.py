@@ -13,8 +13,9 @@ Two registries, one per extension point:
 * :func:`register_torchvision_stages`: the explainer stages of one torchvision video architecture. Built in:
   ``VideoResNet`` (``r3d_18``, ``mc3_18``, ``r2plus1d_18``: torchvision's own stems and ``BasicBlock`` s, the
   blocks vidxai's R(2+1)D is built from) and ``S3D`` (separable convolutions, inception blocks, max pooling).
-  ``MViT`` and ``SwinTransformer3d`` load and run, and are refused by the explainer with one line until
-  stages are registered for them.
+  ``MViT`` (``mvit_v1_b``, ``mvit_v2_s``) and ``SwinTransformer3d`` (``swin3d_t/s/b``): their own forward
+  under the rules of the transformer engine (:mod:`vidxai.xai.engine`; stages from
+  :func:`vidxai.models.hf_stages.model_stages`, channels first).
 """
 
 from __future__ import annotations
@@ -162,11 +163,20 @@ def _s3d_stages(model: nn.Module) -> tuple[Stage, ...]:
     return Stage("model", "clip", body), Stage("model.classifier", "head", head)
 
 
+def _attention_stages(model: nn.Module) -> tuple[Stage, ...]:
+    """MViT / Swin3D: the model's own forward under the engine's rules, then its classifier (``head``)."""
+    from vidxai.models.hf_stages import model_stages
+
+    return model_stages(model, "model", channels_first=True)
+
+
 def _register_torchvision() -> None:
-    from torchvision.models.video import S3D, VideoResNet
+    from torchvision.models.video import S3D, MViT, SwinTransformer3d, VideoResNet
 
     register_torchvision_stages(VideoResNet)(_video_resnet_stages)
     register_torchvision_stages(S3D)(_s3d_stages)
+    register_torchvision_stages(MViT)(_attention_stages)
+    register_torchvision_stages(SwinTransformer3d)(_attention_stages)
 
 
 _register_torchvision()
@@ -253,16 +263,17 @@ def explainable_summary() -> str:
 
     tv = ", ".join(sorted(t.__name__ for t in _TV_STAGES))
     return (f"vidxai's networks ({', '.join(sorted(NETWORKS))}), torchvision {tv} (r3d_18, mc3_18, r2plus1d_18, "
-            f"s3d), transformers {', '.join(hf_explained())} ...ForVideoClassification, or any network with "
+            f"s3d, mvit_v1_b, mvit_v2_s, swin3d_t/s/b), transformers {', '.join(hf_explained())} "
+            "...ForVideoClassification, or any network with "
             "explain_stages() (docs/architecture.md)")
 
 
 def hf_explained() -> tuple[str, ...]:
-    """The ``transformers`` model types vidxai's transformer LRP explains (``hf_stages.EXPLAINED_MODEL_TYPES`` when
-    the transformer engine lists them; VideoMAE and TimeSformer otherwise)."""
-    from vidxai.models import hf_stages
+    """The ``transformers`` architectures vidxai's transformer engine explains (its tested classifiers,
+    :data:`vidxai.xai.engine.SUPPORTED_TRANSFORMERS`, without the ``ForVideoClassification`` suffix)."""
+    from vidxai.xai.engine import SUPPORTED_TRANSFORMERS
 
-    return tuple(getattr(hf_stages, "EXPLAINED_MODEL_TYPES", ("videomae", "timesformer")))
+    return tuple(name.removesuffix("ForVideoClassification") for name in SUPPORTED_TRANSFORMERS)
 
 
 def unknown_network_message(model: nn.Module) -> str:
