@@ -1,4 +1,4 @@
-"""GPU figures in one prepared run (issue 16): NVDEC against the CPU decoder, decode rates, LRP cost, training.
+"""GPU figures in one prepared run: NVDEC against the CPU decoder, decode rates, LRP cost, training.
 
 Parts, each stopped by its own time limit (``--budget-scale`` scales them all) so one slow part cannot eat
 the rest; the whole run is designed to fit in 8 minutes on one GPU:

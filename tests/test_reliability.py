@@ -1,4 +1,4 @@
-"""Nothing lost, nothing hangs: hard kills, broken videos, errors before expensive work (issue 10)."""
+"""Nothing lost, nothing hangs: hard kills, broken videos, errors before expensive work."""
 
 from __future__ import annotations
 

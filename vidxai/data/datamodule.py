@@ -85,8 +85,8 @@ class VideoDataModule(pl.LightningDataModule):
             needs a network with a frozen per-frame encoder (see :mod:`vidxai.data.feature_cache`).
             Training clips are then deterministic (uniform sampling, centre crop, no flip).
         worker_start: how DataLoader workers start: ``"auto"``/``"spawn"`` (see :func:`worker_start_method`), or
-            ``"fork"`` (starts faster, but unsafe in a process that runs threads: the DDP hang of issue 15; no
-            CUDA decoding).
+            ``"fork"`` (starts faster, but unsafe in a process that runs threads: a worker forked while a thread
+            holds a lock hangs; no CUDA decoding).
     """
 
     def __init__(self, layout: str = "ucf11", root: str = "data/synthetic", num_frames: int = 8,
@@ -464,7 +464,7 @@ def worker_start_method(num_workers: int, decode_device: str = "cpu") -> str | N
 
     The training process runs threads (Lightning's child-process observer under DDP, W&B, gloo, torch's
     thread pools); a thread that holds a lock at the moment of ``fork`` leaves the forked worker waiting on
-    that lock forever (the DDP hang of issue 15). A spawned worker is a fresh interpreter: it costs its
+    that lock forever (seen as a DDP run that hangs). A spawned worker is a fresh interpreter: it costs its
     imports once per loader (``persistent_workers=true``, the default of the shipped data configs, keeps
     them for the whole run), and it stays a child of the training process, so torch notices at once when a
     worker dies and a worker ends when its training process does. ``forkserver`` was tried and rejected: its
