@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # `pytest -n 0` or `pytest -p no:xdist` runs it in one process. PYTEST_ARGS: more options, e.g. --durations=25
 PYTEST_ARGS ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)

@@ -31,6 +31,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# ----------------------------------------------------------------------------- order
+#: the pytest cache key of the call durations of the last run (`.pytest_cache`), by test id
+DURATIONS_KEY = "vidxai/durations"
+_durations: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The runs marked ``slow`` (other processes, tens of seconds each) first, the longest of the last run
+    first: pytest-xdist hands the tests out in this order, round robin, so the long ones start at once on every
+    worker instead of ending the session on one of them. Without a cache (a fresh clone): collection order."""
+    last = config.cache.get(DURATIONS_KEY, {}) if config.cache is not None else {}
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -last.get(item.nodeid, 0.0)))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        _durations[report.nodeid] = report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remember the durations (in the controller only: with xdist it sees every worker's reports)."""
+    cache = session.config.cache
+    if cache is not None and _durations and not os.environ.get("PYTEST_XDIST_WORKER"):
+        cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **_durations})
+
+
 # ----------------------------------------------------------------------------- once per session
 @pytest.fixture(scope="session")
 def build_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[Path], object]], Path]:

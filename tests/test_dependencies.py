@@ -5,6 +5,7 @@ whose error line names the extra (``pip install '.[gpu]'``)."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from importlib.metadata import packages_distributions
@@ -43,10 +44,16 @@ def _extras() -> dict[str, set[str]]:
             for extra, reqs in _project().get("optional-dependencies", {}).items()}
 
 
+@functools.cache
+def _installed() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions that provide it (reads every distribution's files once)."""
+    return packages_distributions()
+
+
 def _distributions(module: str) -> set[str]:
     """The distributions that install the top-level ``module`` (its own name when it is not installed here,
     as PyPI names most packages: ``PyNvVideoCodec`` -> ``pynvvideocodec``)."""
-    return {_norm(d) for d in packages_distributions().get(module, [module])}
+    return {_norm(d) for d in _installed().get(module, [module])}
 
 
 def _third_party_imports() -> dict[str, list[tuple[Path, ast.AST]]]:

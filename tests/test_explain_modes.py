@@ -103,6 +103,7 @@ def test_misspelled_key_names_the_closest_valid_key(tmp_path: Path, cli) -> None
                     "unknown key lrp.lstm_epsilon: did you mean lrp.lstm_eps?")
 
 
+@pytest.mark.slow
 def test_explain_without_ckpt_is_one_line(tmp_path: Path) -> None:
     _one_error_line(_process("explain.py", "logger=none", cwd=tmp_path), "explain.py needs a checkpoint: pass ckpt=")
 
