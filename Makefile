@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --no-deps "lxt==2.1"
 	touch $(STAMP)
 
+# the whole suite, one pytest-xdist worker per core (tests that mostly wait on the processes they start overlap);
+# `pytest -n 0` or `pytest -p no:xdist` runs it in one process. PYTEST_ARGS: more options, e.g. --durations=25
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,40 @@ def compose_cfg(config_name: str, tmp: Path, overrides: list[str], data_dir: Pat
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def run_cli(script: str, *args: str) -> int:
+    """Run ``python <script> <args>`` (``train.py`` / ``explain.py``) in this process and return its exit status.
+
+    The script runs as ``__main__`` with these arguments, exactly as its command line does, minus a new
+    interpreter (5-15 s of imports each): for the cases whose point is what the command says (one ``error:``
+    line, exit code 2, the lines a run prints), read with ``capfd``. Cases whose point is the process itself
+    (signals, several processes, a crash) start one. The logging, warning filters and Hydra state the run sets
+    up are put back afterwards."""
+    import logging
+    import runpy
+    import sys
+    import warnings
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), *args]
+    GlobalHydra.instance().clear()
+    try:
+        with warnings.catch_warnings():
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 class InterruptAt:
@@ -188,6 +223,26 @@ class LastCkptSteps:
 
 STEPS_SEEN: list[tuple[int, int]] = []
 
+#: A lock a thread of the test process holds while DataLoader workers start (tests/test_distributed.py).
+HELD = threading.Lock()
+
+
+class LockingDataset:
+    """A dataset reading every item of ``inner`` under :data:`HELD`: what a library does that guards its state
+    with a lock (decoders, allocators, logging). A worker forked while another thread of its parent holds the
+    lock inherits it held, with no thread left to release it, and waits forever; a spawned worker imports
+    this module afresh and takes a free lock."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):  # noqa: ANN204
+        with HELD:
+            return self.inner[index]
+
 
 #: vidxai's composites named after zennit's, and the zennit class each equals (default parameters).
 ZENNIT_NAMED = {
@@ -213,12 +268,22 @@ def _zennit_named(rule: str, canonizers: list):  # noqa: ANN202
     return cls(low=low, high=high, canonizers=canonizers)
 
 
+#: vidxai's rules built from zennit's single rules here: the conv/linear rule of each (docs/design.md, "LRP rules").
+ZENNIT_LAYER_RULES = ("z", "epsilon", "gamma", "alpha_beta", "preset_a_flat", "preset_b_flat")
+#: every registered rule with a zennit oracle; a rule registered later is checked by the property tests over every
+#: rule (tests/test_xai_rules.py) and gets an oracle here when zennit has one.
+ZENNIT_ORACLES = (*ZENNIT_LAYER_RULES, *ZENNIT_NAMED)
+
+
 def zennit_composite(rule: str, residual: bool = False, merge_batch_norm: bool = False):  # noqa: ANN201
     """The zennit 0.5.1 composite equal to vidxai's ``rule`` (docs/design.md, "LRP rules"): the oracle of the CNN rules.
 
     ``residual`` maps zennit's ``Sum`` layer to its ``Norm`` rule (vidxai's proportional residual rule);
-    ``merge_batch_norm`` folds BatchNorm with zennit's own canonizer.
+    ``merge_batch_norm`` folds BatchNorm with zennit's own canonizer. ``rule`` must be one of
+    :data:`ZENNIT_ORACLES`.
     """
+    if rule not in ZENNIT_ORACLES:
+        raise KeyError(f"no zennit oracle for rule {rule!r}; the oracles: {ZENNIT_ORACLES}")
     from torch import nn
     from zennit.canonizers import SequentialMergeBatchNorm
     from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite

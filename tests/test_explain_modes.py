@@ -82,7 +82,9 @@ def test_pipelines_and_callbacks_build_explainers_only_through_lrp_config() -> N
 
 
 # ----------------------------------------------------------------------------- the command line
-def _cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+# The error cases run the command line in this process (the `cli` fixture, conftest.py); one case per script
+# runs it as a new process, interpreter and all (here explain.py, tests/test_reliability.py train.py).
+def _process(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, str(ROOT / script), f"hydra.run.dir={cwd}/out", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
@@ -94,15 +96,16 @@ def _one_error_line(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines[-5:]
 
 
-def test_misspelled_key_names_the_closest_valid_key(tmp_path: Path) -> None:
-    _one_error_line(_cli("train.py", "trainer.max_epoch=2", cwd=tmp_path),
+def test_misspelled_key_names_the_closest_valid_key(tmp_path: Path, cli) -> None:
+    _one_error_line(cli("train.py", "trainer.max_epoch=2", cwd=tmp_path),
                     "unknown key trainer.max_epoch: did you mean trainer.max_epochs?")
-    _one_error_line(_cli("explain.py", "ckpt=x.ckpt", "lrp.lstm_epsilon=2", cwd=tmp_path),
+    _one_error_line(cli("explain.py", "ckpt=x.ckpt", "lrp.lstm_epsilon=2", cwd=tmp_path),
                     "unknown key lrp.lstm_epsilon: did you mean lrp.lstm_eps?")
 
 
+@pytest.mark.slow
 def test_explain_without_ckpt_is_one_line(tmp_path: Path) -> None:
-    _one_error_line(_cli("explain.py", "logger=none", cwd=tmp_path), "explain.py needs a checkpoint: pass ckpt=")
+    _one_error_line(_process("explain.py", "logger=none", cwd=tmp_path), "explain.py needs a checkpoint: pass ckpt=")
 
 
 def _r2plus1d_checkpoint(trained: Path, out: Path) -> Path:
@@ -118,24 +121,24 @@ def _r2plus1d_checkpoint(trained: Path, out: Path) -> Path:
     return out
 
 
-def test_bad_inputs_on_a_checkpoint_are_one_line(trained_run: Path, tmp_path: Path) -> None:
+def test_bad_inputs_on_a_checkpoint_are_one_line(trained_run: Path, tmp_path: Path, cli) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     r21 = _r2plus1d_checkpoint(ckpt, tmp_path / "r21.ckpt")
-    _one_error_line(_cli("explain.py", f"ckpt={r21}", "logger=none", "chunk_frames=4", cwd=tmp_path),
+    _one_error_line(cli("explain.py", f"ckpt={r21}", "logger=none", "chunk_frames=4", cwd=tmp_path),
                     "chunk_frames=4 does not apply to R2Plus1D")
     text = tmp_path / "notes.avi"
     text.write_text("this is not a video\n" * 50)
-    _one_error_line(_cli("explain.py", f"ckpt={ckpt}", "logger=none", f"video={text}", cwd=tmp_path),
+    _one_error_line(cli("explain.py", f"ckpt={ckpt}", "logger=none", f"video={text}", cwd=tmp_path),
                     "cannot decode video")
 
 
 def test_explain_says_what_it_took_and_compare_names_every_rule(
-    trained_run: Path, data_dir: Path, tmp_path: Path
+    trained_run: Path, data_dir: Path, tmp_path: Path, cli
 ) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     video = sorted(data_dir.rglob("*.avi"))[0]
-    proc = _cli("explain.py", f"ckpt={ckpt}", "logger=none", f"video={video}", "compare=[z,epsilon]",
-                "rule=alpha_beta", cwd=tmp_path)
+    proc = cli("explain.py", f"ckpt={ckpt}", "logger=none", f"video={video}", "compare=[z,epsilon]",
+               "rule=alpha_beta", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout.splitlines()
     assert re.fullmatch(rf"checkpoint {re.escape(str(ckpt))}: vgg16_lstm, 2 classes, epoch \d+, "

@@ -23,11 +23,52 @@ SMALL = {
 }
 
 
+
+
+def tiny_config(arch: str) -> dict:
+    """The keyword arguments of a small ``arch``: the network class's own ``tiny_config`` (a dict or a
+    function returning one) where it has one, else this module's ``SMALL``. A registered network with neither
+    fails here, named, rather than being built at full size or left unchecked."""
+    own = getattr(NETWORKS[arch], "tiny_config", None)
+    if own is not None:
+        return dict(own() if callable(own) else own)
+    assert arch in SMALL, (f"network {arch!r} is registered but has no tiny config: give its class a "
+                           "`tiny_config` dict (the smallest arguments that build it) or add it to SMALL here")
+    return dict(SMALL[arch])
+
+
+def tiny_input(kwargs: dict, batch: int = 2) -> torch.Tensor:
+    """A float64 batch ``(B, T, C, H, W)`` that fits a tiny network (its ``num_frames`` / ``image_size``)."""
+    frames, size = kwargs.get("num_frames", 3), kwargs.get("image_size", 32)
+    return torch.randn(batch, frames, 3, size, size, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("arch", sorted(NETWORKS))
+def test_every_registered_network_builds_small_and_classifies(arch):
+    """Registered = usable: ``build_network`` builds it at its tiny config with any number of classes, it maps
+    a clip batch to one logit per class, and a model config under conf/model/ names it."""
+    from helpers import ROOT
+    from omegaconf import OmegaConf
+
+    cls = NETWORKS[arch]
+    assert isinstance(cls, type) and issubclass(cls, nn.Module), cls
+    kwargs = tiny_config(arch)
+    net = build_network(arch, num_classes=5, **kwargs).eval()
+    assert isinstance(net, cls)
+    with torch.no_grad():
+        logits = net(tiny_input(kwargs).float())
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all(), (arch, logits.shape)
+    configs = [p.name for p in (ROOT / "conf" / "model").glob("*.yaml")  # `# @package _global_` ones: model.net
+               if arch in (OmegaConf.select(OmegaConf.load(p), k) for k in ("net.arch", "model.net.arch"))]
+    assert configs, f"no conf/model/*.yaml has net.arch: {arch} (train.py model=... cannot reach it)"
+
+
 @pytest.mark.parametrize("arch", sorted(NETWORKS))
 def test_stages_compose_to_forward(arch):
     torch.manual_seed(0)
-    net = build_network(arch, num_classes=3, **SMALL.get(arch, {})).double().eval()
-    x = torch.randn(2, 3, 3, 32, 32, dtype=torch.float64)
+    kwargs = tiny_config(arch)
+    net = build_network(arch, num_classes=3, **kwargs).double().eval()
+    x = tiny_input(kwargs)
     stages = explain_stages(net)
     assert stages[-1].kind == "head"
     # the stages share the network's tensors (no copies); a stage may be a new container of its modules

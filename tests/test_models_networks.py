@@ -204,8 +204,8 @@ def test_paper_sized_presets() -> None:
 
 # ------------------------------------------------------------------------------- build_network
 def test_build_network_registry() -> None:
-    assert set(NETWORKS) == {"vgg16_lstm", "convlstm", "r2plus1d", "videomae", "timesformer", "vivit", "vjepa2",
-                             "videoprism"}
+    """(Every registered network is built and checked in test_models_contract.py; these two by class.)"""
+    assert {"vgg16_lstm", "convlstm"} <= set(NETWORKS)
     net = build_network("convlstm", 4, hidden_channels=[8], stem_channels=4)
     assert isinstance(net, ConvLSTM) and net.head[-1].out_features == 4
     assert isinstance(build_network("vgg16_lstm", 3, hidden_size=8), VGG16LSTM)

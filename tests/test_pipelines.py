@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import CONF, ROOT, TINY_DATA, TINY_TRAIN, compose_cfg
+from helpers import CONF, TINY_DATA, TINY_TRAIN, compose_cfg
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
@@ -230,14 +228,6 @@ def test_explain_evaluate_writes_scores_figures_and_wandb(trained_run: Path, dat
     assert {p.name.split("_")[0] for p in runs[0].rglob("media/images/evaluate/*.png")} == {"evaluation", "mprt"}
 
 
-def _run_explain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "explain.py"), f"hydra.run.dir={cwd}/out", "logger=csv", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
-
-
 def _error_cases(ckpt: Path, tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     cases = {
         "missing": ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found"),
@@ -282,11 +272,12 @@ def test_explain_errors_are_one_line_exit_2(
         assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], (name, err)
 
 
-def test_explain_cli_exit_code_2_without_traceback(trained_run: Path, tmp_path: Path) -> None:
+def test_explain_cli_exit_code_2_without_traceback(trained_run: Path, tmp_path: Path, cli) -> None:
+    """explain.py's command line (run in this process: the `cli` fixture)."""
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     for args, needle in (([f"ckpt={ckpt}", "rule=nonsense"], "unknown LRP rule"),
                          ([f"ckpt={tmp_path}/nope.ckpt"], "checkpoint not found")):
-        proc = _run_explain(*args, cwd=tmp_path)
+        proc = cli("explain.py", "logger=csv", *args, cwd=tmp_path)
         err = proc.stderr.strip().splitlines()
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert err and err[-1].startswith("error:") and needle in err[-1], err[-3:]
@@ -298,15 +289,18 @@ class _Exploit:
         return (os.system, (f"touch {_Exploit.marker}",))
 
 
-def test_crafted_checkpoint_cannot_run_code(tmp_path: Path) -> None:
+def test_crafted_checkpoint_cannot_run_code(tmp_path: Path, cli) -> None:
     marker = tmp_path / "pwned"
     _Exploit.marker = str(marker)
     evil = tmp_path / "evil.ckpt"
+    # protocol 2, torch.save's: torch's safe unpickler reaches the os.system global and refuses it (a protocol-4
+    # file is refused earlier, at its first FRAME opcode, as unreadable: no code runs either way)
     with open(evil, "wb") as fh:
-        pickle.dump({"state_dict": {}, "hyper_parameters": {"net": {"arch": "vgg16_lstm"}}, "x": _Exploit()}, fh)
-    proc = _run_explain(f"ckpt={evil}", cwd=tmp_path)
+        pickle.dump({"state_dict": {}, "hyper_parameters": {"net": {"arch": "vgg16_lstm"}}, "x": _Exploit()}, fh,
+                    protocol=2)
+    proc = cli("explain.py", "logger=csv", f"ckpt={evil}", cwd=tmp_path)  # unpickled here: the marker would show it
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "weights_only" in proc.stderr
+    assert "refused by safe loading (weights_only=True)" in proc.stderr.strip().splitlines()[-1], proc.stderr
     assert not marker.exists(), "unpickling the crafted checkpoint ran code"
 
 

@@ -360,7 +360,9 @@ def test_config_errors_are_one_line_exit_2_before_decoding_or_model(case: str, t
     assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], err
 
 
+@pytest.mark.slow
 def test_unknown_config_group_option_is_one_line_exit_2(tmp_path: Path) -> None:
+    """train.py as a new process (the other command-line error cases run it in the test process)."""
     proc = _train_cli("model=nope", cwd=tmp_path, timeout=60)
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
