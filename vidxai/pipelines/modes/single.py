@@ -98,6 +98,10 @@ def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
         "conservation": {"total": expl.total(), "target_logit": float(e["logits"][expl.target]),
                          "delta": expl.delta()},
     })
+    if ctx.options.get("video") is not None:  # a file from anywhere: is it like what the model was trained on?
+        from vidxai.data.input_stats import compare_with_training
+
+        summary["training_data"] = compare_with_training(ctx.ck.input_stats, clip.video)
     figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
     return Explained(clip, expl, summary, figures, files.gif)
 
@@ -177,6 +181,9 @@ def summary_lines(result: dict[str, Any], what: str | None = None) -> list[str]:
         truth = f"; true class {true['class']}" + (" (correct)" if result.get("correct") else " (wrong)")
     lines.append(f"  predicted {pred['class']} with probability {pred['probability']:.2f}; "
                  f"explained target {target['class']}{truth}")
+    check = result.get("training_data")
+    if check:
+        lines.append(("  warning: " if check["status"] == "unlike" else "  ") + check["message"])
     k = len(result.get("probabilities") or {})
     if k and near_chance(float(pred["probability"]), k):
         lines.append(f"  warning: probability {pred['probability']:.2f} is close to chance ({1 / k:.2f} for {k} "
