@@ -79,7 +79,7 @@ TRAIN_UNKNOWN = [
     ("+whatever=1", "unknown key whatever"),
     ("+model.net.nothing.deep=1", None),  # lands in the model's constructor, which refuses it itself
     ("trainer.max_epoch=2", "unknown key trainer.max_epoch: did you mean trainer.max_epochs?"),
-    ("ckpt_path=/no/such/last.ckpt", "ckpt_path=/no/such/last.ckpt: no such file"),
+    ("ckpt_path=/no/such/last.ckpt", "ckpt_path=/no/such/last.ckpt is not a file"),
 ]
 
 

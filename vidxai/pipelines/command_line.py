@@ -19,7 +19,6 @@ import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -124,20 +123,10 @@ def _other_keys(config_name: str) -> frozenset[str]:
             cfg = compose(config_name)
     finally:
         GlobalHydra.instance().clear()
-    keys = set(_dotted(cfg))
+    from vidxai.pipelines._common import _dotted_keys
+
+    keys = set(_dotted_keys(cfg))
     return frozenset(keys | {p.name for p in conf.iterdir() if p.is_dir() and p.name in keys})
-
-
-def _dotted(cfg: Any, prefix: str = "") -> list[str]:
-    out = []
-    if isinstance(cfg, DictConfig):
-        for k in cfg.keys():
-            name = f"{prefix}{k}"
-            out.append(name)
-            node = cfg._get_node(k)
-            if isinstance(node, DictConfig):
-                out.extend(_dotted(node, f"{name}."))
-    return out
 
 
 # ---------------------------------------------------------------------------- explain.py
@@ -226,5 +215,5 @@ def check_train(cfg: DictConfig, keys: Collection[str]) -> None:
     """What train.py can refuse without torch: a resume checkpoint that is not there."""
     resume = cfg.get("ckpt_path")
     if resume not in (None, "", "last") and not Path(str(resume)).expanduser().exists():
-        raise MissingPathError(f"ckpt_path={resume}: no such file; pass ckpt_path=last (the newest checkpoint of the "
-                               "task's runs) or the path of a last.ckpt")
+        raise MissingPathError(f"ckpt_path={resume} is not a file: pass a .ckpt written by train.py, or "
+                               "ckpt_path=last for the newest checkpoint of the last run")
