@@ -16,23 +16,6 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 
-def _check_rule_args(argv: list[str]) -> None:
-    """`rule=NAME` selects conf/rule/NAME.yaml: a name not in the rule registry is a user error (one line, exit 2).
-
-    Checked before Hydra composes the config, whose own message for a missing config file is a long one.
-    """
-    for arg in argv:
-        if arg.startswith("rule="):
-            from vidxai.xai.rules import get_rule
-
-            for name in arg.split("=", 1)[1].split(","):
-                try:
-                    get_rule(name)
-                except ValueError as exc:
-                    print(f"error: rule={name}: {exc}", file=sys.stderr)
-                    sys.exit(2)
-
-
 def _resume_in_place(argv: list[str]) -> None:
     """`resume=RUN` continues the run in its own folder: Hydra's log and config go there too (unless
     `hydra.run.dir=` says otherwise)."""
@@ -51,9 +34,10 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line, quiet_warnings
+    from vidxai.pipelines.command_line import check_explain
 
-    _check_rule_args(sys.argv[1:])
     _resume_in_place(sys.argv)
-    prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES)
+    # every settings error before the heavy imports (torch, Lightning, W&B): one line within about a second
+    prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
     quiet_warnings()
     main()

@@ -21,7 +21,9 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     from vidxai.pipelines._common import TRAIN_ALIASES, prepare_command_line, quiet_warnings
+    from vidxai.pipelines.command_line import check_train
 
-    prepare_command_line(ROOT / "conf", "train", TRAIN_ALIASES)
+    # settings errors before the heavy imports (torch, Lightning, W&B): one line within about a second
+    prepare_command_line(ROOT / "conf", "train", TRAIN_ALIASES, check_train)
     quiet_warnings()
     main()

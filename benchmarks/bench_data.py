@@ -367,17 +367,25 @@ def profile_datamodule(dm: Any, args: argparse.Namespace) -> dict:
 
 
 # ----------------------------------------------------------------------------- training
-def _model_configs() -> dict[str, dict]:
-    """``net`` kwargs and learning rate of each conf/model/*.yaml, by registry name."""
+def _model_configs(frames: int, size: int) -> dict[str, dict]:
+    """``net`` kwargs and learning rate of each conf/model/*.yaml, by registry name, composed by Hydra with a data
+    config of ``frames`` frames of ``size`` x ``size`` (``data.num_frames``, ``data.crop_size``): the transformers
+    take their clip geometry from the data, so each network is built for the clips it is fed."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     out = {}
-    for path in sorted((ROOT / "conf" / "model").glob("*.yaml")):
-        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        net = dict(cfg.get("net") or {})
-        arch = net.pop("arch", None)
-        if arch:
-            out[arch] = {"net": net, "lr": float((cfg.get("optimizer") or {}).get("lr", 1e-3))}
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        for path in sorted((ROOT / "conf" / "model").glob("*.yaml")):
+            cfg = compose("train", overrides=[f"model={path.stem}", f"data.num_frames={frames}",
+                                              f"data.crop_size={size}", f"data.size=[{size},{size}]"])
+            net = OmegaConf.to_container(cfg.model.net, resolve=True)
+            arch = net.pop("arch", None)
+            if arch:
+                out[arch] = {"net": net, "lr": float(OmegaConf.select(cfg, "model.optimizer.lr", default=1e-3))}
+    GlobalHydra.instance().clear()
     return out
 
 
@@ -395,17 +403,20 @@ def bench_training(args: argparse.Namespace) -> dict:
     from vidxai.models import NETWORKS, build_network
 
     device = torch.device(args.device)
-    configs = _model_configs()
     settings = {"synthetic": _synthetic_setting(),
                 "paper": {"frames": 20, "size": 224, "batch": args.paper_batch}}
+    if args.quick:  # the paper's 20 x 224^2 clips take minutes per step on a CPU
+        settings.pop("paper")
+    configs = {name: _model_configs(s["frames"], s["size"]) for name, s in settings.items()}
     if device.type == "cuda":
         variants = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     else:
         variants = [("fp32", False)]
     out: dict[str, Any] = {}
     for arch in args.archs or list(NETWORKS):
-        cfg = configs.get(arch, {"net": {}, "lr": 1e-3})
         for name, s in settings.items():
+            # a network without a conf/model file is built at its own default geometry (said in the output)
+            cfg = configs[name].get(arch, {"net": {}, "lr": 1e-3, "geometry": "the network's own defaults"})
             steps = args.train_steps if name == "synthetic" or device.type == "cuda" else args.paper_steps
             for precision, channels_last in variants:
                 key = f"{arch}/{name}/{precision}" + ("/channels_last" if channels_last else "")
@@ -433,7 +444,9 @@ def bench_training(args: argparse.Namespace) -> dict:
                         step()
                     _sync(device)
                     seconds = (time.perf_counter() - start) / steps
-                    out[key] = {**s, "steps": steps, "step_s": seconds, "clips_per_s": s["batch"] / seconds}
+                    out[key] = {**s, "steps": steps, "step_s": seconds, "clips_per_s": s["batch"] / seconds,
+                                "built_for": cfg.get("geometry", f"{s['frames']} frames of {s['size']}x{s['size']} "
+                                                                  f"(conf/model/ with the {name} data geometry)")}
                 except torch.cuda.OutOfMemoryError:
                     out[key] = {**s, "error": "out of memory: lower --paper-batch"}
                 print(f"  train {key}: {out[key]}", file=sys.stderr)
@@ -518,7 +531,8 @@ def table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, fewer epochs, one paper step")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repeats, fewer epochs, the synthetic setting only (no paper-size step)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (training variants, NVDEC)")
     parser.add_argument("--decord2-path", default=os.environ.get("DECORD2_PATH"),
                         help="folder holding decord2's `decord` package (pip install --target DIR decord2)")

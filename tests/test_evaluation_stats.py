@@ -167,3 +167,67 @@ def test_mprt_axis_names_layers_in_words() -> None:
     assert readable_steps(steps) == ["classifier head", "recurrent part (lstm)", "conv block 2 of 2",
                                      "conv block 1 of 2"]
     assert readable_steps(["head", "backbone.layer4"]) == ["classifier head", "layer4"]
+
+
+# ----------------------------------------------------------------------------- power before verdict
+def test_smallest_p_is_the_exact_wilcoxon_bound_times_holm() -> None:
+    from scipy.stats import wilcoxon
+
+    from vidxai.evaluation.stats import smallest_p, videos_needed
+
+    for n in (4, 6, 8, 10):  # every difference of one sign: the exact test's smallest two-sided p
+        exact = wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue
+        assert smallest_p(n) == pytest.approx(exact) and smallest_p(n, 17) == pytest.approx(min(1, 17 * exact))
+    assert (videos_needed(17, 0.05), videos_needed(6, 0.05), videos_needed(1, 0.05)) == (10, 8, 6)
+    assert videos_needed(17, 0.01) == 12  # computed, not a constant
+    for m, alpha in ((17, 0.05), (6, 0.05), (3, 0.1)):
+        k = videos_needed(m, alpha)
+        assert smallest_p(k, m) < alpha <= smallest_p(k - 1, m)
+
+
+def _fake_result(n: int, methods: int, random_best: bool = False) -> dict:
+    """A result dict as :func:`aggregate` writes it: ``methods`` methods, one score, ``n`` videos each."""
+    from vidxai.evaluation.stats import compare_with_best
+
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(methods - 1)] + ["random"]
+    values = {k: rng.normal(1.0 if k != "random" else 0.0, 0.01, n) for k in names}
+    if random_best:
+        values["random"] += 5.0
+    best, comp = compare_with_best(values, True, 100, 0)
+    _, vs_random = compare_with_best(values, True, 100, 1, against="random")
+    metric = {"label": "frame flipping AOPC, most relevant first", "direction": "higher", "family": "perturbation",
+              "description": "", "chance": None, "best": best}
+    mean = {k: {"frame_aopc_morf": float(v.mean()), "ci": {"frame_aopc_morf": [None, None]}} for k, v in values.items()}
+    return {"settings": {"videos": n, "alpha": 0.05}, "metrics": {"frame_aopc_morf": metric}, "methods": mean,
+            "comparisons": {"frame_aopc_morf": comp}, "vs_random": {"frame_aopc_morf": vs_random}}
+
+
+def test_verdict_says_first_when_the_videos_are_too_few() -> None:
+    from vidxai.evaluation.summary import verdict
+
+    few = _fake_result(8, 18)  # 17 comparisons: 17 x 2/2^8 = 0.13 >= 0.05
+    few["verdict"] = verdict(few)
+    first = next(iter(few["verdict"].items()))
+    assert first[0] == "power" and "Too few videos" in first[1][0] and "limit=10 could" in first[1][0]
+    assert "17 comparisons" in first[1][0] and "0.133" in first[1][0]
+    assert "too few videos (n=8, needs 10)" in few["verdict"]["perturbation"][0]
+    text = markdown_table(few)
+    assert text.startswith("**Too few videos"), "said first, above the tables"
+    rows = [line for line in text.splitlines() if line.startswith("| m") or line.startswith("| random")]
+    assert rows and not any("**" in r for r in rows), "nothing bold when nothing can differ"
+    assert "too few videos (n=8; needs 10)" in text
+    enough = _fake_result(12, 18)  # 17 x 2/2^12 = 0.008: random differs from the others
+    enough["verdict"] = verdict(enough)
+    assert "power" not in enough["verdict"] and "tied with it" in enough["verdict"]["perturbation"][0]
+    assert any("**" in r for r in markdown_table(enough).splitlines() if r.startswith("| m"))
+    fewer_methods = _fake_result(8, 7)  # 6 comparisons: 6 x 2/2^8 = 0.047 < 0.05
+    assert "power" not in verdict(fewer_methods)
+
+
+def test_random_best_is_said_in_words() -> None:
+    from vidxai.evaluation.summary import verdict
+
+    res = _fake_result(12, 5, random_best=True)
+    line = verdict(res)["perturbation"][0]
+    assert "no method beats the random map" in line and "random best" not in line

@@ -42,6 +42,8 @@ class LoadedCheckpoint:
     epoch: int | None = None
     #: best validation accuracy recorded in the checkpoint (``val_acc_best``), if any
     val_accuracy: float | None = None
+    #: statistics of the training clips (:mod:`vidxai.data.input_stats`); empty for older checkpoints
+    input_stats: dict[str, Any] = field(default_factory=dict)
 
     def test_accuracy(self) -> float | None:
         """The test accuracy its training run recorded (``<run>/csv/metrics.csv``, ``test/acc``), if any."""
@@ -181,6 +183,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         datamodule_state=dm_state,
         epoch=ckpt.get("epoch"),
         val_accuracy=_float_or_none(ckpt.get("val_acc_best")),
+        input_stats=dict(ckpt.get("input_stats") or {}),
     )
 
 

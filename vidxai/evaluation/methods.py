@@ -130,6 +130,30 @@ def default_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0]
     return names if net is None else [n for n in names if not_applicable(n, net) is None]
 
 
+#: The default methods of ``explain.py mode=evaluate`` (``methods=all``: every method, :func:`default_methods`):
+#: the few that docs/results.md compares on every recipe, because they were the best or tied with the best on
+#: some score of the measured runs, or are the paper's rules: the paper's epsilon and alpha-beta rules, the
+#: recommended composite (epsilon_plus_flat), integrated gradients (best relevance mass in the actor box on 4 of
+#: the 10 recipes), occlusion (best frame flipping LeRF and evidence-frame score on every events recipe),
+#: saliency (the cheapest gradient map; best region flipping on default_vgg16_lstm), and the random map, the
+#: floor every method must beat. 7 methods = 6 comparisons per score: 8 videos can separate them (6 x 2/2^8 =
+#: 0.047 < 0.05), where all 18 need 10.
+RECOMMENDED = ("epsilon", "alpha_beta", "epsilon_plus_flat", "integrated_gradients", "occlusion", "saliency",
+               "random")
+#: the same for networks with attention: AttnLRP (epsilon), CP-LRP, rollout, Chefer et al., IG, occlusion, random
+RECOMMENDED_ATTENTION = ("epsilon", "epsilon/cp", "attention_rollout", "chefer_relevancy", "integrated_gradients",
+                         "occlusion", "random")
+
+
+def recommended_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULES[0],
+                        attention_rule: str = DEFAULT_ATTENTION_RULE) -> list[str]:
+    """:data:`RECOMMENDED` (:data:`RECOMMENDED_ATTENTION` for a network with an attention stage), keeping the
+    ones that apply to ``net``."""
+    every = default_methods(net, lstm_rule, attention_rule)
+    attention = net is not None and _ATTENTION_KIND in (_stage_kinds(net) or set())
+    return [n for n in (RECOMMENDED_ATTENTION if attention else RECOMMENDED) if n in every]
+
+
 def validate_method_names(names: list[str]) -> None:
     """Raise ``ValueError`` naming the unknown methods and the valid ones."""
     valid = set(RULES) | set(METHODS)

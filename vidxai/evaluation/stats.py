@@ -12,6 +12,12 @@ of a method's score and the best method's score. For each score:
 * **tied with the best**: not significantly worse, i.e. NOT (Holm-corrected p < ``alpha`` and the mean
   difference points the worse way).
 
+**Power.** The exact two-sided signed-rank test on ``n`` non-zero differences can give no p below
+``2 / 2**n`` (every difference with the same sign), and Holm's correction multiplies the smallest p by the
+number of comparisons ``m``: with ``m * 2 / 2**n >= alpha`` no method can be told apart from the best (or from
+random), whatever the maps. :func:`smallest_p` and :func:`videos_needed` say when; the summary says it first.
+The bootstrap CIs describe the size of a difference; they never decide a tie.
+
 The bootstrap draws come from ``numpy.random.default_rng([seed, k])`` (``k`` = the score's position), so the
 numbers are the same on every run with the same seed.
 """
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "compare_with_best", "holm", "paired_test"]
+__all__ = ["bootstrap_ci", "compare_with_best", "holm", "paired_test", "smallest_p", "videos_needed"]
 
 
 def bootstrap_ci(values: Sequence[float], n_boot: int, rng: np.random.Generator, level: float = 0.95
@@ -47,6 +53,25 @@ def wilcoxon_p(diff: np.ndarray) -> float | None:
     if not np.any(d != 0):
         return 1.0
     return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def smallest_p(n: int, comparisons: int = 1) -> float:
+    """The smallest Holm-adjusted p that ``comparisons`` exact two-sided Wilcoxon signed-rank tests on ``n``
+    paired videos can reach: ``comparisons * 2 / 2**n`` (capped at 1)."""
+    if n <= 0:
+        return 1.0
+    return min(1.0, max(1, comparisons) * 2.0 / 2.0 ** n)
+
+
+def videos_needed(comparisons: int, alpha: float = 0.05) -> int:
+    """The fewest paired videos with which ``comparisons`` Holm-corrected exact Wilcoxon tests can reach
+    p < ``alpha``: the smallest ``n`` with ``comparisons * 2 / 2**n < alpha``."""
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha={alpha} must lie in (0, 1]")
+    n = 1
+    while smallest_p(n, comparisons) >= alpha:
+        n += 1
+    return n
 
 
 def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:

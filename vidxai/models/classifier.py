@@ -24,6 +24,7 @@ from torchmetrics.classification import (
     MulticlassROC,
 )
 
+from vidxai.data.input_stats import InputStats, clip_features
 from vidxai.errors import ConfigError
 from vidxai.models.registry import build_network
 
@@ -134,6 +135,9 @@ class VideoClassifier(pl.LightningModule):
             self.hparams["net"] = {**net, **_plain(extra, "net")}
 
         self._make_metrics(num_classes)
+        #: statistics of the training clips of the first epoch as the network received them, stored in the
+        #: checkpoint (``input_stats``) so explain.py can say when a clip is unlike them (vidxai.data.input_stats)
+        self.input_stats = InputStats()
         #: Per-class test metrics of the last test epoch (precision, recall, f1, confmat, auroc: tensors;
         #: roc: (fpr, tpr, thresholds) lists per class), on the CPU; drawn by ``ClassificationFiguresCallback``.
         self.test_results: dict[str, Any] = {}
@@ -210,14 +214,21 @@ class VideoClassifier(pl.LightningModule):
             self.val_acc_best.update(torch.tensor(restored, device=self.device))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the best validation accuracy so far (a resumed run reports the same ``val/acc_best``)."""
+        """Store the best validation accuracy so far (a resumed run reports the same ``val/acc_best``) and the
+        statistics of the training clips (``input_stats``)."""
         if self.val_acc_best.update_called:
             checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
+        if self.input_stats.n:
+            checkpoint["input_stats"] = self.input_stats.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._restored_val_acc_best = checkpoint.get("val_acc_best")
+        if checkpoint.get("input_stats"):
+            self.input_stats = InputStats.from_dict(checkpoint["input_stats"])
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if self.current_epoch == 0 and isinstance(batch, Mapping) and "video" in batch:
+            self.input_stats.update(clip_features(batch["video"]))  # cheap: a few means per clip
         loss, logits, label = self._shared_step(batch)
         self.train_loss.update(loss.detach(), weight=label.shape[0])
         self.train_acc.update(logits.detach(), label)

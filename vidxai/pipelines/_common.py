@@ -47,32 +47,54 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def prepare_command_line(conf_dir: str | Path, config_name: str, aliases: dict[str, str]) -> None:
-    """At an entry point, before Hydra: rewrite the old spellings in ``sys.argv`` (:func:`legacy_overrides`),
-    then fail with one line on an unknown group option or key (:func:`check_group_overrides`,
-    :func:`check_overrides`)."""
+def prepare_command_line(conf_dir: str | Path, config_name: str, aliases: dict[str, str],
+                         check: Callable[[DictConfig, list[str]], None] | None = None) -> None:
+    """At an entry point, before Hydra and before any heavy import: rewrite the old spellings in ``sys.argv``
+    (:func:`legacy_overrides`), then fail with one line on an unknown group option or key
+    (:func:`check_group_overrides`, :func:`check_overrides`) or on what ``check(cfg, keys)`` refuses (the
+    composed config and the keys given; :mod:`vidxai.pipelines.command_line`)."""
+    from vidxai.pipelines.command_line import given_keys
+
     sys.argv[1:] = legacy_overrides(sys.argv[1:], aliases)
-    check_group_overrides(sys.argv[1:], conf_dir)
-    check_overrides(sys.argv[1:], conf_dir, config_name)
+    check_group_overrides(sys.argv[1:], conf_dir, config_name)
+    cfg = check_overrides(sys.argv[1:], conf_dir, config_name)
+    if cfg is not None and check is not None:
+        try:
+            check(cfg, given_keys(sys.argv[1:]))
+        except UserError as exc:
+            if os.environ.get("VIDXAI_DEBUG"):
+                raise
+            fail(str(exc))
 
 
-def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
+def check_group_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str | None = None) -> None:
     """Fail with one line (exit 2) when a command-line override names a config group option that does not
-    exist (``model=nope``), before Hydra prints its multi-line error (exit 1)."""
+    exist (``model=nope``), or a group of the other entry point (``explain.py model=convlstm``), before Hydra
+    prints its multi-line error (exit 1)."""
+    from vidxai.pipelines.command_line import other_entry_hint
+
     conf = Path(conf_dir)
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, _, value = arg.partition("=")
         key = key.lstrip("+~")
+        hint = other_entry_hint(key, config_name) if config_name and "." not in key else None
+        if hint and key in _FOREIGN_GROUPS.get(config_name or "", ()):
+            fail(hint)
         if key.startswith("hydra/") or "." in key or not (conf / key).is_dir():
             continue
         options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
         for choice in _sweep_values(value):
             if choice in ("null", "") or choice in options:
                 continue
-            fail(f"unknown {key}={choice}: choose one of {', '.join(options)} (conf/{key}/)")
+            what = "unknown LRP rule" if key == "rule" else "unknown"  # conf/rule/ is written from the registry
+            fail(f"{what} {key}={choice}: choose one of {', '.join(options)} (conf/{key}/)")
 
+
+#: config groups of the other entry point (conf/<group>/ exists, but this config does not use it)
+_FOREIGN_GROUPS = {"explain": ("model", "data", "callbacks", "experiment", "hparams_search", "debug"),
+                   "train": ("rule",)}
 
 #: Keys of the explainer settings before the ``lrp`` group, rewritten to ``lrp.<key>`` (old command lines work).
 LRP_KEYS = ("lstm_rule", "lstm_eps", "bias_factor", "chunk_frames")
@@ -102,44 +124,84 @@ def lrp_config(cfg: DictConfig) -> LRPConfig:
     return LRPConfig.from_dict(to_plain(node)).check()
 
 
-def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str) -> None:
-    """Compose ``config_name`` with the command-line overrides once before Hydra does: a key that does not
-    exist (``trainer.max_epoch=2``) fails with one line naming the closest valid key (exit 2), not Hydra's
-    multi-line message (exit 1). Runs with Hydra flags (``-m``, ``--cfg``...) are left to Hydra."""
+def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str) -> DictConfig | None:
+    """Compose ``config_name`` with the command-line overrides once before Hydra does, and return it: a key that
+    does not exist (``trainer.max_epoch=2``) fails with one line naming the closest valid key, or the entry point
+    it belongs to (exit 2), not Hydra's multi-line message (exit 1). ``+key=value`` adds a key only where a
+    constructor receives it (a node with ``_target_``, a new callback or logger): anywhere else nothing would read
+    it, so it is refused like an unknown key. Runs with Hydra flags (``-m``, ``--cfg``...) are left to Hydra
+    (``None``)."""
     if any(arg.startswith("-") for arg in argv):
-        return
+        return None
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
     overrides = [arg for arg in argv if "=" in arg or arg.startswith("~")]
+    problem: tuple[str, list[str]] | str | None = None  # (unknown key, valid keys) or a message
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base="1.3"):
             try:
-                compose(config_name, overrides=overrides)
+                cfg = compose(config_name, overrides=overrides)
             except (ConfigCompositionException, OverrideParseException) as exc:
-                fail(_override_message(exc, overrides, config_name))
+                problem = _failed_override(exc, overrides, config_name)
+            added = [a.partition("=")[0][1:] for a in overrides if a.startswith("+") and not a.startswith("++")]
+            added = [k for k in added if not k.startswith("hydra") and not (Path(conf_dir) / k).is_dir()]
+            if added and problem is None:
+                base = compose(config_name, overrides=[o for o in overrides if not o.startswith("+")])
+                problem = next(((k, _dotted_keys(base)) for k in added if not _receives_new_keys(base, k)), None)
     finally:
         GlobalHydra.instance().clear()
+    if problem is not None:  # after Hydra is cleared: the message may compose the other entry point's config
+        fail(problem if isinstance(problem, str) else unknown_key_message(problem[0], config_name, problem[1]))
+    return cfg
 
 
-def _override_message(exc: Exception, overrides: list[str], config_name: str) -> str:
-    """One line for a failed composition: the unknown key and its closest valid key where that is the cause."""
+def _receives_new_keys(cfg: DictConfig, key: str) -> bool:
+    """Whether a key added at dotted ``key`` reaches a constructor: an ancestor node has ``_target_``, or it adds
+    an entry to the ``callbacks``/``logger`` groups (each entry with a ``_target_`` is instantiated)."""
+    parts = key.split(".")
+    if parts[0] in ("callbacks", "logger") and len(parts) >= 2:
+        return True
+    node: Any = cfg
+    for part in parts[:-1]:
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node._get_node(part)
+        if isinstance(node, DictConfig) and "_target_" in node:
+            return True
+    return False
+
+
+def unknown_key_message(key: str, config_name: str, keys: Sequence[str]) -> str:
+    """``unknown key X: ...`` with the closest valid key, or the entry point the key belongs to and the way to
+    do it here; never a hint to add it with ``+`` (nothing would read it)."""
     import difflib
+
+    from vidxai.pipelines.command_line import other_entry_hint
+
+    hint = other_entry_hint(key, config_name)
+    if hint:
+        return hint
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    where = f"conf/{config_name}.yaml and its groups"
+    return f"unknown key {key}: " + (f"did you mean {close[0]}?" if close else f"see {where} for the valid keys")
+
+
+def _failed_override(exc: Exception, overrides: list[str], config_name: str) -> tuple[str, list[str]] | str:
+    """A failed composition: ``(unknown key, the valid keys)`` where an unknown key is the cause, else the first
+    line of Hydra's message."""
     import re
 
     from hydra import compose
 
     text = str(exc)
-    found = re.search(r"Could not override '([^']+)'", text)
+    found = re.search(r"Could not (?:override|append to config)[^']*'([^']+)'", text)
     if not found:
         return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     key = found.group(1)
     base = compose(config_name, overrides=[o for o in overrides if o.lstrip("+~").split("=")[0] != key])
-    keys = _dotted_keys(base)
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else "see conf/ for the valid keys"
-    return f"unknown key {key}: {hint} (to add a new key: +{key}=...)"
+    return key, _dotted_keys(base)
 
 
 def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:

@@ -30,15 +30,16 @@ __all__ = ["evaluation_settings", "method_names", "run_evaluation"]
 
 
 def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
-    """``methods=`` (default: every method that applies to ``net``), validated."""
+    """``methods=`` validated; default (``null``): the recommended few that apply to ``net``
+    (:data:`vidxai.evaluation.methods.RECOMMENDED`), ``all``: every method that applies."""
     from vidxai.evaluation import default_methods
-    from vidxai.evaluation.methods import validate_method_names
+    from vidxai.evaluation.methods import recommended_methods, validate_method_names
 
     names = to_plain(cfg.get("methods"))
-    if names is None:
+    if names is None or names == "all":
         rules = {key: str(value) for key in ("lstm_rule", "attention_rule")
                  if (value := OmegaConf.select(cfg, f"lrp.{key}"))}
-        return default_methods(net, **rules)
+        return (default_methods if names == "all" else recommended_methods)(net, **rules)
     if isinstance(names, str):
         names = [names]
     names = [str(n) for n in names]
@@ -156,7 +157,9 @@ def run_evaluation(
     progress.update("statistics", 1, 1)
     progress.close()
     result["settings"].update({"split": split, "checkpoint": str(ck.path), "arch": ck.arch, "methods": names,
-                               "selection": how, "limit": cfg.get("limit"), "videos_named": to_plain(cfg.get("videos")),
+                               "selection": how, "limit": cfg.get("limit"),
+                               "randomisation_videos": min(len(picked), settings.randomisation_videos),
+                               "videos_named": to_plain(cfg.get("videos")),
                                "video_files": sources, "total_s": time.perf_counter() - start,
                                "total_cpu_s": time.process_time() - cpu, "peak_rss_mb": peak_rss_mb(),
                                "resumed": bool(cfg.get("resume"))})

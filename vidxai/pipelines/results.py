@@ -120,7 +120,7 @@ def step_commands(recipe: Recipe, run_dir: Path, plan: Plan) -> dict[str, list[s
     ckpt = run_dir / "train" / "checkpoints" / "best.ckpt"
     explain = [py, str(ROOT / "explain.py"), f"ckpt={ckpt}", "split=test", "logger=none", *plan.explain_args]
     return {"train": train,
-            "evaluate": [*explain, "evaluate=true", f"hydra.run.dir={run_dir / 'evaluate'}"],
+            "evaluate": [*explain, "evaluate=true", "methods=all", f"hydra.run.dir={run_dir / 'evaluate'}"],
             "profile": [*explain, f"hydra.run.dir={run_dir / 'profile'}"]}
 
 

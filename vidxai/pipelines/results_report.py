@@ -157,11 +157,13 @@ def profile_table(summaries: list[RunSummary]) -> list[str]:
     return lines if rows else ["_no profile yet_"]
 
 
-#: The methods the README compares on a transformer (issue: AttnLRP, CP-LRP, rollout, Chefer, IG, occlusion),
-#: and on the other networks (the paper's rules, a recommended composite, the strongest baselines).
-FOCUS_TRANSFORMER = ("epsilon", "epsilon/cp", "attention_rollout", "chefer_relevancy", "integrated_gradients",
-                     "occlusion")
-FOCUS_OTHER = ("epsilon", "alpha_beta", "epsilon_plus_flat", "integrated_gradients", "occlusion", "saliency")
+def _focus(attention: bool) -> tuple[str, ...]:
+    """The methods the README compares: the recommended set of the evaluation (its default), without random."""
+    from vidxai.evaluation.methods import RECOMMENDED, RECOMMENDED_ATTENTION
+
+    return tuple(n for n in (RECOMMENDED_ATTENTION if attention else RECOMMENDED) if n != "random")
+
+
 _ARROW = {"higher": "↑", "lower": "↓"}
 
 
@@ -211,7 +213,7 @@ def focus_table(result: dict[str, Any], methods: tuple[str, ...]) -> list[str]:
 
 
 def _focus_methods(result: dict[str, Any]) -> tuple[str, ...]:
-    return FOCUS_TRANSFORMER if "epsilon/cp" in (result.get("methods") or {}) else FOCUS_OTHER
+    return _focus("epsilon/cp" in (result.get("methods") or {}))
 
 
 def readme_block(summaries: list[RunSummary], doc_link: str) -> str:

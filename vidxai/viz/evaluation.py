@@ -14,6 +14,8 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vidxai.evaluation.summary import separable  # noqa: E402
+
 __all__ = ["FAMILY_COLOURS", "evaluation_figure", "method_colours", "mprt_figure", "ranked", "readable_steps"]
 
 #: One colour map per method family (a method's shade: its position within the family).
@@ -141,7 +143,8 @@ def _bars(ax: Any, result: Mapping[str, Any], methods: Mapping[str, Any], score:
         cis = [(methods[n].get("ci") or {}).get(score) or [None, None] for n, _ in items]
         err = np.array([[v - (c[0] if c[0] is not None else v), (c[1] if c[1] is not None else v) - v]
                         for (_, v), c in zip(items, cis)]).T
-        tied = [bool(comp.get(n, {}).get("tied_with_best")) for n, _ in items]
+        decided = separable(dict(result), score)  # too few videos: no test can decide, so no edge
+        tied = [decided and bool(comp.get(n, {}).get("tied_with_best")) for n, _ in items]
         ax.barh(ys, [v for _, v in items], xerr=err, capsize=2, color=[colours.get(n, "0.5") for n, _ in items],
                 edgecolor=["k" if t else "none" for t in tied], linewidth=1.2, error_kw={"lw": 0.8})
         ax.set_yticks(ys, [n for n, _ in items], fontsize=8)
@@ -149,6 +152,8 @@ def _bars(ax: Any, result: Mapping[str, Any], methods: Mapping[str, Any], score:
             ax.axvline(m["chance"], color="k", ls=":", lw=1.5, label="chance / random order")
             ax.legend(fontsize=7, loc="lower right")
     edge = "; black edge: tied with the best" if m["direction"] != "none" else ""
+    if m["direction"] != "none" and comp and not separable(dict(result), score):
+        edge = "; too few videos to rank"
     ax.set_title(f"{m['label']}\n({_ARROWS[m['direction']]}{edge})", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
 

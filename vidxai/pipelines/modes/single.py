@@ -110,6 +110,14 @@ def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
         "conservation": {"total": expl.total(), "target_logit": float(e["logits"][expl.target]),
                          "delta": expl.delta()},
     })
+    if ctx.options.get("video") is not None:  # a file from anywhere: is it like what the model was trained on?
+        from vidxai.data.input_stats import compare_with_training
+
+        summary["training_data"] = (
+            {"status": "unknown", "outside": [],
+             "message": "a pretrained model brings no record of its training clips: whether the clip is like them "
+                        "cannot be checked"}
+            if ctx.pretrained else compare_with_training(ctx.ck.input_stats, clip.video))
     figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
     return Explained(clip, expl, summary, figures, files.gif)
 
@@ -191,6 +199,9 @@ def summary_lines(result: dict[str, Any], what: str | None = None) -> list[str]:
         truth = f"; true class {true['class']}" + (" (correct)" if result.get("correct") else " (wrong)")
     lines.append(f"  predicted {pred['class']} with probability {pred['probability']:.2f}; "
                  f"explained target {target['class']}{truth}")
+    check = result.get("training_data")
+    if check:
+        lines.append(("  warning: " if check["status"] == "unlike" else "  ") + check["message"])
     probs = result.get("probabilities") or {}
     k = len(probs)
     if k > 2:
