@@ -28,6 +28,7 @@ every figure goes to ``outputs/gpu_check/gpu_check-<time>-<device>.json`` (``--o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -281,10 +282,11 @@ def part_lrp(args: argparse.Namespace) -> dict:
     from vidxai.models import build_network
     from vidxai.xai.config import LRPConfig
 
-    device, configs = torch.device(args.device), _model_configs()
+    device, geometry = torch.device(args.device), functools.cache(_model_configs)
     args.partial = out = {"baseline": "input gradient, parameters frozen", "repeats": args.repeats}
     for arch, frames, size, extra in _lrp_cases(args):
         key = f"{arch}/{frames}x{size}" + ("/full_width" if extra.get("width") == 1.0 else "")
+        configs = geometry(frames, size)  # each network built for the clip it is fed
         try:
             torch.manual_seed(0)
             net = build_network(arch, num_classes=11, **{**configs.get(arch, {}).get("net", {}), **extra})
@@ -319,7 +321,7 @@ def part_training(args: argparse.Namespace) -> dict:
 
     from vidxai.models import NETWORKS
 
-    device, configs = torch.device(args.device), _model_configs()
+    device, geometry = torch.device(args.device), functools.cache(_model_configs)
     if args.quick:
         settings, variants = {"tiny": (2, 4, 32)}, ["fp32"]
     else:
@@ -330,6 +332,7 @@ def part_training(args: argparse.Namespace) -> dict:
         for name, (batch, frames, size) in settings.items():
             for variant in variants:
                 key = f"{arch}/{name}/{variant}"
+                configs = geometry(frames, size)  # each network built for the clip it is fed
                 try:
                     out[key] = _train_steps(arch, configs.get(arch, {"net": {}, "lr": 1e-3}), batch, frames,
                                             size, variant, device, args.train_steps)

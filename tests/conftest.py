@@ -41,7 +41,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The runs marked ``slow`` (other processes, tens of seconds each) first, the longest of the last run
     first: pytest-xdist hands the tests out in this order, round robin, so the long ones start at once on every
     worker instead of ending the session on one of them. Without a cache (a fresh clone): collection order."""
-    last = config.cache.get(DURATIONS_KEY, {}) if config.cache is not None else {}
+    cache = getattr(config, "cache", None)  # none with -p no:cacheprovider
+    last = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -last.get(item.nodeid, 0.0)))
 
 
@@ -52,7 +53,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Remember the durations (in the controller only: with xdist it sees every worker's reports)."""
-    cache = session.config.cache
+    cache = getattr(session.config, "cache", None)
     if cache is not None and _durations and not os.environ.get("PYTEST_XDIST_WORKER"):
         cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **_durations})
 

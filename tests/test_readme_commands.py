@@ -44,7 +44,7 @@ _EVAL_REDUCTION = ["mprt.videos=1", "mprt.final_videos=2", "mprt.steps=2", "n_bo
 @dataclass(frozen=True)
 class Row:
     pattern: str  # regex on the command (after `python`/`make`)
-    kind: str  # train | explain | error | sweep | not_run
+    kind: str  # train | explain | pretrained | error | sweep | not_run
     extra: tuple[str, ...] = ()  # overrides appended (train, explain, error)
     text: str = ""  # error: a regex on the one error line; not_run: the reason
     replace: tuple[tuple[str, str], ...] = ()  # (regex, replacement) on the command's overrides
@@ -68,6 +68,9 @@ COMMANDS: tuple[Row, ...] = (
     Row(r"train\.py .*ckpt_path=outputs/", "error", text="is not a file", replace=((r"<run>", "a_run"),)),
     Row(r"train\.py .*ckpt_path=last", "error", text="no checkpoint"),
     Row(r"train\.py", "train"),
+    # a model the user already has: the hub id, the folder and `...` stand for a tiny save_pretrained VideoMAE the
+    # test writes; torchvision's weights file for r2plus1d_18's random weights saved by the test; clips it writes
+    Row(r"explain\.py pretrained=", "pretrained", extra=tuple(_EVAL_REDUCTION)),
     Row(r"explain\.py .*trainer=ddp_cpu", "not_run", text="2 processes; covered by tests/test_explain_sharded.py"),
     Row(r"explain\.py .*evaluate=true", "explain", extra=tuple(_EVAL_REDUCTION),
         replace=((r"^limit=\d+$", "limit=2"),)),
@@ -184,12 +187,62 @@ def _run(command: str, row: Row, tmp: Path, ckpt: Path, data_dir: Path, monkeypa
         # `make train` ends with its own measurement: the README's times come from this line
         assert re.search(r"trained in \d+ (s|min \d+ s) \(1 epochs\); test accuracy \d\.\d\d", capsys.readouterr().out)
         return "trained, reduced"
+    if row.kind == "pretrained":
+        args = _pretrained_args(args, tmp)
+        _check("explain", args, monkeypatch)
+        explain(compose_cfg("explain", tmp, [*args, *row.extra], data_dir=data_dir))
+        return "explained a model written by the test, reduced"
     classes = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["class_names"]
     video = sorted(data_dir.rglob("*.avi"))[0]
     args = _explain_args(args, ckpt, classes, video)
     _check("explain", [a for a in args if not a.startswith("logger")], monkeypatch)
     explain(compose_cfg("explain", tmp, [*args, *row.extra], data_dir=data_dir))
     return "explained, reduced"
+
+
+def _pretrained_args(args: list[str], tmp: Path) -> list[str]:
+    """The README's ``pretrained=`` command with its sources and clips replaced by ones the test writes: a tiny
+    VideoMAE ``save_pretrained`` folder (its labels, its processor config), torchvision's r2plus1d_18 with random
+    weights in a ``.pth``, two short clips in a folder."""
+    import json
+
+    import torch
+    import torchvision.models as tvm
+    from helpers import make_video
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    labels = ["archery", "playing drums", "yoga"]
+    clips = tmp / "my_clips"
+    for i in range(2):
+        make_video(clips / f"clip{i}.mp4", num_frames=8, size=(24, 32), seed=i)
+    out = []
+    for a in args:
+        key, _, value = a.partition("=")
+        if key == "pretrained" and value.startswith("torchvision:"):
+            builder = value.split(":", 1)[1]
+            torch.manual_seed(0)
+            torch.save(tvm.get_model(builder, weights=None).state_dict(), tmp / f"{builder}.pth")
+        elif key == "pretrained":
+            folder = tmp / "hf_model"
+            if not folder.exists():
+                config = VideoMAEConfig(num_frames=4, image_size=16, patch_size=8, hidden_size=16,
+                                        num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                        tubelet_size=2, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                        label2id={n: i for i, n in enumerate(labels)})
+                torch.manual_seed(0)
+                VideoMAEForVideoClassification(config).save_pretrained(folder)
+                (folder / "preprocessor_config.json").write_text(json.dumps(
+                    {"size": {"shortest_edge": 16}, "crop_size": {"height": 16, "width": 16},
+                     "image_mean": [0.45] * 3, "image_std": [0.225] * 3}))
+            a = f"pretrained={folder}"
+        elif key == "weights":
+            a = f"weights={tmp / value.split('-')[0]}.pth"
+        elif key == "video":
+            a = f"video={clips / 'clip0.mp4'}"
+        elif key == "videos":
+            a = f"videos={clips}" if "*" not in value else f"videos={clips}/*.mp4"
+        out.append(a.replace('"', ""))
+    return out
 
 
 def _jobs(args: list[str]) -> list[list[str]]:

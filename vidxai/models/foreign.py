@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
 from vidxai.models.contract import ExplainableVideoNet, Stage
+from vidxai.models.layers import ClipMean
 
 __all__ = [
     "LAYOUTS",
@@ -108,13 +109,6 @@ def register_torchvision_stages(model_type: type) -> Callable[[Callable[[nn.Modu
         return fn
 
     return decorate
-
-
-class ClipMean(nn.Module):
-    """The mean over time and space of a ``(B, C, T, H, W)`` map, as S3D's forward ends: ``x.mean((2, 3, 4))``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.mean(dim=tuple(range(2, x.ndim)))
 
 
 class TorchvisionVideoNet(nn.Module):

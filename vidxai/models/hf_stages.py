@@ -126,9 +126,38 @@ def model_stages(model: nn.Module, prefix: str = "", channels_first: bool = Fals
 
 def transformer_stages(net: nn.Module) -> tuple[Stage, ...]:
     """The stages of a vidxai network with ``.hf`` (or of a ``transformers`` classifier itself)."""
-    from vidxai.models.hf_video import geometry_of
-
     hf = getattr(net, "hf", net)
     if not isinstance(hf, nn.Module):
         raise TypeError(f"cannot explain {type(net).__name__}: transformer_stages needs a module with .hf")
     return model_stages(hf, "hf" if hf is not net else "", geometry=geometry_of(hf))
+
+
+def geometry_of(hf: nn.Module) -> TokenGeometry | None:
+    """The token geometry of a ``transformers`` video classifier (for the attention baselines), or ``None``."""
+    config = getattr(hf, "config", None)
+    kind = getattr(config, "model_type", None)
+    if kind is None:
+        return None
+    patch = _pair(getattr(config, "patch_size", None) or 1)
+    if kind == "videomae":
+        pool = "mean" if getattr(hf, "fc_norm", None) is not None else "first"
+        return TokenGeometry(config.tubelet_size, patch, pool=pool)
+    if kind == "timesformer":
+        attention = "divided" if config.attention_type == "divided_space_time" else "joint"
+        return TokenGeometry(1, patch, cls=True, order="patch", attention=attention, pool="cls")
+    if kind == "vivit":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), cls=True, pool="cls")
+    if kind == "vjepa2":
+        return TokenGeometry(config.tubelet_size, patch, pool="attention")
+    if kind == "videoprism_vision_model":
+        t, ph, pw = config.tubelet_size
+        return TokenGeometry(t, (ph, pw), attention="none", pool="attention",
+                             why="VideoPrism factorises attention (space, then time, no CLS token) and pools by "
+                                 "attention; rollout and Chefer's relevancy are not defined for that here")
+    return None
+
+
+def _pair(value: int | tuple | list) -> tuple[int, int]:
+    """A config's ``patch_size``: ``16`` or ``[16, 16]`` -> ``(16, 16)``."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))

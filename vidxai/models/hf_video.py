@@ -548,31 +548,3 @@ position tables, a factorised encoder (``num_layers`` spatial blocks per frame, 
 blocks per patch), attention logits soft-capped by ``tanh`` (50), LayerNorm with ``weight + 1``, a multi-head
 attention pooling head (a learned query) and a linear classifier. Args as :class:`VideoMAE`; eager attention
 only.""")
-
-
-def geometry_of(hf: nn.Module) -> Any:
-    """The token geometry of a ``transformers`` video classifier (for the attention baselines), or ``None``."""
-    from vidxai.models.hf_stages import TokenGeometry
-
-    config = getattr(hf, "config", None)
-    kind = getattr(config, "model_type", None)
-    if kind is None:
-        return None
-    patch = _pair(getattr(config, "patch_size", None) or 1, "patch_size")
-    if kind == "videomae":
-        pool = "mean" if getattr(hf, "fc_norm", None) is not None else "first"
-        return TokenGeometry(config.tubelet_size, patch, pool=pool)
-    if kind == "timesformer":
-        attention = "divided" if config.attention_type == "divided_space_time" else "joint"
-        return TokenGeometry(1, patch, cls=True, order="patch", attention=attention, pool="cls")
-    if kind == "vivit":
-        t, ph, pw = config.tubelet_size
-        return TokenGeometry(t, (ph, pw), cls=True, pool="cls")
-    if kind == "vjepa2":
-        return TokenGeometry(config.tubelet_size, patch, pool="attention")
-    if kind == "videoprism_vision_model":
-        t, ph, pw = config.tubelet_size
-        return TokenGeometry(t, (ph, pw), attention="none", pool="attention",
-                             why="VideoPrism factorises attention (space, then time, no CLS token) and pools by "
-                                 "attention; rollout and Chefer's relevancy are not defined for that here")
-    return None

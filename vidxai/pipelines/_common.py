@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vidxai.errors import UserError
+from vidxai.pipelines.command_line import dotted_keys, given_keys, other_entry_hint
 
 if TYPE_CHECKING:  # the LRP engine imports torch: not needed to check a command line
     from vidxai.xai.config import LRPConfig
@@ -53,7 +54,6 @@ def prepare_command_line(conf_dir: str | Path, config_name: str, aliases: dict[s
     (:func:`legacy_overrides`), then fail with one line on an unknown group option or key
     (:func:`check_group_overrides`, :func:`check_overrides`) or on what ``check(cfg, keys)`` refuses (the
     composed config and the keys given; :mod:`vidxai.pipelines.command_line`)."""
-    from vidxai.pipelines.command_line import given_keys
 
     sys.argv[1:] = legacy_overrides(sys.argv[1:], aliases)
     check_group_overrides(sys.argv[1:], conf_dir, config_name)
@@ -71,7 +71,6 @@ def check_group_overrides(argv: Sequence[str], conf_dir: str | Path, config_name
     """Fail with one line (exit 2) when a command-line override names a config group option that does not
     exist (``model=nope``), or a group of the other entry point (``explain.py model=convlstm``), before Hydra
     prints its multi-line error (exit 1)."""
-    from vidxai.pipelines.command_line import other_entry_hint
 
     conf = Path(conf_dir)
     for arg in argv:
@@ -149,7 +148,7 @@ def check_overrides(argv: Sequence[str], conf_dir: str | Path, config_name: str)
             added = [k for k in added if not k.startswith("hydra") and not (Path(conf_dir) / k).is_dir()]
             if added and problem is None:
                 base = compose(config_name, overrides=[o for o in overrides if not o.startswith("+")])
-                problem = next(((k, _dotted_keys(base)) for k in added if not _receives_new_keys(base, k)), None)
+                problem = next(((k, dotted_keys(base)) for k in added if not _receives_new_keys(base, k)), None)
     finally:
         GlobalHydra.instance().clear()
     if problem is not None:  # after Hydra is cleared: the message may compose the other entry point's config
@@ -178,7 +177,6 @@ def unknown_key_message(key: str, config_name: str, keys: Sequence[str]) -> str:
     do it here; never a hint to add it with ``+`` (nothing would read it)."""
     import difflib
 
-    from vidxai.pipelines.command_line import other_entry_hint
 
     hint = other_entry_hint(key, config_name)
     if hint:
@@ -201,19 +199,7 @@ def _failed_override(exc: Exception, overrides: list[str], config_name: str) -> 
         return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     key = found.group(1)
     base = compose(config_name, overrides=[o for o in overrides if o.lstrip("+~").split("=")[0] != key])
-    return key, _dotted_keys(base)
-
-
-def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
-    keys = []
-    if isinstance(cfg, DictConfig):
-        for k in cfg.keys():
-            name = f"{prefix}{k}"
-            keys.append(name)
-            node = cfg._get_node(k)
-            if isinstance(node, DictConfig):
-                keys.extend(_dotted_keys(node, f"{name}."))
-    return keys
+    return key, dotted_keys(base)
 
 
 def _sweep_values(value: str) -> list[str]:

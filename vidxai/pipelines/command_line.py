@@ -30,7 +30,7 @@ __all__ = ["CONFLICTS", "EXPLAIN_ONLY_HINTS", "KEY_MODES", "MODE_NAMES", "TRAIN_
 #: the modes of explain.py (vidxai/pipelines/modes/, one module each)
 MODE_NAMES = ("single", "compare", "profile", "evaluate")
 
-_EVALUATE_KEYS = ("methods", "videos", "baseline", "blur_sigma", "road_noise", "n_boot", "batch_size", "video_batch",
+_EVALUATE_KEYS = ("methods", "save_maps", "baseline", "blur_sigma", "road_noise", "n_boot", "batch_size", "video_batch",
                   "region_size", "region_step", "region_max", "ig_steps", "mprt")
 #: explain.py keys (top-level name) -> the modes that read them; given on the command line for another mode
 #: they are refused (they would be ignored)
@@ -43,6 +43,8 @@ KEY_MODES: dict[str, tuple[str, ...]] = {
     "top_k": ("single", "compare"),
     "limit": ("profile", "evaluate"),
     "profile": ("profile",),
+    "videos": ("profile", "evaluate"),  # evaluate: names videos of a split; with pretrained=: the clips themselves
+    "resume": ("profile", "evaluate"),
     **{key: ("evaluate",) for key in _EVALUATE_KEYS},
 }
 
@@ -123,9 +125,7 @@ def _other_keys(config_name: str) -> frozenset[str]:
             cfg = compose(config_name)
     finally:
         GlobalHydra.instance().clear()
-    from vidxai.pipelines._common import _dotted_keys
-
-    keys = set(_dotted_keys(cfg))
+    keys = set(dotted_keys(cfg))
     return frozenset(keys | {p.name for p in conf.iterdir() if p.is_dir() and p.name in keys})
 
 
@@ -181,12 +181,18 @@ def check_explain(cfg: DictConfig, keys: Collection[str]) -> None:
     if mode == "evaluate" and _set(cfg, "video"):
         raise ConfigError("evaluate mode scores the videos of a split of the checkpoint's data; drop video= and "
                           "pass split=test limit=N")
-    if OmegaConf.is_missing(cfg, "ckpt") or cfg.get("ckpt") in (None, ""):
-        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt "
-                        "(written by train.py), or use `make explain`, which takes the newest one")
-    ckpt = Path(str(cfg.ckpt)).expanduser()
-    if not ckpt.exists():
-        raise MissingPathError(f"checkpoint not found: {ckpt}; pass ckpt=path/to/best.ckpt from a train.py run")
+    has_ckpt = not OmegaConf.is_missing(cfg, "ckpt") and cfg.get("ckpt") not in (None, "")
+    pretrained = cfg.get("pretrained") not in (None, "")
+    if has_ckpt and pretrained:
+        raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
+                        f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
+    if not has_ckpt and not pretrained:
+        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written "
+                        "by train.py; `make explain` takes the newest one), or a model you already have: "
+                        "pretrained=<Hugging Face folder or repo id | torchvision:<builder> weights=<file.pth>>")
+    if has_ckpt and not Path(str(cfg.ckpt)).expanduser().exists():
+        raise MissingPathError(f"checkpoint not found: {Path(str(cfg.ckpt)).expanduser()}; pass "
+                               "ckpt=path/to/best.ckpt from a train.py run")
     if _set(cfg, "video") and not Path(str(cfg.video)).expanduser().exists():
         raise MissingPathError(f"video not found: {cfg.video}; pass video=path/to/a/video file")
     rules = _conf_options("rule")
@@ -197,6 +203,19 @@ def check_explain(cfg: DictConfig, keys: Collection[str]) -> None:
         unknown = [str(n) for n in names if str(n) not in rules]
         if unknown:
             raise ConfigError(f"compare=: unknown LRP rule(s) {unknown}; choose from {', '.join(rules)}")
+
+
+def dotted_keys(cfg: object, prefix: str = "") -> list[str]:
+    """Every key of a config, nested ones dotted (``trainer.max_epochs``), in the config's order."""
+    keys = []
+    if isinstance(cfg, DictConfig):
+        for k in cfg.keys():
+            name = f"{prefix}{k}"
+            keys.append(name)
+            node = cfg._get_node(k)
+            if isinstance(node, DictConfig):
+                keys.extend(dotted_keys(node, f"{name}."))
+    return keys
 
 
 def _set(cfg: DictConfig, key: str) -> bool:

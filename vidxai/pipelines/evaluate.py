@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,9 +128,7 @@ def run_evaluation(
     the interrupted run's folder) what the journal holds is read back, not computed again. ``stop()`` is called
     between units of work and raises to stop (SIGTERM: :func:`vidxai.pipelines.sharded.stop_check`).
     """
-    from vidxai.evaluation.shards import combine
     from vidxai.pipelines.progress import RunProgress
-    from vidxai.pipelines.sharded import peak_rss_mb, run_in_process
 
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
@@ -141,12 +140,45 @@ def run_evaluation(
     progress = RunProgress("videos")
     step, finish = _scorer(ck.net.eval(), names, settings, picked, dataset, load_clip, transform,
                            _control_of(cfg, out_dir, len(picked), stop, progress))
-    try:
-        parts = (shard or run_in_process)(len(picked), step, finish)
+    previous = _sigterm_raises()
+    try:  # a stop at any moment, the statistics and the writing included: the journal holds the work
+        return _score_and_write(cfg, ck, dataset, split, how, picked, names, settings, out_dir, run, progress,
+                                shard, step, finish, start, cpu)
     except (KeyboardInterrupt, SystemExit):
         progress.close()
         stopped(out_dir)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_raises() -> Any:
+    """SIGTERM raises :class:`~vidxai.callbacks.fail_fast.Terminated` here (the previous handler, to restore;
+    ``None`` off the main thread): outside the trainer's own handling (before and after the shards are scored:
+    merging, statistics, writing) a SIGTERM then ends the run with the word on how to resume it, as inside."""
+    import threading
+
+    from vidxai.callbacks.fail_fast import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def raise_terminated(signum: int, _frame: Any) -> None:
+        raise Terminated(f"received {signal.Signals(signum).name}")
+
+    return signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def _score_and_write(cfg: DictConfig, ck: Any, dataset: Any, split: str, how: str, picked: list[int],
+                     names: list[str], settings: Any, out_dir: Path, run: Any, progress: Any,
+                     shard: ShardFn | None, step: Any, finish: Any, start: float, cpu: float
+                     ) -> dict[str, Any] | None:
+    """The shards scored (each process its share), merged on rank 0, the files written (rank 0)."""
+    from vidxai.evaluation.shards import combine
+    from vidxai.pipelines.sharded import peak_rss_mb, run_in_process
+
+    parts = (shard or run_in_process)(len(picked), step, finish)
     if parts is None:  # not rank 0: its shard went to rank 0
         progress.close()
         return None

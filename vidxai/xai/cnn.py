@@ -400,11 +400,11 @@ def _register_torchvision_blocks() -> None:
     """torchvision's video blocks: the residual blocks of ``VideoResNet`` (r3d_18, mc3_18, r2plus1d_18; their stems
     and ``Conv2Plus1D`` are ``nn.Sequential``, ``Conv3DSimple`` / ``Conv3DNoTemporal`` are ``nn.Conv3d``) and S3D's
     inception block (its ``TemporalSeparableConv`` / ``Conv3dNormActivation`` are ``nn.Sequential``); the mean
-    that ends S3D's forward (:class:`vidxai.models.foreign.ClipMean`) is average pooling."""
+    that ends S3D's forward (:class:`vidxai.models.layers.ClipMean`) is average pooling."""
     from torchvision.models.video.resnet import BasicBlock, Bottleneck
     from torchvision.models.video.s3d import SepInceptionBlock3D
 
-    from vidxai.models.foreign import ClipMean
+    from vidxai.models.layers import ClipMean
 
     register_layer(BasicBlock, exact=True)(_residual(("conv1", "conv2")))
     register_layer(Bottleneck, exact=True)(_residual(("conv1", "conv2", "conv3")))
