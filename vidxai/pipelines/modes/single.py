@@ -115,8 +115,8 @@ def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
 
         summary["training_data"] = (
             {"status": "unknown", "outside": [],
-             "message": "a pretrained model brings no record of its training clips: whether the clip is like them "
-                        "cannot be checked"}
+             "message": "a model loaded with pretrained= brings no record of its training clips: whether the clip "
+                        "is like them cannot be checked"}
             if ctx.pretrained else compare_with_training(ctx.ck.input_stats, clip.video))
     figures = {"heatmaps": files.heatmaps, "curve": files.curve, "peaks": files.peaks_png}
     return Explained(clip, expl, summary, figures, files.gif)
