@@ -181,15 +181,7 @@ def check_explain(cfg: DictConfig, keys: Collection[str]) -> None:
     if mode == "evaluate" and _set(cfg, "video"):
         raise ConfigError("evaluate mode scores the videos of a split of the checkpoint's data; drop video= and "
                           "pass split=test limit=N")
-    has_ckpt = not OmegaConf.is_missing(cfg, "ckpt") and cfg.get("ckpt") not in (None, "")
-    pretrained = cfg.get("pretrained") not in (None, "")
-    if has_ckpt and pretrained:
-        raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
-                        f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
-    if not has_ckpt and not pretrained:
-        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written "
-                        "by train.py; `make explain` takes the newest one), or a model you already have: "
-                        "pretrained=<Hugging Face folder or repo id | torchvision:<builder> weights=<file.pth>>")
+    has_ckpt = model_source(cfg) == "ckpt"
     if has_ckpt and not Path(str(cfg.ckpt)).expanduser().exists():
         raise MissingPathError(f"checkpoint not found: {Path(str(cfg.ckpt)).expanduser()}; pass "
                                "ckpt=path/to/best.ckpt from a train.py run")
@@ -203,6 +195,24 @@ def check_explain(cfg: DictConfig, keys: Collection[str]) -> None:
         unknown = [str(n) for n in names if str(n) not in rules]
         if unknown:
             raise ConfigError(f"compare=: unknown LRP rule(s) {unknown}; choose from {', '.join(rules)}")
+
+
+def model_source(cfg: DictConfig) -> str:
+    """``"ckpt"`` or ``"pretrained"``: which model explain.py explains; one error line for neither or both (and for
+    ``weights=`` without ``pretrained=``)."""
+    has_ckpt = not OmegaConf.is_missing(cfg, "ckpt") and cfg.get("ckpt") not in (None, "")
+    pretrained = cfg.get("pretrained") not in (None, "")
+    if has_ckpt and pretrained:
+        raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
+                        f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
+    if not has_ckpt and not pretrained:
+        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written "
+                        "by train.py; `make explain` takes the newest one), or a model you already have: "
+                        "pretrained=<Hugging Face folder or repo id | torchvision:<builder> weights=<file.pth>>")
+    if cfg.get("weights") not in (None, "") and not pretrained:
+        raise UserError(f"weights={cfg.weights} goes with pretrained=torchvision:<builder>; a checkpoint (ckpt=) "
+                        "carries its own weights")
+    return "pretrained" if pretrained else "ckpt"
 
 
 def dotted_keys(cfg: object, prefix: str = "") -> list[str]:

@@ -30,6 +30,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
 from vidxai.errors import UserError
 from vidxai.pipelines._common import finish_wandb, instantiate_group, lrp_config, sweep_group
+from vidxai.pipelines.command_line import model_source
 from vidxai.pipelines.modes import MODES, ExplainContext, ModeResult, choose_mode
 from vidxai.pipelines.modes.compare import compare_rules
 from vidxai.pipelines.modes.context import check_pretrained_options, class_index, load_pretrained_model
@@ -113,18 +114,7 @@ def _processes(node: Any) -> int:
 
 def _check_settings(cfg: DictConfig) -> tuple[str, LRPConfig]:
     """The mode and the LRP settings, every value checked before the checkpoint is loaded."""
-    has_ckpt = not OmegaConf.is_missing(cfg, "ckpt") and cfg.get("ckpt") not in (None, "")
-    pretrained = cfg.get("pretrained") not in (None, "")
-    if has_ckpt and pretrained:
-        raise UserError(f"pass either ckpt= (a train.py checkpoint) or pretrained= (a model as it is), not both: "
-                        f"got ckpt={cfg.ckpt} and pretrained={cfg.pretrained}")
-    if not has_ckpt and not pretrained:
-        raise UserError("explain.py needs a checkpoint: pass ckpt=outputs/train/<run>/checkpoints/best.ckpt (written "
-                        "by train.py; `make explain` takes the newest one), or a model you already have: "
-                        "pretrained=<Hugging Face folder or repo id | torchvision:<builder> weights=<file.pth>>")
-    if cfg.get("weights") not in (None, "") and not pretrained:
-        raise UserError(f"weights={cfg.weights} goes with pretrained=torchvision:<builder>; a checkpoint (ckpt=) "
-                        "carries its own weights")
+    pretrained = model_source(cfg) == "pretrained"
     mode = choose_mode(cfg)
     if pretrained:
         check_pretrained_options(cfg, mode)
