@@ -32,7 +32,7 @@ registration, and the explainer handles it with a propagator registered for the 
 A stage's module may be a container built on the fly from the network's own modules (its parameters
 and buffers are the network's, never copies). Adding an architecture means writing its
 ``explain_stages`` (one model file) and a registry entry; ``vidxai/xai`` changes only for a new layer
-type (one handler: :func:`vidxai.xai.layers.register_layer`).
+type (one handler: :func:`vidxai.xai.cnn.register_layer`).
 """
 
 from __future__ import annotations
