@@ -1,7 +1,12 @@
-"""Video data pipeline: decoders, dataset layouts, splits, clip sampling, transforms, DataModule."""
+"""Video data pipeline: decoders, dataset layouts, splits, clip sampling, transforms, DataModule.
+
+Everything here but :class:`VideoDataModule` imports only torch and the decoders: a spawned DataLoader worker
+unpickles the dataset through this package and so starts without Lightning (seconds less per worker).
+:class:`VideoDataModule` is imported on first use."""
+
+from typing import TYPE_CHECKING
 
 from vidxai.data.clips import denormalize, prepare_clip, read_clip
-from vidxai.data.datamodule import VideoDataModule
 from vidxai.data.dataset import VideoClipDataset
 from vidxai.data.decoders import (
     DecordDecoder,
@@ -49,3 +54,14 @@ __all__ = [
     "split_lists",
     "uniform_indices",
 ]
+
+if TYPE_CHECKING:
+    from vidxai.data.datamodule import VideoDataModule
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name == "VideoDataModule":  # Lightning: imported only when the DataModule is asked for
+        from vidxai.data.datamodule import VideoDataModule
+
+        return VideoDataModule
+    raise AttributeError(f"module 'vidxai.data' has no attribute {name!r}")

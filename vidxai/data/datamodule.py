@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vidxai.data.dataset import EpochSampler, VideoClipDataset, check_on_bad_video
+from vidxai.data.dataset import EpochSampler, VideoClipDataset, check_on_bad_video, seed_worker
 from vidxai.data.decoders import VideoDecodeError, resolve_backend
 from vidxai.data.feature_cache import (
     CACHED_SAMPLING,
@@ -314,16 +315,17 @@ class VideoDataModule(pl.LightningDataModule):
             dataset = self._cached_features(split)
             context = self._worker_context("cpu")  # the cached loader reads files only
         sampler = None
+        trainer = getattr(self, "trainer", None)
+        world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
         if shuffle:  # the order and every clip's randomness follow from (seed, epoch): exact resumes
-            trainer = getattr(self, "trainer", None)
-            world, rank = int(getattr(trainer, "world_size", 1)), int(getattr(trainer, "global_rank", 0))
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
                                    epoch_fn=self._sampler_epoch)
         pin = self.pin_memory and torch.cuda.is_available()  # pinning without a GPU only warns
         return _TimeoutReportingLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                                        num_workers=self.num_workers, pin_memory=pin,
                                        persistent_workers=self.persistent_workers and workers,
-                                       multiprocessing_context=context, timeout=self.timeout if workers else 0)
+                                       multiprocessing_context=context, timeout=self.timeout if workers else 0,
+                                       worker_init_fn=functools.partial(seed_worker, rank=rank) if workers else None)
 
     def _worker_context(self, decode_device: str) -> str | None:
         if self.worker_start == "fork" and decode_device == "cpu" and self.num_workers > 0:
