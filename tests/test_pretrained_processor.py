@@ -27,6 +27,7 @@ SHORTEST = dict(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16
 #: bilinear default, ViViT's video processor offsets the rescaled pixels in its code (no ``offset`` key)
 PROCESSORS = {
     "VideoMAEImageProcessor": SHORTEST,
+    "VideoMAEImageProcessorPil": SHORTEST,  # transformers' PIL backend (writes the same image_processor_type)
     "VideoMAEVideoProcessor": SHORTEST,
     "VideoMAEVideoProcessor-bicubic": {**SHORTEST, "resample": 3},
     "TimesformerVideoProcessor": SHORTEST,
@@ -60,6 +61,8 @@ def test_preprocessing_equals_the_transformers_processor(name: str, tmp_path: Pa
         frames = _frames(size=size)
         ours = pre.frames_to_input(frames)
         video = list(frames) if "Image" in name else frames  # image processors take a video as a list of frames
+        if name.endswith("Pil"):
+            video = [f.permute(1, 2, 0).numpy() for f in frames]  # PIL's backend: (H, W, C) arrays
         out = processor(video, return_tensors="pt")
         ref = out["pixel_values"] if "pixel_values" in out else out["pixel_values_videos"]  # V-JEPA 2, VideoPrism
         assert ours.shape == ref.shape, (ours.shape, ref.shape)
@@ -80,3 +83,22 @@ def test_the_resize_is_transformers_own_not_torchvision_v1s(tmp_path: Path) -> N
     pre.transforms_v2 = False
     gap = (pre.frames_to_input(frames) - ref).abs().amax(dim=(0, 1, 3, 4))
     torch.testing.assert_close(gap, torch.tensor(STD).reciprocal() / 255, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("size", {"shortest_edge": 20, "longest_edge": 24}, "also bounds the longer side"),
+    ("resample", 9, "unknown resample 9"),
+    ("resample", "sinc", "unknown resample 'sinc'"),
+])
+def test_a_processor_setting_vidxai_does_not_apply_is_one_error_line(key: str, value: object, message: str,
+                                                                     tmp_path: Path) -> None:
+    import json
+
+    from vidxai.errors import ConfigError
+
+    folder, _ = _folder(tmp_path, "VideoMAEVideoProcessor")
+    path = folder / "video_preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_pretrained(folder)
+    assert "\n" not in str(err.value)

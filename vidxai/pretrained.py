@@ -548,10 +548,10 @@ def _resample(value: Any) -> str:
         return "bilinear"
     if isinstance(value, int) and value in PIL_RESAMPLE:
         return PIL_RESAMPLE[value]
-    if isinstance(value, str):
+    if isinstance(value, str) and value.lower() in PIL_RESAMPLE.values():
         return value.lower()
     raise ConfigError(f"pretrained: unknown resample {value!r} in the preprocessor config; set resample to one of "
-                      f"{sorted(PIL_RESAMPLE)} (PIL's codes)")
+                      f"{sorted(PIL_RESAMPLE)} (PIL's codes: {', '.join(f'{k} {v}' for k, v in PIL_RESAMPLE.items())})")
 
 
 def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
@@ -591,12 +591,10 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     k = 255.0 * scale
     mean = [(offset + mi) / k for mi in m]
     std = [si / k for si in s]
-    # resized as transformers' (default, torchvision) processors do: v2's resize of the uint8 frames, antialiased
+    # resized as transformers' processors do: v2's resize of the uint8 frames, antialiased (its PIL-backend
+    # processors give the same pixels: tests/test_pretrained_processor.py)
     out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW",
                      antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True)
-    if kind.endswith("Pil"):
-        report.notes.append(f"{where} names {kind} (PIL's resize); vidxai resizes as transformers' default "
-                            "torchvision processors do, which rounds a few pixels one level apart")
     report.taken.append(("frames", f"{frames_from} ({frames}); sampling: spread uniformly over the video (the "
                                    "folder does not say how it was trained to sample)"))
     report.taken.append(("resize, crop, rescale, mean/std",
