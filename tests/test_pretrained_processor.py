@@ -85,6 +85,21 @@ def test_the_resize_is_transformers_own_not_torchvision_v1s(tmp_path: Path) -> N
     torch.testing.assert_close(gap, torch.tensor(STD).reciprocal() / 255, rtol=1e-4, atol=0)
 
 
+def test_a_bare_int_size_is_the_shorter_side_as_transformers_reads_it(tmp_path: Path) -> None:
+    """Older configs write ``"size": 224``: transformers' processors read it as the shorter side (aspect kept), and a
+    bare int ``crop_size`` as a square."""
+    import json
+
+    folder, _ = _folder(tmp_path, "VideoMAEVideoProcessor")
+    path = folder / "video_preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "size": 20, "crop_size": 16}))
+    _, pre, _, _ = load_pretrained(folder)
+    assert (pre.resize, pre.crop_size) == (20, (16, 16))
+    frames = _frames()
+    ref = transformers.VideoMAEVideoProcessor.from_pretrained(folder)(frames, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(pre.frames_to_input(frames), ref, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("size", {"shortest_edge": 20, "longest_edge": 24}, "also bounds the longer side"),
     ("resample", 9, "unknown resample 9"),

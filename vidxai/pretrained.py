@@ -515,12 +515,14 @@ def _hf_frames(pre: Mapping[str, Any], config: Any) -> tuple[int | None, str]:
     return None, ""
 
 
-def _size_of(value: Any) -> tuple[int | tuple[int, int] | None, str]:
-    """A processor's ``size`` / ``crop_size``: an int side (``shortest_edge``) or ``(H, W)``."""
+def _size_of(value: Any, int_is_shortest: bool = False) -> tuple[int | tuple[int, int] | None, str]:
+    """A processor's ``size`` / ``crop_size``: an int side (``shortest_edge``) or ``(H, W)``. A bare int is the
+    shorter side for ``size`` (``int_is_shortest``: how transformers' video processors read it) and a square for
+    ``crop_size``."""
     if value is None:
         return None, "none"
     if isinstance(value, int):
-        return (value, value), f"{value}x{value}"
+        return (value, f"shortest_edge={value}") if int_is_shortest else ((value, value), f"{value}x{value}")
     if isinstance(value, Mapping):
         if value.get("longest_edge") or value.get("max_height") or value.get("max_width"):
             raise ConfigError(f"pretrained: the preprocessor config's size {dict(value)} also bounds the longer side, "
@@ -573,7 +575,7 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
         where = "defaults (no preprocessor config)"
     else:
         where = found.name
-    resize, resize_text = _size_of(pre.get("size")) if pre.get("do_resize", True) else (None, "none")
+    resize, resize_text = _size_of(pre.get("size"), True) if pre.get("do_resize", True) else (None, "none")
     crop, crop_text = _size_of(pre.get("crop_size")) if pre.get("do_center_crop", True) else (None, "none")
     if isinstance(crop, int):
         crop = (crop, crop)
