@@ -18,7 +18,7 @@ from torch import Tensor, nn
 mvit = pytest.importorskip("torchvision.models.video.mvit")
 swin = pytest.importorskip("torchvision.models.video.swin_transformer")
 
-from test_xai_transformer import _oracle_layer_norm, _rel_err, erules, ours  # noqa: E402
+from test_xai_transformer import EPS, _oracle_layer_norm, _rel_err, erules, ours  # noqa: E402
 
 from vidxai.models.hf_stages import model_stages  # noqa: E402
 from vidxai.xai import VideoLRP  # noqa: E402
@@ -186,7 +186,7 @@ def tv_oracle(net: Clips, x: Tensor, target: int, rule: str, monkeypatch, deviat
     monkeypatch.setattr(F, "layer_norm", _oracle_layer_norm)
     for m in net.modules():
         if isinstance(m, nn.GELU):
-            monkeypatch.setattr(m, "forward", lambda t, f=m.forward: erules.identity_rule_implicit(f, t))
+            monkeypatch.setattr(m, "forward", lambda t, f=m.forward: erules.identity_rule_implicit_fn.apply(f, t, EPS))
     for p in net.parameters():
         monkeypatch.setattr(p, "requires_grad", False)
     leaf = x.clone().requires_grad_(True)
@@ -210,3 +210,42 @@ def test_equals_lxt_gradient_x_input_on_the_torchvision_forward(name: str, rule:
     assert rel.abs().sum() > 0
     assert _rel_err(rel, ref) <= 1e-6, _rel_err(rel, ref)
     torch.testing.assert_close(logits, net(x).detach(), rtol=0, atol=1e-10)  # logits under the rules: the forward
+
+
+def _zoo(builder: str) -> tuple[Clips, Tensor]:
+    """torchvision's own builder (its block settings: 16 MViT blocks in four stages, Swin3D-T's 2-2-6-2 blocks with
+    8x7x7 windows, padded here), random float64 weights, on a small clip (MViT told its input is 4 x 32 x 32)."""
+    import torchvision.models.video as video
+
+    kwargs = {"spatial_size": (32, 32), "temporal_size": 4} if builder.startswith("mvit") else {}
+    torch.manual_seed(0)
+    if kwargs:  # the MViT builders fix the input size they were trained at; the block settings are what matter here
+        build = mvit._mvit
+
+        def small(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+            return build(*args, **{**kw, **kwargs})
+
+        mvit._mvit = small
+    try:
+        model = getattr(video, builder)(num_classes=3).double().eval()
+    finally:
+        if kwargs:
+            mvit._mvit = build
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n or "pos" in n or "cls" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    size = 32 if kwargs else 64
+    x = torch.randn(1, T, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return Clips(model), x
+
+
+@pytest.mark.parametrize("builder", ["mvit_v1_b", "mvit_v2_s", "swin3d_t"])
+def test_the_real_builders_equal_the_oracle(builder: str, monkeypatch) -> None:
+    """At full depth (torchvision's block settings, a few seconds each) the engine still equals the oracle."""
+    net, x = _zoo(builder)
+    for rule in ("attnlrp", "cp"):
+        rel, logits, _ = ours(net, x, 1, rule)
+        ref = tv_oracle(net, x, 1, rule, monkeypatch)
+        assert _rel_err(rel, ref) <= 1e-6, (rule, _rel_err(rel, ref))
+        torch.testing.assert_close(logits, net(x).detach(), rtol=0, atol=1e-10)
