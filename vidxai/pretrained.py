@@ -82,9 +82,14 @@ class Preprocess(VideoTransform):
             folded in: ``(x * rescale - offset - m) / s`` is ``(x / 255 - mean) / std``).
         crop_size: the centre crop ``(H, W)`` (``None``: none).
         resize: the resize before the crop: an int (the shorter side, aspect kept) or ``(H, W)`` (exact);
-            ``None``: none. Bilinear on the uint8 frames (torchvision's ``resize``).
+            ``None``: none. On the uint8 frames (uint8 out), as both torchvision's and transformers' do.
         antialias: whether the resize antialiases (``False`` for torchvision's video models: their
             ``VideoClassification`` transform resizes without; ``True`` for Hugging Face processors).
+        interpolation: the resize's interpolation, a ``torchvision`` ``InterpolationMode`` value (``"bilinear"``,
+            ``"bicubic"``, ``"nearest-exact"``, ...; a Hugging Face processor's ``resample``).
+        transforms_v2: resize with ``torchvision.transforms.v2.functional.resize`` (what transformers' processors
+            call: its uint8 kernel rounds otherwise than ``torchvision.transforms.functional.resize``, which
+            torchvision's ``VideoClassification`` preset calls, by up to one level in about 15 % of the pixels).
         round_crop: the centre crop starts at ``round((size - crop) / 2)`` (torchvision's ``center_crop``) rather
             than ``(size - crop) // 2`` (Hugging Face's and vidxai's).
         frame_rate: sample ``num_frames`` consecutive frames at this rate (frames per second) from the middle of
@@ -96,7 +101,7 @@ class Preprocess(VideoTransform):
     def __init__(self, num_frames: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  crop_size: int | Sequence[int] | None = None, resize: int | Sequence[int] | None = None,
                  frame_rate: float | None = None, layout: str = "BTCHW", antialias: bool = True,
-                 round_crop: bool = False) -> None:
+                 round_crop: bool = False, interpolation: str = "bilinear", transforms_v2: bool = False) -> None:
         super().__init__(mean=mean, std=std, crop_size=crop_size, flip=False)
         if int(num_frames) < 1:
             raise ConfigError(f"a clip needs at least one frame, got num_frames={num_frames}")
@@ -109,6 +114,14 @@ class Preprocess(VideoTransform):
         self.layout = layout
         self.antialias = bool(antialias)
         self.round_crop = bool(round_crop)
+        from torchvision.transforms import InterpolationMode
+
+        try:
+            self.interpolation = InterpolationMode(str(interpolation)).value
+        except ValueError:
+            raise ConfigError(f"unknown resize interpolation {interpolation!r}; use one of "
+                              f"{', '.join(m.value for m in InterpolationMode)}") from None
+        self.transforms_v2 = bool(transforms_v2)
 
     # ------------------------------------------------------------------ geometry
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -128,11 +141,14 @@ class Preprocess(VideoTransform):
             raise ValueError(f"Preprocess expects clips (B, T, 3, H, W), got {tuple(video.shape)}")
         size = self.resized_size(*video.shape[-2:])
         if size != tuple(video.shape[-2:]):
-            from torchvision.transforms.functional import InterpolationMode, resize
+            from torchvision.transforms import InterpolationMode
+            from torchvision.transforms import functional as tf
+            from torchvision.transforms.v2 import functional as tf2
 
             b, t = video.shape[:2]
-            flat = resize(video.reshape(b * t, *video.shape[2:]), list(size), InterpolationMode.BILINEAR,
-                          antialias=self.antialias)  # uint8 in, uint8 out (rounded), as torchvision's transforms
+            resize = tf2.resize if self.transforms_v2 else tf.resize
+            flat = resize(video.reshape(b * t, *video.shape[2:]), list(size),
+                          interpolation=InterpolationMode(self.interpolation), antialias=self.antialias)
             video = flat.reshape(b, t, 3, *size)
         return super().__call__(video, train=False)
 
@@ -214,14 +230,16 @@ class Preprocess(VideoTransform):
         """The ``preprocess`` dict of vidxai's checkpoints (num_frames, mean, std, crop_size) and its own keys."""
         return {**self.preprocess, "num_frames": self.num_frames,
                 "resize": list(self.resize) if isinstance(self.resize, tuple) else self.resize,
-                "antialias": self.antialias, "round_crop": self.round_crop, "frame_rate": self.frame_rate,
-                "layout": self.layout}
+                "antialias": self.antialias, "interpolation": self.interpolation, "transforms_v2": self.transforms_v2,
+                "round_crop": self.round_crop, "frame_rate": self.frame_rate, "layout": self.layout}
 
     def describe(self) -> str:
         """One line: frames, sampling, resize, crop, normalisation."""
         sampling = f"at {self.frame_rate:g} fps from the middle" if self.frame_rate else "spread uniformly"
         resize = ("none" if self.resize is None else f"shorter side {self.resize}" if isinstance(self.resize, int)
                   else f"{self.resize[0]}x{self.resize[1]}")
+        if self.resize is not None:
+            resize += f" ({self.interpolation})"
         crop = "none" if self.crop_size is None else f"{self.crop_size[0]}x{self.crop_size[1]} centre"
         return (f"{self.num_frames} frames {sampling}, resize {resize}, crop {crop}, pixels / 255 then "
                 f"mean {_fmt(self.mean)} std {_fmt(self.std)}")
@@ -497,13 +515,19 @@ def _hf_frames(pre: Mapping[str, Any], config: Any) -> tuple[int | None, str]:
     return None, ""
 
 
-def _size_of(value: Any) -> tuple[int | tuple[int, int] | None, str]:
-    """A processor's ``size`` / ``crop_size``: an int side (``shortest_edge``) or ``(H, W)``."""
+def _size_of(value: Any, int_is_shortest: bool = False) -> tuple[int | tuple[int, int] | None, str]:
+    """A processor's ``size`` / ``crop_size``: an int side (``shortest_edge``) or ``(H, W)``. A bare int is the
+    shorter side for ``size`` (``int_is_shortest``: how transformers' video processors read it) and a square for
+    ``crop_size``."""
     if value is None:
         return None, "none"
     if isinstance(value, int):
-        return (value, value), f"{value}x{value}"
+        return (value, f"shortest_edge={value}") if int_is_shortest else ((value, value), f"{value}x{value}")
     if isinstance(value, Mapping):
+        if value.get("longest_edge") or value.get("max_height") or value.get("max_width"):
+            raise ConfigError(f"pretrained: the preprocessor config's size {dict(value)} also bounds the longer side, "
+                              "which vidxai's resize does not do; set size to {\"shortest_edge\": N} or "
+                              "{\"height\": H, \"width\": W}")
         if "shortest_edge" in value:
             return int(value["shortest_edge"]), f"shortest_edge={value['shortest_edge']}"
         if "height" in value and "width" in value:
@@ -512,6 +536,24 @@ def _size_of(value: Any) -> tuple[int | tuple[int, int] | None, str]:
         return (int(value[0]), int(value[1])), f"{value[0]}x{value[1]}"
     raise ConfigError(f"pretrained: cannot read the size {value!r} of the preprocessor config; set size to "
                       "{\"shortest_edge\": N} or {\"height\": H, \"width\": W}")
+
+
+#: a processor's ``resample`` (PIL's codes) -> torchvision's interpolation, as transformers' torchvision backend maps it
+PIL_RESAMPLE = {0: "nearest-exact", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+#: processors that shift the rescaled pixels by -1 in their code, without an ``offset`` key in their config
+OFFSET_PROCESSORS = ("VivitVideoProcessor",)
+
+
+def _resample(value: Any) -> str:
+    """A processor config's ``resample`` (PIL code or interpolation name; absent: bilinear) -> interpolation."""
+    if value is None:
+        return "bilinear"
+    if isinstance(value, int) and value in PIL_RESAMPLE:
+        return PIL_RESAMPLE[value]
+    if isinstance(value, str) and value.lower() in PIL_RESAMPLE.values():
+        return value.lower()
+    raise ConfigError(f"pretrained: unknown resample {value!r} in the preprocessor config; set resample to one of "
+                      f"{sorted(PIL_RESAMPLE)} (PIL's codes: {', '.join(f'{k} {v}' for k, v in PIL_RESAMPLE.items())})")
 
 
 def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
@@ -533,14 +575,15 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
         where = "defaults (no preprocessor config)"
     else:
         where = found.name
-    resize, resize_text = _size_of(pre.get("size")) if pre.get("do_resize", True) else (None, "none")
+    resize, resize_text = _size_of(pre.get("size"), True) if pre.get("do_resize", True) else (None, "none")
     crop, crop_text = _size_of(pre.get("crop_size")) if pre.get("do_center_crop", True) else (None, "none")
     if isinstance(crop, int):
         crop = (crop, crop)
     if crop is None and side is not None and resize != (side, side):
         report.notes.append(f"no centre crop in {where}; the frames are resized only")
     scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
-    offset = 1.0 if pre.get("offset") else 0.0
+    kind = str(pre.get("video_processor_type") or pre.get("image_processor_type") or "")
+    offset = 1.0 if pre.get("do_rescale", True) and pre.get("offset", kind in OFFSET_PROCESSORS) else 0.0
     if pre.get("do_normalize", True):
         m = [float(v) for v in pre.get("image_mean", IMAGENET_MEAN)]
         s = [float(v) for v in pre.get("image_std", IMAGENET_STD)]
@@ -550,7 +593,10 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     k = 255.0 * scale
     mean = [(offset + mi) / k for mi in m]
     std = [si / k for si in s]
-    out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW")
+    # resized as transformers' processors do: v2's resize of the uint8 frames, antialiased (its PIL-backend
+    # processors give the same pixels: tests/test_pretrained_processor.py)
+    out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW",
+                     antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True)
     report.taken.append(("frames", f"{frames_from} ({frames}); sampling: spread uniformly over the video (the "
                                    "folder does not say how it was trained to sample)"))
     report.taken.append(("resize, crop, rescale, mean/std",

@@ -1,0 +1,119 @@
+"""A ``save_pretrained`` folder's preprocessing (:func:`vidxai.pretrained.load_pretrained`) against the pixel values
+transformers' own processor computes from the same uint8 frames.
+
+Each processor config is written by transformers' processor class itself (``save_pretrained``), next to a tiny
+random VideoMAE classifier (the processor config, not the model, decides the preprocessing); frames that need a
+real resize (30 x 40, aspect kept or not) and a centre crop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from vidxai.pretrained import load_pretrained  # noqa: E402
+
+FRAMES = 4
+TINY = dict(num_frames=FRAMES, image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1,
+            num_attention_heads=2, intermediate_size=32, tubelet_size=2, num_labels=3)
+MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]  # channels differ: a swapped channel order would show
+SHORTEST = dict(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}, image_mean=MEAN, image_std=STD)
+
+#: processor class -> its settings (each also saved as the class writes them); the bicubic ones differ from the
+#: bilinear default, ViViT's video processor offsets the rescaled pixels in its code (no ``offset`` key)
+PROCESSORS = {
+    "VideoMAEImageProcessor": SHORTEST,
+    "VideoMAEImageProcessorPil": SHORTEST,  # transformers' PIL backend (writes the same image_processor_type)
+    "VideoMAEVideoProcessor": SHORTEST,
+    "VideoMAEVideoProcessor-bicubic": {**SHORTEST, "resample": 3},
+    "TimesformerVideoProcessor": SHORTEST,
+    "VivitImageProcessor": SHORTEST,  # offset=True in its config
+    "VivitVideoProcessor": SHORTEST,
+    "VJEPA2VideoProcessor": dict(crop_size=16, image_mean=MEAN, image_std=STD),  # resizes to crop * 256 / 224
+    # VideoPrism's (transformers' video_processing_auto): an exact (H, W) resize, bicubic, no crop
+    "LlavaOnevisionVideoProcessor": dict(size={"height": 18, "width": 14}, image_mean=MEAN, image_std=STD),
+}
+
+
+def _folder(root: Path, name: str) -> tuple[Path, object]:
+    cls = getattr(transformers, name.split("-")[0])
+    folder = root / name
+    torch.manual_seed(0)
+    transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(**TINY)).save_pretrained(folder)
+    processor = cls(**PROCESSORS[name])
+    processor.save_pretrained(folder)
+    return folder, processor
+
+
+def _frames(seed: int = 0, size: tuple[int, int] = (30, 40)) -> torch.Tensor:
+    return torch.randint(0, 256, (FRAMES, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(PROCESSORS))
+def test_preprocessing_equals_the_transformers_processor(name: str, tmp_path: Path) -> None:
+    folder, processor = _folder(tmp_path, name)
+    _, pre, _, report = load_pretrained(folder)
+    for size in ((30, 40), (41, 29)):  # landscape and portrait, odd sides: the resize and crop offsets
+        frames = _frames(size=size)
+        ours = pre.frames_to_input(frames)
+        video = list(frames) if "Image" in name else frames  # image processors take a video as a list of frames
+        if name.endswith("Pil"):
+            video = [f.permute(1, 2, 0).numpy() for f in frames]  # PIL's backend: (H, W, C) arrays
+        out = processor(video, return_tensors="pt")
+        ref = out["pixel_values"] if "pixel_values" in out else out["pixel_values_videos"]  # V-JEPA 2, VideoPrism
+        assert ours.shape == ref.shape, (ours.shape, ref.shape)
+        torch.testing.assert_close(ours, ref.to(ours.dtype), rtol=0, atol=1e-5)
+    written = "video_preprocessor_config.json" if "VideoProcessor" in name else "preprocessor_config.json"
+    assert (folder / written).is_file() and written in report.block()
+
+
+def test_the_resize_is_transformers_own_not_torchvision_v1s(tmp_path: Path) -> None:
+    """Why it matches: transformers resizes the uint8 frames with torchvision.transforms.v2, whose uint8 bilinear
+    kernel rounds a part of the pixels one level off the v1 resize (which torchvision's VideoClassification preset
+    uses, and vidxai for torchvision's models); with v1 the pixel values are one level (1 / 255 / std) apart."""
+    folder, processor = _folder(tmp_path, "VideoMAEVideoProcessor")
+    _, pre, _, _ = load_pretrained(folder)
+    assert pre.transforms_v2 and pre.antialias and pre.interpolation == "bilinear"
+    frames = _frames(1)
+    ref = processor(frames, return_tensors="pt")["pixel_values"]
+    pre.transforms_v2 = False
+    gap = (pre.frames_to_input(frames) - ref).abs().amax(dim=(0, 1, 3, 4))
+    torch.testing.assert_close(gap, torch.tensor(STD).reciprocal() / 255, rtol=1e-4, atol=0)
+
+
+def test_a_bare_int_size_is_the_shorter_side_as_transformers_reads_it(tmp_path: Path) -> None:
+    """Older configs write ``"size": 224``: transformers' processors read it as the shorter side (aspect kept), and a
+    bare int ``crop_size`` as a square."""
+    import json
+
+    folder, _ = _folder(tmp_path, "VideoMAEVideoProcessor")
+    path = folder / "video_preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "size": 20, "crop_size": 16}))
+    _, pre, _, _ = load_pretrained(folder)
+    assert (pre.resize, pre.crop_size) == (20, (16, 16))
+    frames = _frames()
+    ref = transformers.VideoMAEVideoProcessor.from_pretrained(folder)(frames, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(pre.frames_to_input(frames), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("size", {"shortest_edge": 20, "longest_edge": 24}, "also bounds the longer side"),
+    ("resample", 9, "unknown resample 9"),
+    ("resample", "sinc", "unknown resample 'sinc'"),
+])
+def test_a_processor_setting_vidxai_does_not_apply_is_one_error_line(key: str, value: object, message: str,
+                                                                     tmp_path: Path) -> None:
+    import json
+
+    from vidxai.errors import ConfigError
+
+    folder, _ = _folder(tmp_path, "VideoMAEVideoProcessor")
+    path = folder / "video_preprocessor_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_pretrained(folder)
+    assert "\n" not in str(err.value)
