@@ -1,5 +1,6 @@
-"""The types every evaluation module shares: the settings, one clip, one process's shard, the flipping curves,
-the run control, and the few helpers that build and call the methods.
+"""The types every evaluation module shares: the settings, one clip, one process's shard, the run control, and the
+few helpers that build and call the methods (the flipping curves are a registry of their own,
+:mod:`vidxai.evaluation.curves`).
 
 :mod:`~vidxai.evaluation.runner` (the first pass), :mod:`~vidxai.evaluation.randomisation_pass`,
 :mod:`~vidxai.evaluation.shards` (the merge) and :mod:`~vidxai.evaluation.summary` (the statistics) import
@@ -35,23 +36,8 @@ from vidxai.evaluation.methods import Method, build_method
 from vidxai.evaluation.perturbation import BASELINES, replacement
 from vidxai.evaluation.registry import BuildContext, NotApplicable
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "RunControl", "Shard", "build_methods",
+__all__ = ["EvalClip", "EvalSettings", "RunControl", "Shard", "build_methods",
            "checked_map", "error_line", "maps_of"]
-
-
-#: Flipping curves: (curve name, does the order depend on the method?).
-CURVES: tuple[tuple[str, bool], ...] = (
-    ("frame_morf", True),
-    ("frame_lerf", True),
-    ("frame_random", False),
-    ("frame_last_first", False),
-    ("frame_first_first", False),
-    ("region_morf", True),
-    ("region_random", False),
-)
-#: AOPC of the method-independent orders (references, reported per video and in ``orders``).
-ORDER_SCORES: dict[str, str] = {c: c.replace("frame_", "frame_aopc_").replace("region_", "region_aopc_")
-                                for c, per_method in CURVES if not per_method}
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vidxai.evaluation.core import ORDER_SCORES
+from vidxai.evaluation.curves import order_scores
 from vidxai.evaluation.registry import METRICS, Metric
 from vidxai.evaluation.stats import bootstrap_ci, compare_with_best, smallest_p, videos_needed
 
@@ -108,14 +108,14 @@ def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skippe
             continue
         per_method[name] = {k: _values(st.rows, videos, name, k) for k in keys}
         entry = _method_entry(name, per_method[name], rng, s)
-        entry.update({k: float(np.mean([r[k] for r in mine])) for k in ORDER_SCORES.values()})  # references
+        entry.update({k: float(np.mean([r[k] for r in mine])) for k in order_scores().values()})  # references
         entry.update({"family": info[name]["family"], "mprt_spearman": rand["per_step"].get(name),
                       "time_s": st.times[name], "videos": len(mine), "settings": info[name]["settings"]})
         if name in errors:
             entry["error"] = errors[name]
         methods[name] = entry
     metrics, comparisons, vs_random = _compare(per_method, st.chance_rows, s)
-    orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in ORDER_SCORES.values()}
+    orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in order_scores().values()}
     result = {
         "settings": {"videos": len(videos), "frames": int(shape[0]), "alpha": s.alpha,
                      "size": [int(n) for n in shape[-2:]],
