@@ -21,6 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
+from vidxai.evaluation.core import EvalSettings
 from vidxai.journal import atomic_write_text
 from vidxai.pipelines._common import to_plain
 from vidxai.xai.config import LRPConfig
@@ -53,44 +54,18 @@ def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
     return names
 
 
-def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConfig | None = None) -> Any:
-    """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg``, validated (one clear line on a bad value)."""
-    from vidxai.evaluation import EvalSettings
-
-    mprt = to_plain(cfg.get("mprt")) or {}
-
-    def num(key: str, kind: type, default: Any) -> Any:
-        value = cfg.get(key, default)
-        try:
-            return kind(value) if value is not None and not isinstance(value, bool) else value
-        except (TypeError, ValueError):
-            raise UserError(f"{key}={value!r} is not a number") from None
-
-    settings = EvalSettings(
-        baseline=str(cfg.get("baseline", "mean")),
-        blur_sigma=num("blur_sigma", float, 2.0),
-        road_noise=num("road_noise", float, 0.01),
-        batch_size=num("batch_size", int, 32),
-        video_batch=num("video_batch", int, 4),
-        region_size=num("region_size", int, 8),
-        region_step=num("region_step", float, 0.05),
-        region_max=num("region_max", float, 0.5),
-        ig_steps=num("ig_steps", int, 16),
-        seed=num("seed", int, 0),
-        mprt_videos=int(mprt.get("videos", 1)) if isinstance(mprt, dict) else int(mprt),
-        randomisation_videos=int(mprt.get("final_videos", 10)) if isinstance(mprt, dict) else int(mprt),
-        mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
-        mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
-        smprt_samples=int(mprt.get("smprt_samples", 0)) if isinstance(mprt, dict) else 0,
-        smprt_noise=float(mprt.get("smprt_noise", 0.1)) if isinstance(mprt, dict) else 0.1,
-        n_boot=num("n_boot", int, 2000),
-        chunk_frames=(lrp or LRPConfig()).chunk_frames,
-        target=target,
-        recurrent={k: getattr(lrp or LRPConfig(), k) for k in ("lstm_eps", "bias_factor", "lstm_rule")},
-    )
+def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConfig | None = None) -> EvalSettings:
+    """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg`` (the evaluation group, conf/evaluation/, with
+    ``seed``), validated (one clear line on a bad value); a key missing from ``cfg`` takes the class's default."""
+    lrp = lrp or LRPConfig()
+    options = {key: to_plain(cfg.get(key)) for key in {k.partition(".")[0] for k in EvalSettings.CONFIG_KEYS}
+               if cfg.get(key) is not None}
     try:
+        settings = EvalSettings.from_options(
+            options, seed=int(cfg.get("seed") or 0), target=target, chunk_frames=lrp.chunk_frames,
+            recurrent={k: getattr(lrp, k) for k in ("lstm_eps", "bias_factor", "lstm_rule")})
         settings.check()
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
     return settings
 
