@@ -35,6 +35,7 @@ from vidxai.data.ground_truth import ClipTruth
 from vidxai.evaluation.methods import Method, build_method
 from vidxai.evaluation.perturbation import BASELINES, replacement
 from vidxai.evaluation.registry import BuildContext, NotApplicable
+from vidxai.xai.config import LRPConfig
 
 __all__ = ["EvalClip", "EvalSettings", "RunControl", "Shard", "build_methods",
            "checked_map", "error_line", "maps_of"]
@@ -139,7 +140,6 @@ class EvalSettings:
 
     def context(self) -> BuildContext:
         """The :class:`~vidxai.evaluation.registry.BuildContext` of the method builders."""
-        from vidxai.xai.config import LRPConfig
 
         lrp = LRPConfig.from_dict(self.recurrent, chunk_frames=self.chunk_frames)
         return BuildContext(replacement=self.replace, batch_size=self.batch_size, ig_steps=self.ig_steps,

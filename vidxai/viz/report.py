@@ -24,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.journal import atomic_write_text
+from vidxai.pipelines._common import save_in_run
+from vidxai.wandb_media import Html, log_media
+
 __all__ = ["evaluation_report", "explanation_report", "log_report", "profile_report", "write_report"]
 
 _CSS = """
@@ -125,7 +129,6 @@ def markdown_html(text: str) -> str:
 def write_report(path: str | Path, title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> Path:
     """``path`` (``report.html``): the title, a line under it and ``(heading, HTML)`` sections, written
     atomically."""
-    from vidxai.journal import atomic_write_text
 
     parts = [f"<h1>{_esc(title)}</h1>", f'<p class="sub">{_esc(subtitle)}</p>']
     parts += [f"<h2>{_esc(heading)}</h2>\n{body}" for heading, body in sections if body]
@@ -140,8 +143,6 @@ def log_report(run: Any, path: str | Path, key: str = "report") -> None:
     """Put ``report.html`` into the W&B run (as ``wandb.Html`` under ``key``, and among the run's files)."""
     if run is None:
         return
-    from vidxai.pipelines._common import save_in_run
-    from vidxai.wandb_media import Html, log_media
 
     log_media(run, {key: Html(path)})
     save_in_run(run, Path(path))
