@@ -144,3 +144,15 @@ def test_method_families_give_every_method_a_colour_and_line() -> None:
     finally:
         METHODS.pop("toy_family_method", None)
         METHOD_FAMILIES.pop("toy_new_family", None)
+
+
+def test_readme_names_every_registered_method_and_the_recommended_sets() -> None:
+    """The README's method list is the user's view of the registry: every registered method and every method of
+    the recommended sets is named there (in backticks), so the list cannot fall behind the code."""
+    from pathlib import Path
+
+    from vidxai.evaluation.methods import RECOMMENDED, RECOMMENDED_ATTENTION
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [n for n in (*METHODS, *RECOMMENDED, *RECOMMENDED_ATTENTION) if f"`{n}`" not in readme]
+    assert not missing, f"README.md does not name the registered method(s) {missing}"
