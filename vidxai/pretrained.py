@@ -149,7 +149,6 @@ class Preprocess(VideoTransform):
     # ------------------------------------------------------------------ frames
     def frame_indices(self, n_video: int, fps: float) -> tuple[np.ndarray, str]:
         """Which frames of a video of ``n_video`` frames at ``fps`` make the clip, and how they were chosen."""
-
         t = self.num_frames
         if self.frame_rate and fps > 0:
             step = fps / self.frame_rate
@@ -177,7 +176,6 @@ class Preprocess(VideoTransform):
         Raises:
             UserError: the file does not exist or is not a video (one line naming it).
         """
-
         p = Path(path).expanduser()
         if not p.is_file():
             raise MissingPathError(f"video not found: {p}; pass video=path/to/clip.mp4")

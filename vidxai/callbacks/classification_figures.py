@@ -83,7 +83,6 @@ def write_test_figures(
 
 def log_test_figures(loggers: Any, paths: dict[str, Path], report: dict[str, Any], class_names: list[str]) -> None:
     """Send the figures and the report table to every W&B logger; other loggers keep the files and scalars."""
-
     columns = ["class", "precision", "recall", "f1-score", "support"]
     rows = [[name, *(report[name][c] for c in columns[1:])] for name in class_names]
     media: dict[str, Any] = {

@@ -140,7 +140,6 @@ class EvalSettings:
 
     def context(self) -> BuildContext:
         """The :class:`~vidxai.evaluation.registry.BuildContext` of the method builders."""
-
         lrp = LRPConfig.from_dict(self.recurrent, chunk_frames=self.chunk_frames)
         return BuildContext(replacement=self.replace, batch_size=self.batch_size, ig_steps=self.ig_steps,
                             seed=self.seed, lrp=lrp, rule_params=self.rule_params)

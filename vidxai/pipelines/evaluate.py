@@ -52,7 +52,6 @@ __all__ = ["evaluation_settings", "method_names", "run_evaluation"]
 def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
     """``methods=`` validated; default (``null``): the recommended few that apply to ``net``
     (:data:`vidxai.evaluation.methods.RECOMMENDED`), ``all``: every method that applies."""
-
     names = to_plain(cfg.get("methods"))
     if names is None or names == "all":
         rules = {key: str(value) for key in ("lstm_rule", "attention_rule")
@@ -119,7 +118,6 @@ def run_evaluation(
     the interrupted run's folder) what the journal holds is read back, not computed again. ``stop()`` is called
     between units of work and raises to stop (SIGTERM: :func:`vidxai.pipelines.sharded.stop_check`).
     """
-
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
     settings.rule_params = input_bound_params(ck.preprocess)
@@ -163,7 +161,6 @@ def _score_and_write(cfg: DictConfig, ck: Any, dataset: Any, split: str, how: st
                      shard: ShardFn | None, step: Any, finish: Any, start: float, cpu: float
                      ) -> dict[str, Any] | None:
     """The shards scored (each process its share), merged on rank 0, the files written (rank 0)."""
-
     parts = (shard or run_in_process)(len(picked), step, finish)
     if parts is None:  # not rank 0: its shard went to rank 0
         progress.close()
@@ -191,7 +188,6 @@ def stopped(out_dir: Path) -> None:
     The objects alive now are left out of the garbage collections to come (``gc.freeze``): the collection at
     the interpreter's exit would otherwise walk every one of them, which took 20 s and more on a busy CPU
     after a SIGTERM (the process must end soon after it, and nothing is left to save)."""
-
     gc.freeze()
     log.warning("stopped; everything finished so far is saved in %s. To continue, run the same command with "
                 "resume=%s", Path(out_dir) / "journal", out_dir)
@@ -201,7 +197,6 @@ def _control_of(cfg: DictConfig, out_dir: Path, n: int, stop: Callable[[], None]
                 ) -> Callable[[], Any]:
     """``make()`` -> the :class:`~vidxai.evaluation.core.RunControl` of this process (called in its first
     ``step``, once the process group is up: the journal is per rank, the progress counts this rank's share)."""
-
     def make() -> RunControl:
         share = len(PaddedShard(n))
         journal = process_journal(out_dir, {"settings": resume_settings(cfg, "evaluate"), "videos": n},
@@ -222,7 +217,6 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
     """``step(k)`` scores the ``k``-th picked video in this process; ``finish()`` returns this process's shard
     and the clip shape (``None`` for a process that got no video). ``control()`` makes the process's
     :class:`~vidxai.evaluation.core.RunControl` (journal, stop check, progress) at its first step."""
-
     state: dict[str, Any] = {}
 
     def step(k: int) -> None:
@@ -257,7 +251,6 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
                    run: Any) -> None:
     """``evaluation.json``, ``.csv``, ``.md``, the figures, ``report.html`` and the W&B table; the table on the
     console."""
-
     rows = result.pop("rows")
     n, names = result["settings"]["videos"], result["settings"]["methods"]
     write_json(out_dir / "evaluation.json", result)
@@ -276,7 +269,6 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
 
 def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """``low``/``high`` of every registered rule that takes them: pixel values 0 and 1 after normalisation."""
-
     if not preprocess or preprocess.get("mean") is None or preprocess.get("std") is None:
         return {}
     mean, std = np.asarray(preprocess["mean"], dtype=float), np.asarray(preprocess["std"], dtype=float)
@@ -286,7 +278,6 @@ def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str,
 
 def select_videos(cfg: DictConfig, dataset: Any, split: str) -> tuple[list[int], str]:
     """Indices of the videos to evaluate and how they were chosen (``videos=[...]`` or stratified ``limit``)."""
-
     if len(dataset) == 0:
         raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
     wanted = to_plain(cfg.get("videos"))

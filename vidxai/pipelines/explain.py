@@ -165,7 +165,6 @@ def _load(cfg: DictConfig, device: torch.device, announce: bool = True) -> Loade
 def _context(cfg: DictConfig, ck: LoadedCheckpoint, device: torch.device, lrp: LRPConfig, trainer: Any = None
              ) -> ExplainContext:
     """The mode's context: transform, target, output folder and W&B run (rank 0 only) of this checkpoint."""
-
     target = class_index(cfg.get("target"), ck.class_names)
     out_dir = Path(cfg.get("resume") or cfg.paths.output_dir)  # a resumed run goes on in its own folder
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,6 @@ def render_explanation(
     media: bool = True,
 ) -> ExplanationFiles:
     """Write ``{prefix}heatmaps.png``, ``curve.png``, ``peaks.png`` and ``overlay.gif``/``.mp4`` to ``out_dir``."""
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx = None if frame_indices is None else [int(i) for i in frame_indices]

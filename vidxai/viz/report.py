@@ -129,7 +129,6 @@ def markdown_html(text: str) -> str:
 def write_report(path: str | Path, title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> Path:
     """``path`` (``report.html``): the title, a line under it and ``(heading, HTML)`` sections, written
     atomically."""
-
     parts = [f"<h1>{_esc(title)}</h1>", f'<p class="sub">{_esc(subtitle)}</p>']
     parts += [f"<h2>{_esc(heading)}</h2>\n{body}" for heading, body in sections if body]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

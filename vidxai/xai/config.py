@@ -95,7 +95,6 @@ class LRPConfig:
     def check(self) -> LRPConfig:
         """These settings, checked without a network: rule and parameters against the rule registry, the gate
         rule, ``bias_factor`` and ``chunk_frames``; one :class:`~vidxai.errors.ConfigError` line otherwise."""
-
         try:
             resolve_rule(self.rule, **self.params)
         except ValueError as exc:
@@ -117,5 +116,4 @@ class LRPConfig:
         ``preprocess``: the checkpoint's input normalisation (``mean``, ``std``), from which a box rule
         (``epsilon_gamma_box``) takes its input bounds unless ``params`` set ``low`` / ``high``.
         """
-
         return VideoLRP(net, self.rule, preprocess=preprocess, **self.explainer_kwargs())

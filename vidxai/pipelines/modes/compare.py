@@ -22,7 +22,6 @@ __all__ = ["comparison_frames", "compare_rules", "run"]
 
 def compare_rules(options: Any) -> list[str]:
     """The rules of ``compare=``, checked against the rule registry; every registered rule when not given."""
-
     names = to_plain(options.get("compare"))
     if names is None:
         return list(RULES)
@@ -39,7 +38,6 @@ def compare_rules(options: Any) -> list[str]:
 
 def run(ctx: ExplainContext) -> ModeResult:
     """Explain the chosen clip with the main rule and with each compared rule; write ``compare.png``."""
-
     rules = compare_rules(ctx.options)
     done = explain_clip(ctx, pick_clip(ctx))
     clip, target = done.clip, done.explanation.target

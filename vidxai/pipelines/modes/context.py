@@ -88,7 +88,6 @@ class ExplainContext:
         """``step(i)`` for this process's share of the videos ``range(n)``, then ``finish()`` of every process,
         gathered on rank 0 (:func:`vidxai.pipelines.sharded.run_sharded`; ``None`` on the other ranks).
         Without a trainer, every video in this process."""
-
         if self.trainer is None:
             return run_in_process(n, step, finish)
         return run_sharded(self.trainer, self.ck.net, n, step, finish)
@@ -142,7 +141,6 @@ class ExplainContext:
 
     def clip_from_file(self, path: str) -> Clip:
         """The clip of any video file, sampled and preprocessed as the checkpoint's training did."""
-
         p = Path(path).expanduser()
         pre = self.ck.preprocess
         backend = pre.get("backend", "auto")  # the training backend when it is installed here too
@@ -191,7 +189,6 @@ def quiet_decoders() -> Iterator[None]:
 
 def checkpoint_datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
     """The checkpoint's own data module (same layout, root, seed and split), set up for all splits."""
-
     data = {k: v for k, v in ck.data.items() if not k.startswith("_")}
     if not data:
         raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
@@ -225,7 +222,6 @@ def label_from_folder(path: Path, class_names: list[str]) -> int | None:
 
 def is_pretrained(ck: Any) -> bool:
     """Whether ``ck`` is a ``pretrained=`` model (:class:`vidxai.pretrained.PretrainedCheckpoint`)."""
-
     return isinstance(ck, PretrainedCheckpoint)
 
 
@@ -265,7 +261,6 @@ class VideoFiles:
     @classmethod
     def from_option(cls, videos: Any, class_names: list[str]) -> VideoFiles:
         """From ``videos=``: a folder (its video files, recursively), a glob, or a list of files."""
-
         value = to_plain(videos)
         if value in (None, "", []):
             raise UserError("a pretrained= model has no data splits: pass videos=<folder or glob> (your clips) for "
@@ -288,7 +283,6 @@ class VideoFiles:
 
 def _video_paths(patterns: list[str]) -> list[Path]:
     """The video files of folders, globs and plain file names, sorted, each once."""
-
     found: list[Path] = []
     for pattern in patterns:
         p = Path(pattern).expanduser()
@@ -337,7 +331,6 @@ def check_pretrained_options(options: DictConfig, mode: str) -> None:
 
 def load_pretrained_model(options: DictConfig, device: torch.device) -> Any:
     """The ``pretrained=`` model for ``explain.py`` (:func:`vidxai.pretrained.load_for_explain`)."""
-
     weights = options.get("weights")
     return load_for_explain(str(options.pretrained), None if weights in (None, "") else str(weights), device)
 

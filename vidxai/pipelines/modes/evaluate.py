@@ -16,7 +16,6 @@ __all__ = ["check", "run"]
 
 def check(options: DictConfig) -> None:
     """Refuse what evaluate mode cannot do and bad evaluation values, before the checkpoint is loaded."""
-
     if options.get("video") is not None:
         raise UserError("evaluate mode scores the videos of a split of the checkpoint's data; drop video= "
                         "and pass split=test limit=N")
@@ -26,7 +25,6 @@ def check(options: DictConfig) -> None:
 
 def run(ctx: ExplainContext) -> ModeResult:
     """Score the methods on ``limit`` videos of ``split`` (default ``test``), split over the trainer's processes."""
-
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     options = ctx.options

@@ -30,7 +30,6 @@ __all__ = ["run", "summary_lines"]
 def run(ctx: ExplainContext) -> ModeResult:
     """Explain the first ``limit`` videos of ``split`` (split over the trainer's processes) and write their
     temporal profile (rank 0)."""
-
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     n = ctx.split_size(dataset, split)
@@ -72,7 +71,6 @@ def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
     ``videos.json`` (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos and
     writes each one to its journal (``journal/rank<r>.jsonl``) as soon as it is explained; with ``resume=`` the
     videos the journal holds are read back instead."""
-
     explainer = ctx.explainer()
     done: dict[int, tuple[Any, int, dict[str, Any]]] = {}
     state: dict[str, Any] = {}

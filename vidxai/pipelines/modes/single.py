@@ -49,7 +49,6 @@ def run(ctx: ExplainContext) -> ModeResult:
 
 def write_report(ctx: ExplainContext, done: Explained, lines: list[str]) -> None:
     """``report.html``: the overlay, the curve with its peaks, the peak frames, the top-k predictions."""
-
     done.figures["report"] = explanation_report(done.summary, ctx.out_dir, done.figures, done.gif, lines,
                                                 top_k=max(int(ctx.options.get("top_k", 3)), 5))
 
@@ -79,7 +78,6 @@ def pick_clip(ctx: ExplainContext) -> Clip:
 
 def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
     """Explain ``clip`` with ``ctx.lrp``, draw it and save ``relevance.npz``; the summary is not written yet."""
-
     explainer = ctx.explainer()
     start = time.perf_counter()
     expl = explainer.explain(clip.video, target=ctx.target)
