@@ -174,7 +174,8 @@ def family_of(name: str, family: str | None = None) -> MethodFamily:
     """How the method ``name`` is drawn (:class:`~vidxai.evaluation.registry.MethodFamily`): ``family`` when
     given (a result records each method's family), else the family of its registration."""
     if family is None:
-        family = LRP_FAMILY if name.partition("/")[0] in RULES else METHODS[name].family if name in METHODS else name
+        family = LRP_FAMILY if name.partition("/")[0] in RULES else METHODS[name].family if name in METHODS else (
+            "other")  # a method this process does not know (a result written elsewhere)
     return method_family(family)
 
 

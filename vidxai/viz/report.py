@@ -151,12 +151,15 @@ def log_report(run: Any, path: str | Path, key: str = "report") -> None:
 def best_methods(result: Mapping[str, Any], most: int = 3) -> list[str]:
     """The methods best on the most ranked scores (ties: the order of the methods), at most ``most``; the
     random control is left out (its maps show nothing about the model), then others fill up to ``most``."""
+    from vidxai.evaluation.methods import family_of  # torch and the methods: only where an evaluation ran
+
     wins: dict[str, int] = {}
     methods = result.get("methods", {})
     for m in result.get("metrics", {}).values():
         if m.get("best") and "left_out" not in m:
             wins[m["best"]] = wins.get(m["best"], 0) + 1
-    order = [n for n, m in methods.items() if not m.get("skipped") and m.get("family") != "random"]
+    order = [n for n, m in methods.items()
+             if not m.get("skipped") and not family_of(n, m.get("family")).reference]
     ranked = sorted(order, key=lambda n: (-wins.get(n, 0), order.index(n)))
     return ranked[:most]
 
