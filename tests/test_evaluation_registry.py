@@ -141,7 +141,10 @@ def test_method_families_give_every_method_a_colour_and_line() -> None:
         fam = family_of("toy_family_method")
         assert fam.name == "toy_new_family" and fam.colours in colormaps and fam.colours not in used
         assert isinstance(METHODS["toy_family_method"], MethodSpec) and METHODS["toy_family_method"].label is None
+        register_method("toy_no_family", plain=True)(lambda net: None)  # no family given: "other", own colours
+        assert family_of("toy_no_family").name == "other" and family_of("toy_no_family").colours in colormaps
     finally:
+        METHODS.pop("toy_no_family", None)
         METHODS.pop("toy_family_method", None)
         METHOD_FAMILIES.pop("toy_new_family", None)
 

@@ -259,7 +259,7 @@ def _call_plain(fn: Callable[..., Tensor]) -> AttributeFn:
 def register_method(
     name: str,
     *,
-    family: str,
+    family: str = "other",
     applies: Callable[[nn.Module], str | None] | None = None,
     default: bool = True,
     settings: Mapping[str, Any] | None = None,
@@ -267,8 +267,8 @@ def register_method(
     label: str | None = None,
     colour: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a method builder under ``name`` (of ``family``, registered with default colours when
-    it is new; ``label`` / ``colour``: the name the report shows and a colour of its own).
+    """Decorator: register a method builder under ``name`` (of ``family``, default ``other``; registered with
+    default colours when it is new; ``label`` / ``colour``: the name the report shows and a colour of its own).
 
     ``builder(net, ctx)`` returns ``fn`` or ``(fn, settings)``; with ``plain=True`` the builder is
     ``builder(net) -> fn`` and an exception while building means "does not apply" (skipped with its message).
