@@ -76,6 +76,8 @@ TRAIN_UNKNOWN = [
     ("rule=z", "rule belongs to explain.py: the explanation callback's rule is lrp.rule=NAME"),
     ("video=a.mp4", "video belongs to explain.py"),
     ("evaluate=true", "evaluate belongs to explain.py"),
+    ("evaluation=default", "evaluation belongs to explain.py: the evaluation of the methods runs in explain.py"),
+    ("baseline=blur", "baseline belongs to explain.py"),
     ("+whatever=1", "unknown key whatever"),
     ("+model.net.nothing.deep=1", None),  # lands in the model's constructor, which refuses it itself
     ("trainer.max_epoch=2", "unknown key trainer.max_epoch: did you mean trainer.max_epochs?"),

@@ -44,6 +44,8 @@ import torch
 from torch import nn
 
 from vidxai.checkpoint import LoadedCheckpoint
+from vidxai.data.decoders import VideoDecodeError, open_video
+from vidxai.data.sampling import uniform_indices
 from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from vidxai.errors import ConfigError, MissingPathError, UserError
 
@@ -163,8 +165,6 @@ class Preprocess(VideoTransform):
     # ------------------------------------------------------------------ frames
     def frame_indices(self, n_video: int, fps: float) -> tuple[np.ndarray, str]:
         """Which frames of a video of ``n_video`` frames at ``fps`` make the clip, and how they were chosen."""
-        from vidxai.data.sampling import uniform_indices
-
         t = self.num_frames
         if self.frame_rate and fps > 0:
             step = fps / self.frame_rate
@@ -192,8 +192,6 @@ class Preprocess(VideoTransform):
         Raises:
             UserError: the file does not exist or is not a video (one line naming it).
         """
-        from vidxai.data.decoders import VideoDecodeError, open_video
-
         p = Path(path).expanduser()
         if not p.is_file():
             raise MissingPathError(f"video not found: {p}; pass video=path/to/clip.mp4")

@@ -9,6 +9,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from vidxai.wandb_media import Image, Table, log_media
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ClassificationFiguresCallback"]
@@ -81,8 +83,6 @@ def write_test_figures(
 
 def log_test_figures(loggers: Any, paths: dict[str, Path], report: dict[str, Any], class_names: list[str]) -> None:
     """Send the figures and the report table to every W&B logger; other loggers keep the files and scalars."""
-    from vidxai.wandb_media import Image, Table, log_media
-
     columns = ["class", "precision", "recall", "f1-score", "support"]
     rows = [[name, *(report[name][c] for c in columns[1:])] for name in class_names]
     media: dict[str, Any] = {

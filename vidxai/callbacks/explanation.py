@@ -14,7 +14,10 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import WandbLogger
 
+from vidxai.data.clips import prepare_clip
+from vidxai.data.transforms import VideoTransform
 from vidxai.errors import ConfigError
+from vidxai.wandb_media import Image, Video, log_media
 from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
@@ -143,9 +146,6 @@ class ExplanationCallback(Callback):
             logger.log_metrics({"explain/time_s": self.last_duration_s}, step=trainer.global_step)
 
     def _explain_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any) -> None:
-        from vidxai.data.transforms import VideoTransform
-        from vidxai.wandb_media import Image, Video, log_media
-
         hp = pl_module.hparams
         class_names = list(hp.get("class_names") or [str(i) for i in range(int(hp["num_classes"]))])
         transform = VideoTransform.from_preprocess(dict(hp.get("preprocess") or {}))
@@ -171,7 +171,6 @@ class ExplanationCallback(Callback):
         out_dir: Path, title: str, media: bool,
     ) -> tuple[Any, str]:
         """Explain and draw validation clip ``i``: its files and its caption."""
-        from vidxai.data.clips import prepare_clip
         from vidxai.viz.explanation import render_explanation
 
         sample = dataset[i]

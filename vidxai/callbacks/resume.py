@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
 from vidxai.checkpoint import TMP_MARK, atomic_save
+from vidxai.errors import ConfigError
 
 __all__ = ["TMP_MARK", "AtomicCheckpointIO", "ModelCheckpoint", "SeedEveryBatch", "atomic_save", "batch_seed"]
 
@@ -59,7 +60,6 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def __init__(self, *args: Any, every_n_train_steps: int | None = None, tie_break: str | None = None,
                  tie_break_mode: str = "min", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from vidxai.errors import ConfigError
 
         self.last_every_n_train_steps = int(every_n_train_steps or 0)
         if self.last_every_n_train_steps < 0:

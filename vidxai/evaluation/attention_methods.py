@@ -32,7 +32,7 @@ from vidxai.evaluation.registry import register_method
 from vidxai.models.contract import explain_stages
 from vidxai.xai.engine import Recorder
 
-__all__ = ["ATTENTION_METHODS", "build_attention_rollout", "build_chefer_relevancy"]
+__all__ = ["build_attention_rollout", "build_chefer_relevancy"]
 
 #: ``fn(clip (T, C, H, W), target, key) -> (T, H, W)``, like ``vidxai.evaluation.methods.AttributeFn``.
 AttributeFn = Callable[[Tensor, int, int], Tensor]
@@ -169,9 +169,3 @@ def build_chefer_relevancy(net: nn.Module) -> AttributeFn:
 
     return fn
 
-
-#: name -> builder, for the evaluation's method registry (the lead wires the registration).
-ATTENTION_METHODS: dict[str, Callable[[nn.Module], AttributeFn]] = {
-    "attention_rollout": build_attention_rollout,
-    "chefer_relevancy": build_chefer_relevancy,
-}

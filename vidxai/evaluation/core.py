@@ -1,5 +1,6 @@
-"""The types every evaluation module shares: the settings, one clip, one process's shard, the flipping curves,
-the run control, and the few helpers that build and call the methods.
+"""The types every evaluation module shares: the settings, one clip, one process's shard, the run control, and the
+few helpers that build and call the methods (the flipping curves are a registry of their own,
+:mod:`vidxai.evaluation.curves`).
 
 :mod:`~vidxai.evaluation.runner` (the first pass), :mod:`~vidxai.evaluation.randomisation_pass`,
 :mod:`~vidxai.evaluation.shards` (the merge) and :mod:`~vidxai.evaluation.summary` (the statistics) import
@@ -23,9 +24,9 @@ to end in memory, as :func:`vidxai.evaluation.evaluate` does):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor, nn
@@ -34,24 +35,10 @@ from vidxai.data.ground_truth import ClipTruth
 from vidxai.evaluation.methods import Method, build_method
 from vidxai.evaluation.perturbation import BASELINES, replacement
 from vidxai.evaluation.registry import BuildContext, NotApplicable
+from vidxai.xai.config import LRPConfig
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "RunControl", "Shard", "build_methods",
+__all__ = ["EvalClip", "EvalSettings", "RunControl", "Shard", "build_methods",
            "checked_map", "error_line", "maps_of"]
-
-
-#: Flipping curves: (curve name, does the order depend on the method?).
-CURVES: tuple[tuple[str, bool], ...] = (
-    ("frame_morf", True),
-    ("frame_lerf", True),
-    ("frame_random", False),
-    ("frame_last_first", False),
-    ("frame_first_first", False),
-    ("region_morf", True),
-    ("region_random", False),
-)
-#: AOPC of the method-independent orders (references, reported per video and in ``orders``).
-ORDER_SCORES: dict[str, str] = {c: c.replace("frame_", "frame_aopc_").replace("region_", "region_aopc_")
-                                for c, per_method in CURVES if not per_method}
 
 
 @dataclass
@@ -66,7 +53,23 @@ class EvalClip:
 
 @dataclass
 class EvalSettings:
-    """Every choice of the evaluation (all reported in ``settings``)."""
+    """Every choice of the evaluation (all reported in ``settings``).
+
+    The defaults here are the only ones in Python; ``conf/evaluation/default.yaml`` holds the same values for
+    the command line (a test checks they are equal), spelled as :data:`CONFIG_KEYS` says, and
+    :meth:`from_options` reads them back from plain options.
+    """
+
+    #: the option as the config and the command line spell it (``mprt.final_videos=4``) -> the field; the other
+    #: fields come from elsewhere in the run (``seed=``, ``target=``, the ``lrp`` group, the model's preprocessing)
+    CONFIG_KEYS: ClassVar[dict[str, str]] = {
+        "baseline": "baseline", "blur_sigma": "blur_sigma", "road_noise": "road_noise", "n_boot": "n_boot",
+        "alpha": "alpha", "batch_size": "batch_size", "video_batch": "video_batch", "region_size": "region_size",
+        "region_step": "region_step", "region_max": "region_max", "ig_steps": "ig_steps",
+        "mprt.videos": "mprt_videos", "mprt.final_videos": "randomisation_videos",
+        "mprt.granularity": "mprt_granularity", "mprt.steps": "mprt_steps", "mprt.smprt_samples": "smprt_samples",
+        "mprt.smprt_noise": "smprt_noise",
+    }
 
     baseline: str = "mean"
     blur_sigma: float = 2.0
@@ -95,6 +98,25 @@ class EvalSettings:
     #: extra parameters per LRP rule (e.g. input bounds of a z^B first layer)
     rule_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **given: Any) -> EvalSettings:
+        """The settings of plain ``options`` spelled as in the config (``{"baseline": "road", "mprt": {"videos": 2}}``;
+        ``mprt: N`` sets both ``mprt.videos`` and ``mprt.final_videos``); a key not given takes the default of
+        this class; ``given``: fields set directly (``seed``, ``target``...). Numbers given as text are converted;
+        ``ValueError`` names a value that is not one (:meth:`check` is left to the caller)."""
+        mprt = options.get("mprt")
+        flat = {k: v for k, v in options.items() if k != "mprt"}
+        if isinstance(mprt, Mapping):
+            flat.update({f"mprt.{k}": v for k, v in mprt.items()})
+        elif mprt is not None:
+            flat.update({"mprt.videos": mprt, "mprt.final_videos": mprt})
+        types = {f.name: str(f.type) for f in fields(cls)}
+        values = dict(given)
+        for key, name in cls.CONFIG_KEYS.items():
+            if key in flat and name not in values:
+                values[name] = _typed(key, flat[key], types[name])
+        return cls(**values)
+
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
         if self.baseline not in BASELINES:
@@ -118,8 +140,6 @@ class EvalSettings:
 
     def context(self) -> BuildContext:
         """The :class:`~vidxai.evaluation.registry.BuildContext` of the method builders."""
-        from vidxai.xai.config import LRPConfig
-
         lrp = LRPConfig.from_dict(self.recurrent, chunk_frames=self.chunk_frames)
         return BuildContext(replacement=self.replace, batch_size=self.batch_size, ig_steps=self.ig_steps,
                             seed=self.seed, lrp=lrp, rule_params=self.rule_params)
@@ -127,6 +147,17 @@ class EvalSettings:
     def replace(self, clip: Tensor) -> Tensor:
         """The replacement clip of ``baseline`` (whole frames)."""
         return replacement(clip, self.baseline, self.blur_sigma, self.road_noise)
+
+
+def _typed(key: str, value: Any, annotation: str) -> Any:
+    """``value`` as the field's type (``int``, ``float``, ``str``; ``None`` and booleans left for ``check``)."""
+    if value is None or isinstance(value, bool):
+        return value
+    kind = {"int": int, "float": float, "str": str}.get(annotation.split("|")[0].strip())
+    try:
+        return kind(value) if kind is not None else value
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r} is not a number") from None
 
 
 def error_line(exc: BaseException) -> str:

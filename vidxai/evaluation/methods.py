@@ -24,10 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidxai.evaluation.registry import METHODS, AttributeFn, Batched, BuildContext, NotApplicable, register_method
+from vidxai.evaluation.registry import (
+    METHODS,
+    AttributeFn,
+    Batched,
+    BuildContext,
+    MethodFamily,
+    NotApplicable,
+    method_family,
+    register_method,
+)
 from vidxai.models.contract import Stage, explain_stages, run_stages
 from vidxai.xai import RULES
-from vidxai.xai.attention import ATTENTION_RULES, DEFAULT_ATTENTION_RULE
+from vidxai.xai.attention import ATTENTION_RULE_LABELS, ATTENTION_RULES, DEFAULT_ATTENTION_RULE
 from vidxai.xai.cnn import weighted_layers
 from vidxai.xai.config import LRPConfig
 from vidxai.xai.recurrent import LSTM_RULES
@@ -37,7 +46,10 @@ __all__ = [
     "Method",
     "build_method",
     "default_methods",
+    "family_of",
     "last_conv_layer",
+    "method_label",
+    "on_attention",
     "not_applicable",
     "validate_method_names",
 ]
@@ -154,6 +166,44 @@ def recommended_methods(net: nn.Module | None = None, lstm_rule: str = LSTM_RULE
     return [n for n in (RECOMMENDED_ATTENTION if attention else RECOMMENDED) if n in every]
 
 
+#: the family of every LRP method (each rule of :data:`vidxai.xai.RULES` and its gate/attention variants)
+LRP_FAMILY = "lrp"
+
+
+def family_of(name: str, family: str | None = None) -> MethodFamily:
+    """How the method ``name`` is drawn (:class:`~vidxai.evaluation.registry.MethodFamily`): ``family`` when
+    given (a result records each method's family), else the family of its registration."""
+    if family is None:
+        family = LRP_FAMILY if name.partition("/")[0] in RULES else METHODS[name].family if name in METHODS else (
+            "other")  # a method this process does not know (a result written elsewhere)
+    return method_family(family)
+
+
+def method_label(name: str, settings: dict[str, Any] | None = None) -> str:
+    """What a report calls the method: its registered ``label``, or for an LRP method on a network with attention
+    (``attention_rule`` in its ``settings``) the name with the attention rule's paper name, ``epsilon (AttnLRP)``,
+    ``epsilon/cp (CP-LRP)``; else ``name``."""
+    if name in METHODS:
+        return METHODS[name].label or name
+    base, _, variant = name.partition("/")
+    rule = (settings or {}).get("attention_rule") or (variant if variant in ATTENTION_RULES else None)
+    if base in RULES and rule in ATTENTION_RULE_LABELS:
+        return f"{name} ({ATTENTION_RULE_LABELS[rule]})"
+    return name
+
+
+def on_attention(methods: dict[str, Any]) -> bool:
+    """Whether the methods of a result (name -> entry) ran on a network with attention: an LRP method records its
+    attention rule, or is an attention-rule variant (``epsilon/cp``), or a method of the attention family ran."""
+    for name, entry in methods.items():
+        entry = entry if isinstance(entry, dict) else {}
+        if "attention_rule" in (entry.get("settings") or {}) or name.partition("/")[2] in ATTENTION_RULES:
+            return True
+        if entry.get("family") == "attention" and not entry.get("skipped"):
+            return True
+    return False
+
+
 def validate_method_names(names: list[str]) -> None:
     """Raise ``ValueError`` naming the unknown methods and the valid ones."""
     valid = set(RULES) | set(METHODS)
@@ -225,7 +275,7 @@ def _lrp(net: nn.Module, name: str, ctx: BuildContext) -> Method:
     def fn(clips: Tensor, targets: Sequence[int], keys: Sequence[int]) -> Tensor:
         return _channel_sum(explainer.attribute(clips, target=list(targets)))
 
-    return Method(name, "lrp", settings, Batched(fn))
+    return Method(name, LRP_FAMILY, settings, Batched(fn))
 
 
 def _no_conv(net: nn.Module) -> str | None:

@@ -20,6 +20,13 @@ registers in one line::
 
     register_method("attention_rollout", family="attention", plain=True)(build_attention_rollout)
 
+A method's **family** (``lrp``, ``captum``, ``perturbation``, ``attention``, ``random``...) decides how the figures
+draw it (:data:`METHOD_FAMILIES`: a colour map whose shades the members share, or one colour, and a line style)
+and whether it is a reference rather than a method to compare (``random``: the floor every method must beat).
+A method registered with a family nobody registered gets that family with the next unused colour map, so it is
+drawn in its own colours without a second registration; ``register_family`` chooses them, ``colour=`` /
+``label=`` on :func:`register_method` fix one method's colour and the name the report shows.
+
 The LRP methods are not listed here: every rule of :data:`vidxai.xai.RULES` is a method of family ``lrp``
 (see :mod:`vidxai.evaluation.methods`), so a new rule is evaluated without a second registration.
 """
@@ -40,13 +47,17 @@ __all__ = [
     "DIRECTIONS",
     "FAMILIES",
     "METHODS",
+    "METHOD_FAMILIES",
     "METRICS",
     "Batched",
     "BuildContext",
+    "MethodFamily",
     "MethodSpec",
     "Metric",
     "NotApplicable",
     "ScoreInput",
+    "method_family",
+    "register_family",
     "register_method",
     "register_metric",
 ]
@@ -178,6 +189,10 @@ class MethodSpec:
     applies: Callable[[nn.Module], str | None] | None = field(default=None, repr=False)
     default: bool = True
     settings: Mapping[str, Any] = field(default_factory=dict)
+    #: what the report and the figures call it (default: ``name``)
+    label: str | None = None
+    #: its own colour in the figures (any matplotlib colour); default: a shade of its family's colour map
+    colour: str | None = None
 
     def reason_not_applicable(self, net: nn.Module) -> str | None:
         """``None`` when the method applies to ``net``, else the reason."""
@@ -186,6 +201,49 @@ class MethodSpec:
 
 #: name -> :class:`MethodSpec` (the non-LRP methods, in the order they are reported).
 METHODS: dict[str, MethodSpec] = {}
+
+
+@dataclass(frozen=True)
+class MethodFamily:
+    """How the figures draw the methods of one family, and whether the family is a reference (module docstring)."""
+
+    name: str
+    #: a matplotlib colour map (the members get shades of it) or one colour for every member (``"0.45"``)
+    colours: str
+    #: line style of its curves (``-`` solid, ``--`` dashed)
+    line: str = "--"
+    #: a reference, not a method to compare (the random map): left out of the report's method columns
+    reference: bool = False
+
+
+#: family name -> :class:`MethodFamily`.
+METHOD_FAMILIES: dict[str, MethodFamily] = {}
+#: colour maps given, in this order, to families registered without one
+_SPARE_COLOURS = ("Reds", "YlOrBr", "PuRd", "BuGn", "RdPu", "YlGn", "GnBu", "OrRd", "PuBu", "YlOrRd")
+
+
+def register_family(name: str, *, colours: str | None = None, line: str = "--",
+                    reference: bool = False) -> MethodFamily:
+    """Register (or replace) how the family ``name`` is drawn; ``colours=None``: the next colour map no
+    family uses yet."""
+    if colours is None:
+        used = {f.colours for f in METHOD_FAMILIES.values()}
+        spare = [c for c in _SPARE_COLOURS if c not in used]
+        colours = spare[0] if spare else _SPARE_COLOURS[len(METHOD_FAMILIES) % len(_SPARE_COLOURS)]
+    METHOD_FAMILIES[name] = MethodFamily(name, colours, line, reference)
+    return METHOD_FAMILIES[name]
+
+
+def method_family(family: str) -> MethodFamily:
+    """The :class:`MethodFamily` ``family`` (registered with default colours when it was not)."""
+    return METHOD_FAMILIES.get(family) or register_family(family)
+
+
+register_family("lrp", colours="Blues", line="-")
+register_family("captum", colours="Oranges")
+register_family("perturbation", colours="Greens")
+register_family("attention", colours="Purples")
+register_family("random", colours="0.45", reference=True)
 
 
 def _call_plain(fn: Callable[..., Tensor]) -> AttributeFn:
@@ -201,13 +259,16 @@ def _call_plain(fn: Callable[..., Tensor]) -> AttributeFn:
 def register_method(
     name: str,
     *,
-    family: str,
+    family: str = "other",
     applies: Callable[[nn.Module], str | None] | None = None,
     default: bool = True,
     settings: Mapping[str, Any] | None = None,
     plain: bool = False,
+    label: str | None = None,
+    colour: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a method builder under ``name``.
+    """Decorator: register a method builder under ``name`` (of ``family``, default ``other``; registered with
+    default colours when it is new; ``label`` / ``colour``: the name the report shows and a colour of its own).
 
     ``builder(net, ctx)`` returns ``fn`` or ``(fn, settings)``; with ``plain=True`` the builder is
     ``builder(net) -> fn`` and an exception while building means "does not apply" (skipped with its message).
@@ -223,7 +284,8 @@ def register_method(
                     raise NotApplicable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
         else:
             build = builder
-        METHODS[name] = MethodSpec(name, family, build, applies, default, dict(settings or {}))
+        method_family(family)
+        METHODS[name] = MethodSpec(name, family, build, applies, default, dict(settings or {}), label, colour)
         return builder
 
     return deco

@@ -25,8 +25,6 @@ from torch import Tensor, nn
 
 from vidxai.evaluation import scores as _scores  # noqa: F401 (registers the built-in metrics)
 from vidxai.evaluation.core import (
-    CURVES,
-    ORDER_SCORES,
     EvalClip,
     EvalSettings,
     RunControl,
@@ -36,25 +34,15 @@ from vidxai.evaluation.core import (
     error_line,
     maps_of,
 )
+from vidxai.evaluation.curves import CURVES, curve_masks, order_scores
 from vidxai.evaluation.methods import Method, stages_or_none, validate_method_names
-from vidxai.evaluation.perturbation import (
-    aopc,
-    flipping_curves,
-    frame_masks,
-    frame_order,
-    frame_scores,
-    region_grid,
-    region_masks,
-    region_order,
-    region_scores,
-    region_steps,
-)
+from vidxai.evaluation.perturbation import aopc, flipping_curves
 from vidxai.evaluation.randomisation_pass import randomisation_pass
 from vidxai.evaluation.registry import METRICS, ScoreInput
 from vidxai.evaluation.shards import combine
 from vidxai.models.contract import Stage
 
-__all__ = ["CURVES", "ORDER_SCORES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "build_methods", "evaluate"]
+__all__ = ["CURVES", "EvalClip", "EvalSettings", "Shard", "VideoScorer", "build_methods", "evaluate"]
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +63,6 @@ class _State:
     chance: dict[int, dict[str, float | None]] = field(default_factory=dict)
     curves: dict[int, dict[str, dict[str, np.ndarray]]] = field(default_factory=dict)
     kept: list[tuple[int, int, dict[str, np.ndarray]]] = field(default_factory=list)
-
-
-def _masks(x: Tensor, rng: np.random.Generator, s: EvalSettings) -> tuple[dict[str, Tensor], Any]:
-    t, _, h, w = x.shape
-    n_regions = int(np.prod(region_grid((t, h, w), s.region_size)))
-    counts = region_steps(n_regions, s.region_step, s.region_max)
-    frame_tb, region_tb = rng.permutation(t), rng.permutation(n_regions)
-    masks = {
-        "frame_random": frame_masks(rng.permutation(t), (t, h, w)),
-        "frame_last_first": frame_masks(np.arange(t)[::-1], (t, h, w)),
-        "frame_first_first": frame_masks(np.arange(t), (t, h, w)),
-        "region_random": region_masks(rng.permutation(n_regions), (t, h, w), s.region_size, counts),
-    }
-
-    def add(name: str, pixel: np.ndarray) -> None:
-        fs = frame_scores(pixel)
-        masks[f"{name}\tframe_morf"] = frame_masks(frame_order(fs, frame_tb, True), (t, h, w))
-        masks[f"{name}\tframe_lerf"] = frame_masks(frame_order(fs, frame_tb, False), (t, h, w))
-        order = region_order(region_scores(pixel, s.region_size), region_tb)
-        masks[f"{name}\tregion_morf"] = region_masks(order, (t, h, w), s.region_size, counts)
-
-    return masks, add
 
 
 def _method_maps(built: dict[str, Method], xs: Tensor, targets: list[int], keys: list[int], sources: list[str],
@@ -156,7 +122,9 @@ def _score_video(net: nn.Module, i: int, clip: EvalClip, prediction: int, target
                  s: EvalSettings, stages: Sequence[Stage] | None, st: _State) -> None:
     """Perturbation curves and per-video scores of video ``i`` from its maps."""
     x = clip.video
-    masks, add = _masks(x, np.random.default_rng([s.seed, i]), s)
+    t, _, h, w = x.shape
+    masks, add = curve_masks((t, h, w), np.random.default_rng([s.seed, i]), s.region_size, s.region_step,
+                             s.region_max)
     for name, pixel in maps.items():
         add(name, pixel)
     base = s.replace(x) if s.baseline != "road" else _road_imputer(x, s, i)
@@ -164,12 +132,12 @@ def _score_video(net: nn.Module, i: int, clip: EvalClip, prediction: int, target
     video = x.detach().double().cpu().numpy()
     chance: dict[str, float | None] = {}
     for name, pixel in maps.items():
-        mine = {c: curves[f"{name}\t{c}" if per else c] for c, per in CURVES}
+        mine = {c.name: curves[f"{name}\t{c.name}" if c.per_method else c.name] for c in CURVES.values()}
         si = ScoreInput(pixel, mine, clip.truth, video)
         row: dict[str, Any] = {"video": clip.source, "method": name, "label": clip.label, "target": target,
                                "prediction": prediction}
         row.update({m.name: m.score(si) for m in METRICS.values() if m.family != "randomisation"})
-        row.update({k: aopc(mine[c]) for c, k in ORDER_SCORES.items()})
+        row.update({k: aopc(mine[c]) for c, k in order_scores().items()})
         st.rows.append(row)
         st.keys.append(i)
         if not chance:

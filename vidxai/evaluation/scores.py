@@ -1,4 +1,5 @@
-"""The built-in scores, each one registration (:func:`vidxai.evaluation.registry.register_metric`).
+"""The built-in scores, each one registration (:func:`vidxai.evaluation.registry.register_metric`); the AOPC
+scores of the flipping curves are registered with their curve (:mod:`vidxai.evaluation.curves`), first.
 
 Definitions of the ground-truth scores: :mod:`vidxai.evaluation.metrics` and ``docs/evaluation.md``.
 """
@@ -7,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from vidxai.evaluation import curves as _curves  # noqa: F401 (registers the curves and their AOPC scores first)
 from vidxai.evaluation.metrics import box_masks, mass_accuracy, pointing_accuracy, rank_accuracy, temporal_accuracy
 from vidxai.evaluation.mprt import spearman
-from vidxai.evaluation.perturbation import aopc
 from vidxai.evaluation.randomisation import emprt, input_control, smprt
 from vidxai.evaluation.registry import ScoreInput, register_metric
 
@@ -31,27 +32,8 @@ def box_mask(s: ScoreInput) -> np.ndarray | None:
     return s.cache["mask"]
 
 
-def _curve_aopc(name: str):  # noqa: ANN202 (a small factory of scoring functions)
-    def score(s: ScoreInput) -> float | None:
-        c = s.curves.get(name)
-        return None if c is None else aopc(c)
-
-    return score
-
-
 # ------------------------------------------------------------------------ perturbation
-register_metric("frame_aopc_morf", label="frame flipping AOPC, most relevant first", direction="higher",
-                family="perturbation", chance=_curve_aopc("frame_random"),
-                description="mean drop of the target logit as frames are removed, most relevant first")(
-    _curve_aopc("frame_morf"))
-register_metric("frame_aopc_lerf", label="frame flipping AOPC, least relevant first", direction="lower",
-                family="perturbation", chance=_curve_aopc("frame_random"),
-                description="mean drop of the target logit as frames are removed, least relevant first")(
-    _curve_aopc("frame_lerf"))
-register_metric("region_aopc_morf", label="region flipping AOPC, most relevant first", direction="higher",
-                family="perturbation", chance=_curve_aopc("region_random"),
-                description="mean drop of the target logit as regions are removed, most relevant first")(
-    _curve_aopc("region_morf"))
+# frame_aopc_morf, frame_aopc_lerf, region_aopc_morf: registered with their curves (vidxai.evaluation.curves)
 
 
 # ------------------------------------------------------------------------ ground truth

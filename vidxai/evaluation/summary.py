@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from vidxai.evaluation.core import ORDER_SCORES
+from vidxai.evaluation.curves import order_scores
+from vidxai.evaluation.methods import family_of
 from vidxai.evaluation.registry import METRICS, Metric
 from vidxai.evaluation.stats import bootstrap_ci, compare_with_best, smallest_p, videos_needed
 
@@ -82,10 +83,18 @@ def _compare(per_method: dict[str, dict[str, np.ndarray]], chance_rows: list[dic
         values = {n: per_method[n][key] for n in per_method}
         best, comparisons[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k], s.alpha)
         metrics[key]["best"] = best
-        if "random" in values and best != "random":
+        ref = _reference(values)
+        if ref is not None and best != ref:
             _, vs_random[key] = compare_with_best(values, m.higher_is_better, s.n_boot, [int(s.seed), k, 1],
-                                                  s.alpha, against="random")
+                                                  s.alpha, against=ref)
     return metrics, comparisons, vs_random
+
+
+def _reference(methods: Any, result: dict[str, Any] | None = None) -> str | None:
+    """The random map among ``methods`` (names): the first method of a reference family
+    (:class:`~vidxai.evaluation.registry.MethodFamily`), as the result records it or as it is registered."""
+    entries = (result or {}).get("methods", {})
+    return next((n for n in methods if family_of(n, (entries.get(n) or {}).get("family")).reference), None)
 
 
 def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skipped: dict[str, str],
@@ -108,14 +117,14 @@ def aggregate(st: Any, names: list[str], info: dict[str, dict[str, Any]], skippe
             continue
         per_method[name] = {k: _values(st.rows, videos, name, k) for k in keys}
         entry = _method_entry(name, per_method[name], rng, s)
-        entry.update({k: float(np.mean([r[k] for r in mine])) for k in ORDER_SCORES.values()})  # references
+        entry.update({k: float(np.mean([r[k] for r in mine])) for k in order_scores().values()})  # references
         entry.update({"family": info[name]["family"], "mprt_spearman": rand["per_step"].get(name),
                       "time_s": st.times[name], "videos": len(mine), "settings": info[name]["settings"]})
         if name in errors:
             entry["error"] = errors[name]
         methods[name] = entry
     metrics, comparisons, vs_random = _compare(per_method, st.chance_rows, s)
-    orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in ORDER_SCORES.values()}
+    orders = {k: float(np.nanmean([r[k] for r in st.rows])) if st.rows else None for k in order_scores().values()}
     result = {
         "settings": {"videos": len(videos), "frames": int(shape[0]), "alpha": s.alpha,
                      "size": [int(n) for n in shape[-2:]],
@@ -229,21 +238,22 @@ def verdict(result: dict[str, Any]) -> dict[str, list[str]]:
         comp = result["comparisons"][key]
         n = pw.get(key, {}).get("n", result["settings"]["videos"])
         best = m["best"]
+        ref = _reference(result["methods"], result)
         mean = result["methods"].get(best, {}).get(key)
         if key in pw and not pw[key]["separable"]:
             line = (f"{m['label']}: too few videos (n={n}, needs {pw[key]['needed']}) to rank the methods; "
-                    f"{'the random map' if best == 'random' else best} has the best mean ({_fmt(mean)}), not a finding")
+                    f"{'the random map' if best == ref else best} has the best mean ({_fmt(mean)}), not a finding")
             out.setdefault(m["family"], []).append(line)
             continue
         tied = [x for x, c in comp.items() if c["tied_with_best"]]
-        if best == "random":
-            line = (f"{m['label']}: no method beats the random map on these {n} videos (random has the best mean); "
+        if best == ref:
+            line = (f"{m['label']}: no method beats the random map on these {n} videos ({ref} has the best mean); "
                     f"not worse than random: {_listing([x for x in tied if x != best])}")
         else:
             line = f"{m['label']}: {best} best; tied with it: {_listing([x for x in tied if x != best])}"
         rnd = result["vs_random"].get(key)
         if rnd:  # no significant difference from random, in either direction
-            weak = [x for x, c in rnd.items() if x != "random" and (c["p"] is None or c["p"] >= alpha)]
+            weak = [x for x, c in rnd.items() if x != ref and (c["p"] is None or c["p"] >= alpha)]
             line += f"; not distinguishable from random on these {n} videos: {_listing(weak)}"
         out.setdefault(m["family"], []).append(line)
     return out

@@ -93,7 +93,7 @@ def check_group_overrides(argv: Sequence[str], conf_dir: str | Path, config_name
 
 #: config groups of the other entry point (conf/<group>/ exists, but this config does not use it)
 _FOREIGN_GROUPS = {"explain": ("model", "data", "callbacks", "experiment", "hparams_search", "debug"),
-                   "train": ("rule",)}
+                   "train": ("rule", "evaluation")}
 
 #: Keys of the explainer settings before the ``lrp`` group, rewritten to ``lrp.<key>`` (old command lines work).
 LRP_KEYS = ("lstm_rule", "lstm_eps", "bias_factor", "chunk_frames")

@@ -30,8 +30,8 @@ __all__ = ["CONFLICTS", "EXPLAIN_ONLY_HINTS", "KEY_MODES", "MODE_NAMES", "TRAIN_
 #: the modes of explain.py (vidxai/pipelines/modes/, one module each)
 MODE_NAMES = ("single", "compare", "profile", "evaluate")
 
-_EVALUATE_KEYS = ("methods", "save_maps", "baseline", "blur_sigma", "road_noise", "n_boot", "batch_size", "video_batch",
-                  "region_size", "region_step", "region_max", "ig_steps", "mprt")
+_EVALUATE_KEYS = ("methods", "save_maps", "baseline", "blur_sigma", "road_noise", "n_boot", "alpha", "batch_size",
+                  "video_batch", "region_size", "region_step", "region_max", "ig_steps", "mprt")
 #: explain.py keys (top-level name) -> the modes that read them; given on the command line for another mode
 #: they are refused (they would be ignored)
 KEY_MODES: dict[str, tuple[str, ...]] = {
@@ -88,6 +88,7 @@ TRAIN_ONLY_HINTS: dict[str, str] = {
 EXPLAIN_ONLY_HINTS: dict[str, str] = {
     "ckpt": "to resume training use ckpt_path=last or ckpt_path=path/to/last.ckpt",
     "rule": "the explanation callback's rule is lrp.rule=NAME",
+    "evaluation": "the evaluation of the methods runs in explain.py mode=evaluate (conf/evaluation/)",
     "compare": "the explanation callback draws several rules with callbacks.explanation.rules={epsilon: {}, z: {}}",
 }
 _EXPLAIN_DEFAULT = "run it as python explain.py ckpt=<run>/checkpoints/best.ckpt {arg}"

@@ -9,9 +9,11 @@ and ``mprt.png`` into the run folder (and the table and figures into the W&B run
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +22,26 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from vidxai.callbacks.fail_fast import Terminated
+from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
 from vidxai.errors import UserError
+from vidxai.evaluation import EvalClip, default_methods
+from vidxai.evaluation.core import EvalSettings, RunControl
+from vidxai.evaluation.methods import recommended_methods, validate_method_names
+from vidxai.evaluation.runner import VideoScorer
+from vidxai.evaluation.selection import named_videos, stratified
+from vidxai.evaluation.shards import combine
+from vidxai.evaluation.summary import markdown_table, summary_table
+from vidxai.io import write_json
 from vidxai.journal import atomic_write_text
 from vidxai.pipelines._common import to_plain
+from vidxai.pipelines.progress import RunProgress
+from vidxai.pipelines.sharded import PaddedShard, peak_rss_mb, process_journal, resume_settings, run_in_process
+from vidxai.viz.evaluation import evaluation_figure, mprt_figure
+from vidxai.viz.media import save_figure
+from vidxai.viz.report import evaluation_report, log_report
+from vidxai.wandb_media import Image, Table, log_media
+from vidxai.xai import RULES
 from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
@@ -33,9 +52,6 @@ __all__ = ["evaluation_settings", "method_names", "run_evaluation"]
 def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
     """``methods=`` validated; default (``null``): the recommended few that apply to ``net``
     (:data:`vidxai.evaluation.methods.RECOMMENDED`), ``all``: every method that applies."""
-    from vidxai.evaluation import default_methods
-    from vidxai.evaluation.methods import recommended_methods, validate_method_names
-
     names = to_plain(cfg.get("methods"))
     if names is None or names == "all":
         rules = {key: str(value) for key in ("lstm_rule", "attention_rule")
@@ -53,44 +69,18 @@ def method_names(cfg: DictConfig, net: Any = None) -> list[str]:
     return names
 
 
-def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConfig | None = None) -> Any:
-    """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg``, validated (one clear line on a bad value)."""
-    from vidxai.evaluation import EvalSettings
-
-    mprt = to_plain(cfg.get("mprt")) or {}
-
-    def num(key: str, kind: type, default: Any) -> Any:
-        value = cfg.get(key, default)
-        try:
-            return kind(value) if value is not None and not isinstance(value, bool) else value
-        except (TypeError, ValueError):
-            raise UserError(f"{key}={value!r} is not a number") from None
-
-    settings = EvalSettings(
-        baseline=str(cfg.get("baseline", "mean")),
-        blur_sigma=num("blur_sigma", float, 2.0),
-        road_noise=num("road_noise", float, 0.01),
-        batch_size=num("batch_size", int, 32),
-        video_batch=num("video_batch", int, 4),
-        region_size=num("region_size", int, 8),
-        region_step=num("region_step", float, 0.05),
-        region_max=num("region_max", float, 0.5),
-        ig_steps=num("ig_steps", int, 16),
-        seed=num("seed", int, 0),
-        mprt_videos=int(mprt.get("videos", 1)) if isinstance(mprt, dict) else int(mprt),
-        randomisation_videos=int(mprt.get("final_videos", 10)) if isinstance(mprt, dict) else int(mprt),
-        mprt_steps=mprt.get("steps") if isinstance(mprt, dict) else None,
-        mprt_granularity=str(mprt.get("granularity", "block")) if isinstance(mprt, dict) else "block",
-        smprt_samples=int(mprt.get("smprt_samples", 0)) if isinstance(mprt, dict) else 0,
-        smprt_noise=float(mprt.get("smprt_noise", 0.1)) if isinstance(mprt, dict) else 0.1,
-        n_boot=num("n_boot", int, 2000),
-        chunk_frames=(lrp or LRPConfig()).chunk_frames,
-        target=target,
-        recurrent={k: getattr(lrp or LRPConfig(), k) for k in ("lstm_eps", "bias_factor", "lstm_rule")},
-    )
+def evaluation_settings(cfg: DictConfig, target: int | None = None, lrp: LRPConfig | None = None) -> EvalSettings:
+    """The :class:`~vidxai.evaluation.EvalSettings` of ``cfg`` (the evaluation group, conf/evaluation/, with
+    ``seed``), validated (one clear line on a bad value); a key missing from ``cfg`` takes the class's default."""
+    lrp = lrp or LRPConfig()
+    options = {key: to_plain(cfg.get(key)) for key in {k.partition(".")[0] for k in EvalSettings.CONFIG_KEYS}
+               if cfg.get(key) is not None}
     try:
+        settings = EvalSettings.from_options(
+            options, seed=int(cfg.get("seed") or 0), target=target, chunk_frames=lrp.chunk_frames,
+            recurrent={k: getattr(lrp, k) for k in ("lstm_eps", "bias_factor", "lstm_rule")})
         settings.check()
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise UserError(str(exc)) from None
     return settings
 
@@ -128,8 +118,6 @@ def run_evaluation(
     the interrupted run's folder) what the journal holds is read back, not computed again. ``stop()`` is called
     between units of work and raises to stop (SIGTERM: :func:`vidxai.pipelines.sharded.stop_check`).
     """
-    from vidxai.pipelines.progress import RunProgress
-
     names = method_names(cfg, ck.net)
     settings = evaluation_settings(cfg, target, lrp)
     settings.rule_params = input_bound_params(ck.preprocess)
@@ -157,9 +145,7 @@ def _sigterm_raises() -> Any:
     """SIGTERM raises :class:`~vidxai.callbacks.fail_fast.Terminated` here (the previous handler, to restore;
     ``None`` off the main thread): outside the trainer's own handling (before and after the shards are scored:
     merging, statistics, writing) a SIGTERM then ends the run with the word on how to resume it, as inside."""
-    import threading
 
-    from vidxai.callbacks.fail_fast import Terminated
 
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -175,9 +161,6 @@ def _score_and_write(cfg: DictConfig, ck: Any, dataset: Any, split: str, how: st
                      shard: ShardFn | None, step: Any, finish: Any, start: float, cpu: float
                      ) -> dict[str, Any] | None:
     """The shards scored (each process its share), merged on rank 0, the files written (rank 0)."""
-    from vidxai.evaluation.shards import combine
-    from vidxai.pipelines.sharded import peak_rss_mb, run_in_process
-
     parts = (shard or run_in_process)(len(picked), step, finish)
     if parts is None:  # not rank 0: its shard went to rank 0
         progress.close()
@@ -205,8 +188,6 @@ def stopped(out_dir: Path) -> None:
     The objects alive now are left out of the garbage collections to come (``gc.freeze``): the collection at
     the interpreter's exit would otherwise walk every one of them, which took 20 s and more on a busy CPU
     after a SIGTERM (the process must end soon after it, and nothing is left to save)."""
-    import gc
-
     gc.freeze()
     log.warning("stopped; everything finished so far is saved in %s. To continue, run the same command with "
                 "resume=%s", Path(out_dir) / "journal", out_dir)
@@ -216,9 +197,6 @@ def _control_of(cfg: DictConfig, out_dir: Path, n: int, stop: Callable[[], None]
                 ) -> Callable[[], Any]:
     """``make()`` -> the :class:`~vidxai.evaluation.core.RunControl` of this process (called in its first
     ``step``, once the process group is up: the journal is per rank, the progress counts this rank's share)."""
-    from vidxai.evaluation.core import RunControl
-    from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings
-
     def make() -> RunControl:
         share = len(PaddedShard(n))
         journal = process_journal(out_dir, {"settings": resume_settings(cfg, "evaluate"), "videos": n},
@@ -239,10 +217,6 @@ def _scorer(net: Any, names: list[str], settings: Any, picked: list[int], datase
     """``step(k)`` scores the ``k``-th picked video in this process; ``finish()`` returns this process's shard
     and the clip shape (``None`` for a process that got no video). ``control()`` makes the process's
     :class:`~vidxai.evaluation.core.RunControl` (journal, stop check, progress) at its first step."""
-    from vidxai.data.ground_truth import clip_ground_truth, load_ground_truth
-    from vidxai.evaluation import EvalClip
-    from vidxai.evaluation.runner import VideoScorer
-
     state: dict[str, Any] = {}
 
     def step(k: int) -> None:
@@ -277,9 +251,6 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
                    run: Any) -> None:
     """``evaluation.json``, ``.csv``, ``.md``, the figures, ``report.html`` and the W&B table; the table on the
     console."""
-    from vidxai.evaluation.summary import markdown_table
-    from vidxai.io import write_json
-
     rows = result.pop("rows")
     n, names = result["settings"]["videos"], result["settings"]["methods"]
     write_json(out_dir / "evaluation.json", result)
@@ -289,7 +260,6 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
     print(f"evaluation of {len(names)} methods on {n} videos of split={split} ({how}):\n{table}", flush=True)
     figures = _figures(result, out_dir, f"{ck.arch} · {Path(str(ck.path)).name} · split={split} · {n} "
                                         f"videos · baseline={settings.baseline}")
-    from vidxai.viz.report import evaluation_report, log_report
 
     report = evaluation_report(result, out_dir, figures, maps_dir=out_dir / "journal" / "maps")
     if run is not None:
@@ -299,8 +269,6 @@ def _write_results(result: dict[str, Any], ck: Any, split: str, how: str, settin
 
 def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """``low``/``high`` of every registered rule that takes them: pixel values 0 and 1 after normalisation."""
-    from vidxai.xai import RULES
-
     if not preprocess or preprocess.get("mean") is None or preprocess.get("std") is None:
         return {}
     mean, std = np.asarray(preprocess["mean"], dtype=float), np.asarray(preprocess["std"], dtype=float)
@@ -310,8 +278,6 @@ def input_bound_params(preprocess: dict[str, Any] | None) -> dict[str, dict[str,
 
 def select_videos(cfg: DictConfig, dataset: Any, split: str) -> tuple[list[int], str]:
     """Indices of the videos to evaluate and how they were chosen (``videos=[...]`` or stratified ``limit``)."""
-    from vidxai.evaluation.selection import named_videos, stratified
-
     if len(dataset) == 0:
         raise UserError(f"split={split} of the checkpoint's data is empty; choose another split=")
     wanted = to_plain(cfg.get("videos"))
@@ -349,9 +315,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], class_names: list[str]) -
 
 
 def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Path]:
-    from vidxai.viz.evaluation import evaluation_figure, mprt_figure
-    from vidxai.viz.media import save_figure
-
     figures = {"evaluation": out_dir / "evaluation.png"}
     save_figure(evaluation_figure(result, title=title), figures["evaluation"])
     if result.get("mprt", {}).get("steps"):
@@ -361,9 +324,6 @@ def _figures(result: dict[str, Any], out_dir: Path, title: str) -> dict[str, Pat
 
 
 def _log_wandb(run: Any, result: dict[str, Any], figures: dict[str, Path], out_dir: Path, csv_path: Path) -> None:
-    from vidxai.evaluation.summary import summary_table
-    from vidxai.wandb_media import Image, Table, log_media
-
     columns, rows = summary_table(result)
     media: dict[str, Any] = {"evaluate/table": Table(columns, [list(r) for r in rows])}  # None = no score
     media.update({f"evaluate/{k}": Image(v) for k, v in figures.items()})

@@ -27,14 +27,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from vidxai.callbacks.fail_fast import FailFast
 from vidxai.checkpoint import LoadedCheckpoint, load_checkpoint
+from vidxai.data.transforms import VideoTransform
 from vidxai.errors import UserError
-from vidxai.pipelines._common import finish_wandb, instantiate_group, lrp_config, sweep_group
+from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, lrp_config, sweep_group
 from vidxai.pipelines.command_line import model_source
 from vidxai.pipelines.modes import MODES, ExplainContext, ModeResult, choose_mode
 from vidxai.pipelines.modes.compare import compare_rules
 from vidxai.pipelines.modes.context import check_pretrained_options, class_index, load_pretrained_model
 from vidxai.pipelines.modes.evaluate import check as check_evaluation
+from vidxai.pipelines.sharded import check_resume
+from vidxai.pipelines.train import preflight
 from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
@@ -75,9 +79,6 @@ def _trainer(cfg: DictConfig) -> Any:
     logger, checkpoints or progress bar, gradients allowed, :class:`FailFast` (one failing rank ends all)."""
     import hydra
 
-    from vidxai.callbacks.fail_fast import FailFast
-    from vidxai.pipelines._common import check_launch
-    from vidxai.pipelines.train import preflight
 
     node = cfg.get("trainer")
     if node is None:
@@ -127,7 +128,6 @@ def _check_settings(cfg: DictConfig) -> tuple[str, LRPConfig]:
         if mode not in SHARDED_MODES:
             raise UserError(f"resume= continues an interrupted mode=profile or mode=evaluate run; mode={mode} "
                             "explains one video: drop resume=")
-        from vidxai.pipelines.sharded import check_resume
 
         check_resume(cfg, mode)
     return mode, lrp
@@ -165,8 +165,6 @@ def _load(cfg: DictConfig, device: torch.device, announce: bool = True) -> Loade
 def _context(cfg: DictConfig, ck: LoadedCheckpoint, device: torch.device, lrp: LRPConfig, trainer: Any = None
              ) -> ExplainContext:
     """The mode's context: transform, target, output folder and W&B run (rank 0 only) of this checkpoint."""
-    from vidxai.data.transforms import VideoTransform
-
     target = class_index(cfg.get("target"), ck.class_names)
     out_dir = Path(cfg.get("resume") or cfg.paths.output_dir)  # a resumed run goes on in its own folder
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vidxai.errors import ConfigError, UserError
 from vidxai.pipelines.results_report import (
     README_BEGIN,
     README_END,
@@ -171,8 +172,6 @@ def run_recipe(recipe: Recipe, plan: Plan) -> RunSummary:
 def run(plan: Plan) -> Path:
     """Every recipe of the plan, then the document (figures copied next to it)."""
     if not plan.recipes:
-        from vidxai.errors import ConfigError
-
         raise ConfigError("results: no recipe matches; the recipes are conf/model/*.yaml (default_<model>) and "
                           "conf/experiment/events_*.yaml: check --only")
     selected = {r.name for r in plan.recipes}
@@ -225,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(plan)
     except Exception as exc:  # a UserError is one line; anything else keeps its traceback
-        from vidxai.errors import UserError
 
         if isinstance(exc, UserError):
             print(f"error: {exc}", file=sys.stderr)

@@ -158,10 +158,11 @@ def profile_table(summaries: list[RunSummary]) -> list[str]:
 
 
 def _focus(attention: bool) -> tuple[str, ...]:
-    """The methods the README compares: the recommended set of the evaluation (its default), without random."""
-    from vidxai.evaluation.methods import RECOMMENDED, RECOMMENDED_ATTENTION
+    """The methods the README compares: the recommended set of the evaluation (its default), without the
+    references (the random map: a family registered with ``reference=True``)."""
+    from vidxai.evaluation.methods import RECOMMENDED, RECOMMENDED_ATTENTION, family_of
 
-    return tuple(n for n in (RECOMMENDED_ATTENTION if attention else RECOMMENDED) if n != "random")
+    return tuple(n for n in (RECOMMENDED_ATTENTION if attention else RECOMMENDED) if not family_of(n).reference)
 
 
 _ARROW = {"higher": "↑", "lower": "↓"}
@@ -193,9 +194,11 @@ def focus_table(result: dict[str, Any], methods: tuple[str, ...]) -> list[str]:
                                       for m in shown)]
     if not shown or not rows:
         return ["_no evaluation yet_"]
-    names = {"epsilon": "epsilon (AttnLRP)" if "epsilon/cp" in shown else "epsilon",
-             "epsilon/cp": "epsilon/cp (CP-LRP)"}
-    lines = ["| score | best of all methods | " + " | ".join(names.get(m, m) for m in shown) + " |",
+    from vidxai.evaluation.methods import method_label
+
+    entries = result.get("methods") or {}
+    lines = ["| score | best of all methods | " + " | ".join(method_label(m, entries[m].get("settings"))
+                                                             for m in shown) + " |",
              "|---|---|" + "---|" * len(shown)]
     for k in rows:
         m = metrics[k]
@@ -213,7 +216,9 @@ def focus_table(result: dict[str, Any], methods: tuple[str, ...]) -> list[str]:
 
 
 def _focus_methods(result: dict[str, Any]) -> tuple[str, ...]:
-    return _focus("epsilon/cp" in (result.get("methods") or {}))
+    from vidxai.evaluation.methods import on_attention
+
+    return _focus(on_attention(result.get("methods") or {}))
 
 
 def readme_block(summaries: list[RunSummary], doc_link: str) -> str:

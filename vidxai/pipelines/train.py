@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from vidxai.callbacks.fail_fast import FailFast, after_failure
 from vidxai.callbacks.resume import TMP_MARK, AtomicCheckpointIO, SeedEveryBatch
 from vidxai.errors import ConfigError, MissingPathError, UserError
+from vidxai.models import check_network
 from vidxai.pipelines._common import check_launch, finish_wandb, instantiate_group, sweep_group, to_plain
 
 log = logging.getLogger(__name__)
@@ -183,8 +184,6 @@ def preflight(cfg: DictConfig) -> None:
                           "lower trainer.devices or use devices=auto")
     net = cfg.model.get("net") if cfg.get("model") is not None else None
     if net is not None:
-        from vidxai.models import check_network
-
         check_network(**to_plain(net), data=to_plain(cfg.get("data")))
 
 

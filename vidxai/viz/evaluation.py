@@ -14,45 +14,37 @@ matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vidxai.evaluation.curves import CURVES, method_curves  # noqa: E402
+from vidxai.evaluation.methods import family_of  # noqa: E402
+from vidxai.evaluation.registry import METHODS  # noqa: E402
 from vidxai.evaluation.summary import separable  # noqa: E402
 
-__all__ = ["FAMILY_COLOURS", "evaluation_figure", "method_colours", "mprt_figure", "ranked", "readable_steps"]
+__all__ = ["evaluation_figure", "method_colours", "mprt_figure", "ranked", "readable_steps"]
 
-#: One colour map per method family (a method's shade: its position within the family).
-FAMILY_COLOURS: dict[str, str] = {"lrp": "Blues", "captum": "Oranges", "perturbation": "Greens",
-                                  "attention": "Purples", "random": "Greys"}
 _ARROWS = {"higher": "higher is better ↑", "lower": "lower is better ↓", "none": "diagnostic"}
-_PANELS = (
-    ("frame_morf", "frames removed, most relevant first (MoRF)", "frame_random"),
-    ("frame_lerf", "frames removed, least relevant first (LeRF)", "frame_random"),
-    ("region_morf", "regions removed, most relevant first", "region_random"),
-)
 
 
-def _families(result: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for name, m in result.get("methods", {}).items():
-        settings = m.get("settings") or {}
-        out[name] = m.get("family") or ("lrp" if "rule" in settings else "random" if name == "random" else "captum")
-    return out
+def _families(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Each method's :class:`~vidxai.evaluation.registry.MethodFamily`: the family the result records, else that
+    of the method's registration."""
+    return {name: family_of(name, m.get("family")) for name, m in result.get("methods", {}).items()}
 
 
 def method_colours(result: Mapping[str, Any]) -> dict[str, Any]:
-    """One colour per method: its family's colour map, shades spread over the family's members."""
-    families = _families(result)
+    """One colour per method, from its registration: its own ``colour``, else a shade of its family's colour map
+    (shades spread over the family's members), or the family's one colour."""
     members: dict[str, list[str]] = {}
+    families = _families(result)
     for name, fam in families.items():
-        members.setdefault(fam, []).append(name)
+        members.setdefault(fam.name, []).append(name)
     out = {}
-    for fam, names in members.items():
-        cmap = plt.get_cmap(FAMILY_COLOURS.get(fam, "Reds"))
+    for names in members.values():
+        fam = families[names[0]]
+        cmap = matplotlib.colormaps[fam.colours] if fam.colours in matplotlib.colormaps else None
         for k, name in enumerate(names):
-            out[name] = "0.45" if fam == "random" else cmap(0.45 + 0.5 * (k / max(1, len(names) - 1)))
+            own = METHODS[name].colour if name in METHODS else None
+            out[name] = own or (fam.colours if cmap is None else cmap(0.45 + 0.5 * (k / max(1, len(names) - 1))))
     return out
-
-
-def _style(family: str | None) -> str:
-    return "-" if family == "lrp" else "--"
 
 
 def ranked(methods: Mapping[str, Any], score: str, higher_is_better: bool = True) -> list[tuple[str, float]]:
@@ -89,42 +81,47 @@ def evaluation_figure(result: Mapping[str, Any], title: str | None = None) -> pl
     metrics = result.get("metrics", {})
     scores = [k for k, m in metrics.items() if "left_out" not in m and any(methods[n].get(k) is not None
                                                                            for n in methods)]
-    n_bar_rows = -(-len(scores) // 4)
-    fig = plt.figure(figsize=(18, 4.2 * (1 + n_bar_rows)), layout="constrained")
-    grid = fig.add_gridspec(1 + n_bar_rows, 4)
+    panels = method_curves()
+    positions = [c for c in CURVES.values() if not c.per_method and c.unit == "frame"]
+    n_top = len(panels) + (1 if positions else 0)
+    n_top_rows, n_bar_rows = -(-n_top // 4), -(-len(scores) // 4)
+    fig = plt.figure(figsize=(18, 4.2 * (n_top_rows + n_bar_rows)), layout="constrained")
+    grid = fig.add_gridspec(n_top_rows + n_bar_rows, 4)
 
-    for col, (key, label, ref) in enumerate(_PANELS):
-        ax = fig.add_subplot(grid[0, col])
+    for k, curve in enumerate(panels):
+        ax = fig.add_subplot(grid[k // 4, k % 4])
         for n in names:
-            c = curves[n].get(key)
+            c = curves[n].get(curve.name)
             if c is not None:
-                ax.plot(range(len(c)), c, _style(families.get(n)), color=colours[n], lw=1.4, label=n)
-        if names and curves[names[0]].get(ref) is not None:
-            c = curves[names[0]][ref]
-            ax.plot(range(len(c)), c, ":", color="k", lw=2, label="random order")
-        better = "lower curve is better" if key.endswith("morf") else "higher curve is better"
-        ax.set_title(f"{label}\n({better})", fontsize=10)
-        ax.set_xlabel("steps" if key.startswith("region") else "frames removed")
+                ax.plot(range(len(c)), c, families[n].line, color=colours[n], lw=1.4, label=n)
+        ref = CURVES.get(curve.reference or "")
+        if names and ref is not None and curves[names[0]].get(ref.name) is not None:
+            c = curves[names[0]][ref.name]
+            ax.plot(range(len(c)), c, ":", color="k", lw=2, label=ref.label)
+        better = f"\n({curve.better} curve is better)" if curve.better else ""
+        ax.set_title(f"{curve.label}{better}", fontsize=10)
+        ax.set_xlabel(curve.axis)
         ax.set_ylabel("target logit")
         ax.grid(alpha=0.3)
-    ax = fig.add_subplot(grid[0, 3])
-    if names:
-        first = curves[names[0]]
-        for key, lab, style in (("frame_last_first", "last frame first", "-"),
-                                ("frame_first_first", "first frame first", "--"), ("frame_random", "random", ":")):
-            if first.get(key) is not None:
-                ax.plot(range(len(first[key])), first[key], style, color="k", lw=1.8, label=lab)
-        ax.legend(fontsize=8)
-    ax.set_title("frames removed by position (all methods)\n(lower curve: the frames matter more)", fontsize=10)
-    ax.set_xlabel("frames removed")
-    ax.set_ylabel("target logit")
-    ax.grid(alpha=0.3)
+    if positions:
+        ax = fig.add_subplot(grid[len(panels) // 4, len(panels) % 4])
+        if names:
+            first = curves[names[0]]
+            for curve in positions:
+                if first.get(curve.name) is not None:
+                    ax.plot(range(len(first[curve.name])), first[curve.name], curve.style, color="k", lw=1.8,
+                            label=curve.label)
+            ax.legend(fontsize=8)
+        ax.set_title("frames removed by position (all methods)\n(lower curve: the frames matter more)", fontsize=10)
+        ax.set_xlabel("frames removed")
+        ax.set_ylabel("target logit")
+        ax.grid(alpha=0.3)
     handles, labels = fig.axes[0].get_legend_handles_labels() if fig.axes else ([], [])
     if handles:
         fig.axes[0].legend(handles, labels, fontsize=7, ncol=2, loc="best")
 
     for k, score in enumerate(scores):
-        ax = fig.add_subplot(grid[1 + k // 4, k % 4])
+        ax = fig.add_subplot(grid[n_top_rows + k // 4, k % 4])
         _bars(ax, result, methods, score, colours)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -171,7 +168,7 @@ def mprt_figure(result: Mapping[str, Any], title: str | None = None) -> plt.Figu
             continue
         y = [np.nan if v is None else v for v in values]
         lowest = min(lowest, float(np.nanmin(y)) if np.isfinite(y).any() else 0.0)
-        ax.plot(range(len(y)), y, _style(families.get(name)), marker="o", ms=3, color=colours[name],
+        ax.plot(range(len(y)), y, families[name].line, marker="o", ms=3, color=colours[name],
                 label=name)
     ax.set_xticks(range(len(steps)), readable_steps(steps), rotation=45, ha="right", fontsize=8)
     ax.set_xlabel("randomised up to and including (from the output down; conv blocks numbered from the input)")

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vidxai.viz.curves import relevance_curve_figure
+from vidxai.viz.heatmaps import heatmap_grid, peaks_figure
+from vidxai.viz.media import overlay_video, save_figure, write_gif, write_mp4
+
 __all__ = ["ExplanationFiles", "render_explanation"]
 
 
@@ -40,10 +44,6 @@ def render_explanation(
     media: bool = True,
 ) -> ExplanationFiles:
     """Write ``{prefix}heatmaps.png``, ``curve.png``, ``peaks.png`` and ``overlay.gif``/``.mp4`` to ``out_dir``."""
-    from vidxai.viz.curves import relevance_curve_figure
-    from vidxai.viz.heatmaps import heatmap_grid, peaks_figure
-    from vidxai.viz.media import overlay_video, save_figure, write_gif, write_mp4
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     idx = None if frame_indices is None else [int(i) for i in frame_indices]

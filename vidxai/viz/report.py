@@ -24,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.journal import atomic_write_text
+from vidxai.pipelines._common import save_in_run
+from vidxai.wandb_media import Html, log_media
+
 __all__ = ["evaluation_report", "explanation_report", "log_report", "profile_report", "write_report"]
 
 _CSS = """
@@ -125,8 +129,6 @@ def markdown_html(text: str) -> str:
 def write_report(path: str | Path, title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> Path:
     """``path`` (``report.html``): the title, a line under it and ``(heading, HTML)`` sections, written
     atomically."""
-    from vidxai.journal import atomic_write_text
-
     parts = [f"<h1>{_esc(title)}</h1>", f'<p class="sub">{_esc(subtitle)}</p>']
     parts += [f"<h2>{_esc(heading)}</h2>\n{body}" for heading, body in sections if body]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -140,8 +142,6 @@ def log_report(run: Any, path: str | Path, key: str = "report") -> None:
     """Put ``report.html`` into the W&B run (as ``wandb.Html`` under ``key``, and among the run's files)."""
     if run is None:
         return
-    from vidxai.pipelines._common import save_in_run
-    from vidxai.wandb_media import Html, log_media
 
     log_media(run, {key: Html(path)})
     save_in_run(run, Path(path))
@@ -151,12 +151,15 @@ def log_report(run: Any, path: str | Path, key: str = "report") -> None:
 def best_methods(result: Mapping[str, Any], most: int = 3) -> list[str]:
     """The methods best on the most ranked scores (ties: the order of the methods), at most ``most``; the
     random control is left out (its maps show nothing about the model), then others fill up to ``most``."""
+    from vidxai.evaluation.methods import family_of  # torch and the methods: only where an evaluation ran
+
     wins: dict[str, int] = {}
     methods = result.get("methods", {})
     for m in result.get("metrics", {}).values():
         if m.get("best") and "left_out" not in m:
             wins[m["best"]] = wins.get(m["best"], 0) + 1
-    order = [n for n, m in methods.items() if not m.get("skipped") and m.get("family") != "random"]
+    order = [n for n, m in methods.items()
+             if not m.get("skipped") and not family_of(n, m.get("family")).reference]
     ranked = sorted(order, key=lambda n: (-wins.get(n, 0), order.index(n)))
     return ranked[:most]
 

@@ -19,10 +19,12 @@ from vidxai.errors import ConfigError
 from vidxai.xai.cnn import Compiler, Step, register_layer
 from vidxai.xai.rules import STABILIZER, Composite, stabilize
 
-__all__ = ["ATTENTION_RULES", "DEFAULT_ATTENTION_RULE", "check_attention_rule", "layer_norm"]
+__all__ = ["ATTENTION_RULES", "ATTENTION_RULE_LABELS", "DEFAULT_ATTENTION_RULE", "check_attention_rule", "layer_norm"]
 
 #: The attention rules, the default first.
 ATTENTION_RULES: tuple[str, ...] = ("attnlrp", "cp")
+#: How the papers name them (the evaluation's reports say ``epsilon (AttnLRP)``, ``epsilon/cp (CP-LRP)``).
+ATTENTION_RULE_LABELS: dict[str, str] = {"attnlrp": "AttnLRP", "cp": "CP-LRP"}
 DEFAULT_ATTENTION_RULE = "attnlrp"
 
 

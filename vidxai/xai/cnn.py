@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from vidxai.errors import ConfigError
+from vidxai.models.layers import ClipMean
 from vidxai.xai.rules import Composite, LinearOp, LRPLinearFunction
 
 __all__ = [
@@ -404,7 +405,6 @@ def _register_torchvision_blocks() -> None:
     from torchvision.models.video.resnet import BasicBlock, Bottleneck
     from torchvision.models.video.s3d import SepInceptionBlock3D
 
-    from vidxai.models.layers import ClipMean
 
     register_layer(BasicBlock, exact=True)(_residual(("conv1", "conv2")))
     register_layer(Bottleneck, exact=True)(_residual(("conv1", "conv2", "conv3")))

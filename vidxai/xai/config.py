@@ -15,6 +15,9 @@ from typing import Any
 from torch import nn
 
 from vidxai.errors import ConfigError
+from vidxai.xai.explainer import VideoLRP
+from vidxai.xai.recurrent import check_lstm_rule
+from vidxai.xai.rules import resolve_rule
 
 __all__ = ["LRPConfig"]
 
@@ -92,9 +95,6 @@ class LRPConfig:
     def check(self) -> LRPConfig:
         """These settings, checked without a network: rule and parameters against the rule registry, the gate
         rule, ``bias_factor`` and ``chunk_frames``; one :class:`~vidxai.errors.ConfigError` line otherwise."""
-        from vidxai.xai.recurrent import check_lstm_rule
-        from vidxai.xai.rules import resolve_rule
-
         try:
             resolve_rule(self.rule, **self.params)
         except ValueError as exc:
@@ -116,6 +116,4 @@ class LRPConfig:
         ``preprocess``: the checkpoint's input normalisation (``mean``, ``std``), from which a box rule
         (``epsilon_gamma_box``) takes its input bounds unless ``params`` set ``low`` / ``high``.
         """
-        from vidxai.xai.explainer import VideoLRP
-
         return VideoLRP(net, self.rule, preprocess=preprocess, **self.explainer_kwargs())

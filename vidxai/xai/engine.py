@@ -64,6 +64,7 @@ from torch.overrides import TorchFunctionMode
 
 from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
+from vidxai.xai.attention import DEFAULT_ATTENTION_RULE, check_attention_rule
 from vidxai.xai.propagators import PropagatorContext, StageRelevance, register_propagator
 from vidxai.xai.rules import Composite, Epsilon, LinearOp, LinearRule, stabilize
 
@@ -771,8 +772,6 @@ class EnginePropagator:
     uses_attention = True  # VideoLRP refuses attention_rule= on a network without such a stage
 
     def __init__(self, stage: Stage, context: PropagatorContext) -> None:
-        from vidxai.xai.attention import DEFAULT_ATTENTION_RULE, check_attention_rule
-
         self.body = stage.module
         if not hasattr(self.body, "call") or not hasattr(self.body, "classifier"):
             raise TypeError(f"the tokens stage {stage.name!r} must be a vidxai.models.hf_stages.ModelBody")

@@ -13,14 +13,15 @@ from vidxai.io import write_json
 from vidxai.pipelines._common import to_plain
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult
 from vidxai.pipelines.modes.single import explain_clip, log_run, pick_clip, summary_lines, write_report
+from vidxai.viz.heatmaps import rule_comparison_figure
+from vidxai.viz.media import save_figure
+from vidxai.xai.rules import RULES, get_rule
 
 __all__ = ["comparison_frames", "compare_rules", "run"]
 
 
 def compare_rules(options: Any) -> list[str]:
     """The rules of ``compare=``, checked against the rule registry; every registered rule when not given."""
-    from vidxai.xai.rules import RULES, get_rule
-
     names = to_plain(options.get("compare"))
     if names is None:
         return list(RULES)
@@ -37,9 +38,6 @@ def compare_rules(options: Any) -> list[str]:
 
 def run(ctx: ExplainContext) -> ModeResult:
     """Explain the chosen clip with the main rule and with each compared rule; write ``compare.png``."""
-    from vidxai.viz.heatmaps import rule_comparison_figure
-    from vidxai.viz.media import save_figure
-
     rules = compare_rules(ctx.options)
     done = explain_clip(ctx, pick_clip(ctx))
     clip, target = done.clip, done.explanation.target

@@ -8,6 +8,7 @@ Clips come from a file (``video=``) or from the checkpoint's own data (same layo
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -23,9 +24,13 @@ import torch
 from omegaconf import DictConfig
 
 from vidxai.checkpoint import LoadedCheckpoint
+from vidxai.data import VideoDataModule, VideoDecodeError, read_clip
 from vidxai.data.clips import prepare_clip
-from vidxai.data.decoders import nvdec_usable
+from vidxai.data.decoders import decord_available, nvdec_usable, open_video
 from vidxai.errors import ConfigError, UserError
+from vidxai.pipelines._common import to_plain
+from vidxai.pipelines.sharded import run_in_process, run_sharded
+from vidxai.pretrained import PretrainedCheckpoint, closest_labels, load_for_explain
 from vidxai.xai.config import LRPConfig
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,6 @@ class ExplainContext:
         """``step(i)`` for this process's share of the videos ``range(n)``, then ``finish()`` of every process,
         gathered on rank 0 (:func:`vidxai.pipelines.sharded.run_sharded`; ``None`` on the other ranks).
         Without a trainer, every video in this process."""
-        from vidxai.pipelines.sharded import run_in_process, run_sharded
-
         if self.trainer is None:
             return run_in_process(n, step, finish)
         return run_sharded(self.trainer, self.ck.net, n, step, finish)
@@ -138,9 +141,6 @@ class ExplainContext:
 
     def clip_from_file(self, path: str) -> Clip:
         """The clip of any video file, sampled and preprocessed as the checkpoint's training did."""
-        from vidxai.data import VideoDecodeError, read_clip
-        from vidxai.data.decoders import decord_available
-
         p = Path(path).expanduser()
         pre = self.ck.preprocess
         backend = pre.get("backend", "auto")  # the training backend when it is installed here too
@@ -189,8 +189,6 @@ def quiet_decoders() -> Iterator[None]:
 
 def checkpoint_datamodule(ck: LoadedCheckpoint, cache_dir: str | None) -> Any:
     """The checkpoint's own data module (same layout, root, seed and split), set up for all splits."""
-    from vidxai.data import VideoDataModule
-
     data = {k: v for k, v in ck.data.items() if not k.startswith("_")}
     if not data:
         raise UserError(f"checkpoint {ck.path} carries no data config; pass video=PATH to explain a file")
@@ -224,8 +222,6 @@ def label_from_folder(path: Path, class_names: list[str]) -> int | None:
 
 def is_pretrained(ck: Any) -> bool:
     """Whether ``ck`` is a ``pretrained=`` model (:class:`vidxai.pretrained.PretrainedCheckpoint`)."""
-    from vidxai.pretrained import PretrainedCheckpoint
-
     return isinstance(ck, PretrainedCheckpoint)
 
 
@@ -265,9 +261,6 @@ class VideoFiles:
     @classmethod
     def from_option(cls, videos: Any, class_names: list[str]) -> VideoFiles:
         """From ``videos=``: a folder (its video files, recursively), a glob, or a list of files."""
-        from vidxai.data.decoders import VideoDecodeError, open_video
-        from vidxai.pipelines._common import to_plain
-
         value = to_plain(videos)
         if value in (None, "", []):
             raise UserError("a pretrained= model has no data splits: pass videos=<folder or glob> (your clips) for "
@@ -290,8 +283,6 @@ class VideoFiles:
 
 def _video_paths(patterns: list[str]) -> list[Path]:
     """The video files of folders, globs and plain file names, sorted, each once."""
-    import glob
-
     found: list[Path] = []
     for pattern in patterns:
         p = Path(pattern).expanduser()
@@ -316,8 +307,6 @@ def check_pretrained_options(options: DictConfig, mode: str) -> None:
         raise UserError(f"{used[0]}= picks videos of a train.py checkpoint's data; a pretrained= model has none: "
                         "pass video=FILE, or videos=<folder or glob> for mode=profile / mode=evaluate")
     if mode in ("profile", "evaluate"):
-        from vidxai.pipelines._common import to_plain
-
         videos = to_plain(options.get("videos"))
         if videos in (None, "", []):
             raise UserError(f"mode={mode} with pretrained= explains your clips: pass videos=<folder or glob>")
@@ -327,8 +316,6 @@ def check_pretrained_options(options: DictConfig, mode: str) -> None:
                         "glob> with mode=profile / mode=evaluate")
     video = options.get("video")
     if video is not None:
-        from vidxai.data.decoders import VideoDecodeError, open_video
-
         p = Path(str(video)).expanduser()
         if not p.is_file():
             raise UserError(f"video not found: {p}; pass video=path/to/clip.mp4")
@@ -344,8 +331,6 @@ def check_pretrained_options(options: DictConfig, mode: str) -> None:
 
 def load_pretrained_model(options: DictConfig, device: torch.device) -> Any:
     """The ``pretrained=`` model for ``explain.py`` (:func:`vidxai.pretrained.load_for_explain`)."""
-    from vidxai.pretrained import load_for_explain
-
     weights = options.get("weights")
     return load_for_explain(str(options.pretrained), None if weights in (None, "") else str(weights), device)
 
@@ -361,8 +346,6 @@ def class_index(value: Any, class_names: list[str], key: str = "target") -> int 
                             f"(0..{len(class_names) - 1})")
         return idx
     if value not in class_names:
-        from vidxai.pretrained import closest_labels
-
         close = closest_labels(str(value), class_names)
         hint = f" (closest: {', '.join(repr(c) for c in close)})" if close else ""
         known = (f"its classes are {class_names}" if len(class_names) <= 20 else

@@ -7,15 +7,15 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from vidxai.errors import UserError
+from vidxai.pipelines.evaluate import evaluation_settings, method_names, run_evaluation
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult
+from vidxai.pipelines.sharded import stop_check
 
 __all__ = ["check", "run"]
 
 
 def check(options: DictConfig) -> None:
     """Refuse what evaluate mode cannot do and bad evaluation values, before the checkpoint is loaded."""
-    from vidxai.pipelines.evaluate import evaluation_settings, method_names
-
     if options.get("video") is not None:
         raise UserError("evaluate mode scores the videos of a split of the checkpoint's data; drop video= "
                         "and pass split=test limit=N")
@@ -25,9 +25,6 @@ def check(options: DictConfig) -> None:
 
 def run(ctx: ExplainContext) -> ModeResult:
     """Score the methods on ``limit`` videos of ``split`` (default ``test``), split over the trainer's processes."""
-    from vidxai.pipelines.evaluate import run_evaluation
-    from vidxai.pipelines.sharded import stop_check
-
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     options = ctx.options

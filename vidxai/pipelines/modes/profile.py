@@ -13,7 +13,14 @@ import numpy as np
 
 from vidxai.io import write_json
 from vidxai.pipelines._common import save_in_run
+from vidxai.pipelines.evaluate import stopped
 from vidxai.pipelines.modes.context import ExplainContext, ModeResult, pct
+from vidxai.pipelines.progress import RunProgress
+from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings, stop_check
+from vidxai.viz.media import save_figure
+from vidxai.viz.profile import positive_mass, positive_share, profile_figure, temporal_profile
+from vidxai.viz.report import profile_report
+from vidxai.wandb_media import Html, Image, log_media
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +30,6 @@ __all__ = ["run", "summary_lines"]
 def run(ctx: ExplainContext) -> ModeResult:
     """Explain the first ``limit`` videos of ``split`` (split over the trainer's processes) and write their
     temporal profile (rank 0)."""
-    from vidxai.viz.profile import temporal_profile
-
     split = str(ctx.options.get("split") or "test")
     dataset = ctx.dataset(split)
     n = ctx.split_size(dataset, split)
@@ -66,10 +71,6 @@ def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
     ``videos.json`` (on rank 0; ``None`` on the other ranks). Each process explains its share of the videos and
     writes each one to its journal (``journal/rank<r>.jsonl``) as soon as it is explained; with ``resume=`` the
     videos the journal holds are read back instead."""
-    from vidxai.pipelines.evaluate import stopped
-    from vidxai.pipelines.progress import RunProgress
-    from vidxai.pipelines.sharded import PaddedShard, process_journal, resume_settings, stop_check
-
     explainer = ctx.explainer()
     done: dict[int, tuple[Any, int, dict[str, Any]]] = {}
     state: dict[str, Any] = {}
@@ -113,8 +114,6 @@ def _explain_videos(ctx: ExplainContext, dataset: Any, n: int
 
 def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int
                    ) -> tuple[Any, int | None, dict[str, Any]]:
-    from vidxai.viz.profile import positive_mass, positive_share
-
     clip = ctx.clip(dataset, i)
     names = ctx.ck.class_names
     expl = explainer.explain(clip.video, target=ctx.target)
@@ -132,16 +131,10 @@ def _explain_video(ctx: ExplainContext, explainer: Any, dataset: Any, i: int
 
 
 def _draw_and_log(ctx: ExplainContext, prof: dict[str, Any], lines: list[str]) -> None:
-    from vidxai.viz.media import save_figure
-    from vidxai.viz.profile import profile_figure
-    from vidxai.viz.report import profile_report
-
     fig_path = ctx.out_dir / "profile.png"
     save_figure(profile_figure(prof), fig_path)
     report = profile_report(prof, ctx.out_dir, fig_path, lines)
     if ctx.run is not None:
-        from vidxai.wandb_media import Html, Image, log_media
-
         log_media(ctx.run, {"explain/profile": Image(fig_path), "explain/report": Html(report)})
         ctx.run.summary.update({k: v for k, v in prof.items() if isinstance(v, (int, float, str))})
         save_in_run(ctx.run, ctx.out_dir / "profile.json")

@@ -12,11 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from vidxai.data.input_stats import compare_with_training
 from vidxai.errors import UserError
 from vidxai.io import write_json
 from vidxai.pipelines._common import save_in_run
 from vidxai.pipelines.modes.context import Clip, ExplainContext, ModeResult, class_index, pct
+from vidxai.viz.explanation import render_explanation
 from vidxai.viz.profile import positive_mass, positive_share, temporal_shares
+from vidxai.viz.report import explanation_report
+from vidxai.wandb_media import Html, Image, Video, log_media
 
 __all__ = ["Explained", "explain_clip", "near_chance", "pick_clip", "relevance_summary", "run", "summary_lines",
            "write_report"]
@@ -45,8 +49,6 @@ def run(ctx: ExplainContext) -> ModeResult:
 
 def write_report(ctx: ExplainContext, done: Explained, lines: list[str]) -> None:
     """``report.html``: the overlay, the curve with its peaks, the peak frames, the top-k predictions."""
-    from vidxai.viz.report import explanation_report
-
     done.figures["report"] = explanation_report(done.summary, ctx.out_dir, done.figures, done.gif, lines,
                                                 top_k=max(int(ctx.options.get("top_k", 3)), 5))
 
@@ -76,8 +78,6 @@ def pick_clip(ctx: ExplainContext) -> Clip:
 
 def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
     """Explain ``clip`` with ``ctx.lrp``, draw it and save ``relevance.npz``; the summary is not written yet."""
-    from vidxai.viz.explanation import render_explanation
-
     explainer = ctx.explainer()
     start = time.perf_counter()
     expl = explainer.explain(clip.video, target=ctx.target)
@@ -111,7 +111,6 @@ def explain_clip(ctx: ExplainContext, clip: Clip) -> Explained:
                          "delta": expl.delta()},
     })
     if ctx.options.get("video") is not None:  # a file from anywhere: is it like what the model was trained on?
-        from vidxai.data.input_stats import compare_with_training
 
         summary["training_data"] = (
             {"status": "unknown", "outside": [],
@@ -126,7 +125,6 @@ def log_run(ctx: ExplainContext, done: Explained) -> None:
     """Figures, overlay and headline numbers into the W&B run (when there is one)."""
     if ctx.run is None:
         return
-    from vidxai.wandb_media import Html, Image, Video, log_media
 
     media: dict[str, Any] = {f"explain/{k}": Image(v) for k, v in done.figures.items() if k != "report"}
     if "report" in done.figures:
