@@ -247,6 +247,10 @@ def transformer_memory(args: argparse.Namespace) -> dict:
     """:func:`transformer_memory_child` for the gradient and for LRP, each in its own subprocess."""
     out = {}
     for method in ("gradient", args.memory_rule):
+        if args.smoke:  # the code path in this process (the peak figures are not one call's alone)
+            out[method] = {**transformer_memory_child(argparse.Namespace(**{**vars(args), "memory_rule": method}),
+                                                      torch.device(args.device)), "in_process": True}
+            continue
         cmd = [
             sys.executable, __file__, "--memory-child", "--device", args.device, "--model", args.model,
             "--frames", str(args.frames), "--size", str(args.size), "--patch", str(args.patch),
@@ -432,7 +436,10 @@ def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def memory(args: argparse.Namespace) -> dict:
-    """Run :func:`memory_child` in a subprocess so that VmHWM is this run's peak alone."""
+    """Run :func:`memory_child` in a subprocess so that VmHWM is this run's peak alone (``--smoke``: in this
+    process, so the peak is not this call's alone)."""
+    if args.smoke:
+        return {**memory_child(args, torch.device(args.device)), "in_process": True}
     cmd = [
         sys.executable, __file__, "--memory-child", "--device", args.device,
         "--memory-frames", str(args.memory_frames), "--memory-size", str(args.memory_size),
@@ -445,7 +452,56 @@ def memory(args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+#: ``--smoke``: each model at the tiniest size its code accepts (VGG16 needs 32x32: five 2x2 poolings)
+SMOKE: dict[str, dict] = {
+    "vgg16_lstm": {"frames": 2, "size": 32, "memory": True, "memory_frames": 4, "memory_size": 32,
+                   "chunk_frames": 2},
+    "r2plus1d": {"frames": 4, "size": 32, "width": 0.125, "memory": False},
+    **{m: {"frames": 4, "size": 16, "patch": 8, "hidden": 16, "layers": 1, "heads": 2, "memory": True}
+       for m in TRANSFORMERS},
+}
+
+
+def _parts(args: argparse.Namespace, device: torch.device) -> dict:
+    """The speed and (``--memory``) memory parts for ``args.model``."""
+    is_transformer = args.model in TRANSFORMERS
+    out: dict = {}
+    if not args.no_speed:
+        out["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
+    if args.memory:
+        out["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    return out
+
+
+def table(report: dict) -> str:
+    """One row per measured ratio: model, part, what, ratio (method / baseline) and the two times."""
+    runs = report.get("smoke") or {report["config"]["model"]: report}
+    lines = [f"{'model':<12} {'part':<13} {'what':<34} {'ratio':>8} {'seconds':>9} {'baseline s':>10}"]
+    for model, run in runs.items():
+        for part, rows in run.get("speed", {}).items():
+            for what, r in rows.items():
+                if isinstance(r, dict) and "ratio" in r:
+                    lines.append(f"{model:<12} {part:<13} {what:<34} {r['ratio']:>7.2f}x {r['seconds']:>9.3f} "
+                                 f"{r['baseline_seconds']:>10.3f}")
+                elif isinstance(r, str):  # a peer that could not run
+                    lines.append(f"{model:<12} {part:<13} {what:<34} {r[:60]}")
+        mem = run.get("memory")
+        if mem:
+            if "peak_growth_gib" in mem:  # VGG16+LSTM: one chunked explanation
+                lines.append(f"{model:<12} {'memory':<13} {'peak growth GiB (' + mem['rule'] + ')':<34} "
+                             f"{mem['peak_growth_gib']:>8.3f} {mem['seconds']:>9.3f}")
+            for what in ("ratio", "kept_ratio"):
+                if what in mem:
+                    lines.append(f"{model:<12} {'memory':<13} {what + ' (LRP / gradient)':<34} {mem[what]:>7.2f}x")
+            for what, r in mem.items():
+                if isinstance(r, dict) and "error" in r:
+                    lines.append(f"{model:<12} {'memory':<13} {what:<34} error: {r['error']}")
+            if "error" in mem:
+                lines.append(f"{model:<12} {'memory':<13} error: {mem['error']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d", *TRANSFORMERS])
@@ -469,27 +525,42 @@ def main() -> None:
     parser.add_argument("--memory-rule", default="epsilon")
     parser.add_argument("--chunk-frames", type=int, default=8)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="every model and part (speed, memory, peers) at the tiniest sizes, one repeat, memory "
+                             "children in this process: checks the script in seconds, measures nothing")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
     if args.memory and args.model == "r2plus1d":
         parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.clock == "process" and device.type == "cuda":
         parser.error("--clock process counts CPU time only; use --clock wall on CUDA")
+    if args.smoke and args.device == "cpu":
+        args.threads = args.threads or 1  # tiny ops: a second thread only waits (10x slower on a busy machine)
     global _clock
+    threads, clock = torch.get_num_threads(), _clock
     _clock = CLOCKS[args.clock]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, parser, device)
+    finally:  # a caller in the same process (the smoke test) keeps its settings
+        torch.set_num_threads(threads)
+        _clock = clock
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> dict:
 
     is_transformer = args.model in TRANSFORMERS
     if is_transformer and args.rules == parser.get_default("rules"):
         args.rules = ["epsilon"]
     if args.memory_child:
         child = transformer_memory_child if is_transformer else memory_child
-        print(json.dumps(child(args, device)))
-        return
+        out = child(args, device)
+        print(json.dumps(out))
+        return out
 
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -508,17 +579,26 @@ def main() -> None:
              "attn": args.attn if args.model in ("videomae", "vivit", "vjepa2") else "eager",
              "attention_rules": args.attention_rules}
         )  # fmt: skip
-    if not args.no_speed:
-        report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
-    if args.memory:
-        report["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    if args.smoke:
+        report["config"] = {"smoke": SMOKE}
+        report["smoke"] = {}
+        for model, sizes in SMOKE.items():
+            one = argparse.Namespace(**{**vars(args), **sizes, "model": model, "repeats": 1, "no_speed": False})
+            if model in TRANSFORMERS:
+                one.rules = ["epsilon"]
+            report["smoke"][model] = _parts(one, device)
+            print(f"  smoke {model}: done", file=sys.stderr, flush=True)
+    else:
+        report.update(_parts(args, device))
     report["load_average_after"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"
     path.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    print(table(report))
     print(f"written to {path}")
+    return report
 
 
 if __name__ == "__main__":
