@@ -103,7 +103,8 @@ def _commit() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=40, help="decode size (square)")
@@ -120,6 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--smoke", action="store_true",
                         help=f"every code path at the tiniest size, one thread (seconds; measures nothing): {SMOKE}")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.synthetic = SMOKE_SYNTHETIC if args.smoke else SYNTHETIC
     if args.smoke:

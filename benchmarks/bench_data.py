@@ -553,7 +553,8 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats, fewer epochs, the synthetic setting only (no paper-size step)")
@@ -576,6 +577,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--robust-worker", help=argparse.SUPPRESS)
     parser.add_argument("--smoke", action="store_true",
                         help="every code path at the tiniest sizes in seconds (checks the script, measures nothing)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.decode_worker:
         out = decode_worker(json.loads(args.decode_worker))

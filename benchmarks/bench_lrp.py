@@ -501,7 +501,8 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d", *TRANSFORMERS])
@@ -529,6 +530,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="every model and part (speed, memory, peers) at the tiniest sizes, one repeat, memory "
                              "children in this process: checks the script in seconds, measures nothing")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")

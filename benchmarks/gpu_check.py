@@ -416,7 +416,8 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "evaluate": part_evaluate}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (the CPU smoke run)")
@@ -425,6 +426,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, help="paired LRP repeats (default 5, --quick 2)")
     parser.add_argument("--eval-limit", type=int, default=24, help="clips of the evaluate part")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check"), help="folder of the JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available: use --device cpu")
