@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
 
 from vidxai.data import VideoDataModule  # noqa: E402
 from vidxai.models import VideoClassifier  # noqa: E402
@@ -130,14 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.synthetic = SMOKE_SYNTHETIC if args.smoke else SYNTHETIC
     if args.smoke:
         vars(args).update(SMOKE)
-        args.threads = args.threads or 1
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+        args.threads = args.threads or SMOKE_THREADS
+    with torch_threads(args.threads):
         return _run(args)
-    finally:  # a caller in the same process (the smoke test) keeps its thread count
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:

@@ -596,13 +596,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
-    threads = torch.get_num_threads()
-    if args.smoke and args.device == "cpu":
-        torch.set_num_threads(1)  # tiny ops: a second thread only waits (10x slower on a busy machine)
-    try:
+    from bench_common import SMOKE_THREADS, torch_threads
+
+    with torch_threads(SMOKE_THREADS if args.smoke and args.device == "cpu" else None):
         return _run(args)
-    finally:  # a caller in the same process (the smoke test) keeps its thread count
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:

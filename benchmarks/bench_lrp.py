@@ -62,6 +62,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
+
 from vidxai.models import VGG16LSTM, R2Plus1D  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
 from vidxai.xai.config import LRPConfig  # noqa: E402
@@ -544,16 +546,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.clock == "process" and device.type == "cuda":
         parser.error("--clock process counts CPU time only; use --clock wall on CUDA")
     if args.smoke and args.device == "cpu":
-        args.threads = args.threads or 1  # tiny ops: a second thread only waits (10x slower on a busy machine)
+        args.threads = args.threads or SMOKE_THREADS
     global _clock
-    threads, clock = torch.get_num_threads(), _clock
-    _clock = CLOCKS[args.clock]
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock, _clock = _clock, CLOCKS[args.clock]
     try:
-        return _run(args, parser, device)
-    finally:  # a caller in the same process (the smoke test) keeps its settings
-        torch.set_num_threads(threads)
+        with torch_threads(args.threads):
+            return _run(args, parser, device)
+    finally:  # a caller in the same process (the smoke test) keeps its clock
         _clock = clock
 
 

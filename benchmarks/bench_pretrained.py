@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import SMOKE_THREADS, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,14 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    threads = torch.get_num_threads()
     if args.smoke:
         args.repeats = 1
-        torch.set_num_threads(1)  # tiny ops: a second thread only waits (10x slower on a busy machine)
-    try:
+    with torch_threads(SMOKE_THREADS if args.smoke else None):
         return _run(args)
-    finally:  # a caller in the same process (the smoke test) keeps its thread count
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:

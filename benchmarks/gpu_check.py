@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
 from bench_lrp import _paired, _sync  # noqa: E402
 
 #: seconds per part on the GPU (the sum, with start-up, stays under 8 minutes); --quick uses a quarter
@@ -439,13 +440,8 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.work = Path(args.out) / f"work-{stamp}"
     args.partial = {}
-    threads = torch.get_num_threads()
-    if args.quick and args.device == "cpu":
-        torch.set_num_threads(1)  # tiny ops: a second thread only waits (10x slower on a busy machine)
-    try:
+    with torch_threads(SMOKE_THREADS if args.quick and args.device == "cpu" else None):
         return _run(args)
-    finally:  # a caller in the same process (the smoke test) keeps its thread count
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict:
