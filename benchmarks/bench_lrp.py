@@ -18,7 +18,8 @@ Memory (``--memory``, slow on small CPUs): in a fresh subprocess, explain one ``
 (``VmHWM`` of ``/proc/self/status``, Linux) and its growth over the model-only baseline; on CUDA the
 peak allocated device memory.
 
-``--model r2plus1d`` measures the 3D CNN instead (R(2+1)D-18, full width unless ``--width``): the same
+``--model convlstm`` measures the ConvLSTM (its ``conf/model/convlstm.yaml`` sizes, full model only, no memory
+part). ``--model r2plus1d`` measures the 3D CNN instead (R(2+1)D-18, full width unless ``--width``): the same
 explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`` has no ``Conv3d`` rule
 and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
 does not apply to 3D convolutions).
@@ -155,6 +156,18 @@ def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
 TRANSFORMERS = ("videomae", "timesformer", "vivit", "vjepa2", "videoprism")
 
 
+def _convlstm(device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """The ConvLSTM of ``conf/model/convlstm.yaml`` (its stem and cell sizes), random weights."""
+    from omegaconf import OmegaConf
+
+    from vidxai.models import build_network
+
+    torch.manual_seed(seed)
+    net = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "convlstm.yaml").net, resolve=True)
+    net.pop("arch", None)
+    return build_network("convlstm", 11, **{k: v for k, v in net.items() if not k.startswith("_")}).to(device).eval()
+
+
 def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> torch.nn.Module:
     """vidxai's network of ``--model`` (the ``transformers`` classifier as ``.hf``), random weights."""
     from vidxai.models import NETWORKS, build_network
@@ -275,9 +288,11 @@ def transformer_memory(args: argparse.Namespace) -> dict:
 
 
 def speed(args: argparse.Namespace, device: torch.device) -> dict:
-    """Explain time / gradient time, full model and VGG16 alone with peers (R(2+1)D: full model only)."""
-    is_3d = args.model == "r2plus1d"
-    model = _r2plus1d(device, args.width) if is_3d else _model(device)
+    """Explain time / gradient time, full model and VGG16 alone with peers (ConvLSTM, R(2+1)D: full model only)."""
+    full_only = args.model != "vgg16_lstm"  # the per-frame peers need VGG16's encoder
+    builders = {"vgg16_lstm": lambda: _model(device), "r2plus1d": lambda: _r2plus1d(device, args.width),
+                "convlstm": lambda: _convlstm(device)}
+    model = builders[args.model]()
     clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
     target = 3
     params = list(model.parameters())
@@ -297,10 +312,10 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         finally:
             set_requires_grad(False)
 
-    results: dict = {"full_model": {}} if is_3d else {"full_model": {}, "encoder_only": {}}
+    results: dict = {"full_model": {}} if full_only else {"full_model": {}, "encoder_only": {}}
     full = results["full_model"]
     # cuDNN's LSTM backward needs training mode; a one-layer LSTM has no dropout, so it computes the same
-    if not is_3d:
+    if not full_only:
         model.lstm.train(device.type == "cuda")
     set_requires_grad(False)
     full["grad_full_vs_grad_input"] = _paired(grad_full, grad_input, args.repeats, device)
@@ -310,7 +325,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)  # noqa: B023
         res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
         full[f"vidxai_{rule}"] = res
-    if is_3d:
+    if full_only:
         return results
 
     # --- VGG16 part alone, frames folded into the batch, starting relevance = ones at the features
@@ -458,6 +473,7 @@ def memory(args: argparse.Namespace) -> dict:
 SMOKE: dict[str, dict] = {
     "vgg16_lstm": {"frames": 2, "size": 32, "memory": True, "memory_frames": 4, "memory_size": 32,
                    "chunk_frames": 2},
+    "convlstm": {"frames": 4, "size": 32, "memory": False},
     "r2plus1d": {"frames": 4, "size": 32, "width": 0.125, "memory": False},
     **{m: {"frames": 4, "size": 16, "patch": 8, "hidden": 16, "layers": 1, "heads": 2, "memory": True}
        for m in TRANSFORMERS},
@@ -507,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d", *TRANSFORMERS])
+    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "convlstm", "r2plus1d", *TRANSFORMERS])
     parser.add_argument("--patch", type=int, default=16, help="transformers: patch size")
     parser.add_argument("--hidden", type=int, default=384, help="transformers: hidden size")
     parser.add_argument("--layers", type=int, default=6, help="transformers: blocks")
@@ -540,8 +556,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
-    if args.memory and args.model == "r2plus1d":
-        parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
+    if args.memory and args.model in ("r2plus1d", "convlstm"):
+        parser.error(f"--memory measures VGG16+LSTM's chunk_frames (or a transformer's peak), not --model {args.model}")
     device = torch.device(args.device)
     if args.clock == "process" and device.type == "cuda":
         parser.error("--clock process counts CPU time only; use --clock wall on CUDA")

@@ -98,10 +98,12 @@ def _smoke(script: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[
 
 
 def test_bench_lrp_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from vidxai.models import NETWORKS
+
     bench_lrp = benchmark_script("bench_lrp")
     report, printed, saved = _smoke("bench_lrp", tmp_path, capsys)
     assert saved == json.loads(json.dumps(report))
-    assert set(report["smoke"]) == {"vgg16_lstm", "r2plus1d", *bench_lrp.TRANSFORMERS}
+    assert set(report["smoke"]) == set(NETWORKS)  # every registered network (a new one needs its --model)
     rows = [line.split() for line in printed.splitlines()]
     for model, run in report["smoke"].items():
         for part, entries in run["speed"].items():
