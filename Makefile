@@ -45,7 +45,8 @@ RESULTS_ARGS ?=
 results: $(STAMP)
 	$(BIN)/python -m vidxai.pipelines.results $(RESULTS_ARGS)
 
-# bench = LRP speed + the data path and training throughput (quick); `make bench-data` is the full data run.
+# bench = LRP speed + the data path and training throughput (quick) + the feature cache (2 epochs); `make
+# bench-data` is the full data run. Every script takes --smoke (seconds; tests/test_benchmarks.py runs these lines so).
 # DECORD2=/path (pip install --target /path decord2) also measures decord2 next to decord.
 DECORD2 ?=
 bench: $(STAMP)

@@ -7,12 +7,15 @@ Same data, same model (VGG16+LSTM with a frozen VGG16, random weights), same bat
 * **cached**: ``freeze_encoder=true`` and ``data.feature_cache=true``: the features are computed once before
   the first epoch (``cache_fill_s``) and every epoch reads them and runs the LSTM and head only.
 
-Epoch time = one training epoch (no validation), the median over the epochs after the first.
+Epoch time = one training epoch (no validation), the median over the epochs after the first. DataLoader workers
+persist across epochs (``persistent_workers``, as in the shipped data configs): their start-up, seconds per spawned
+worker, is in the first epoch only.
 ``feature_cache_speedup`` = uncached epoch time / cached epoch time. The data are the embedded synthetic
 set (generated into a temporary folder), clips as in ``--frames``/``--size``/``--crop``.
 
     python benchmarks/bench_cache.py                        # 8 frames, 40x40 decode, 32x32 crop
     python benchmarks/bench_cache.py --frames 16 --size 128 --crop 112
+    python benchmarks/bench_cache.py --smoke                # every code path at the tiniest size (seconds)
 
 Prints a table and, as its last line, the JSON object also written to ``outputs/bench/``.
 """
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
 
 from vidxai.data import VideoDataModule  # noqa: E402
 from vidxai.models import VideoClassifier  # noqa: E402
@@ -60,12 +64,14 @@ def run(args: argparse.Namespace, data_root: Path, cache_dir: Path, cached: bool
     """One fit of ``args.epochs`` epochs; returns epoch times and the time before the first epoch."""
     dm = VideoDataModule(layout="ucf11", root=str(data_root), num_frames=args.frames, size=(args.size, args.size),
                          crop_size=args.crop, batch_size=args.batch_size, num_workers=args.workers,
+                         # as the shipped data configs: workers (spawned interpreters) start once, not per epoch
+                         persistent_workers=args.workers > 0,
                          mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), cache_dir=str(cache_dir),
-                         synthetic=SYNTHETIC, feature_cache=cached)
+                         synthetic=args.synthetic, feature_cache=cached)
     dm.prepare_data()
     dm.setup("fit")
     torch.manual_seed(0)
-    net = {"arch": "vgg16_lstm", "hidden_size": 128, "batch_norm": False, "pretrained": False,
+    net = {"arch": "vgg16_lstm", "hidden_size": args.hidden, "batch_norm": False, "pretrained": False,
            "freeze_encoder": True}
     model = VideoClassifier(net, dm.num_classes, preprocess=dm.preprocess)
     timer = EpochTimer()
@@ -84,6 +90,10 @@ def run(args: argparse.Namespace, data_root: Path, cache_dir: Path, cached: bool
 #: The embedded synthetic set of ``conf/data/synthetic.yaml``.
 SYNTHETIC = {"num_classes": 4, "groups_per_class": 10, "clips_per_group": 3, "num_frames": 16, "size": [64, 64],
              "fps": 8, "seed": 0}
+#: ``--smoke``: 10 videos of 8 frames at 32x32 (the test suite's tiny set), 4-frame clips, a 16-wide LSTM
+SMOKE_SYNTHETIC = {"num_classes": 2, "groups_per_class": 5, "clips_per_group": 1, "num_frames": 8, "size": [32, 32],
+                   "fps": 8, "seed": 0}
+SMOKE = {"frames": 4, "size": 32, "crop": 32, "batch_size": 4, "workers": 0, "epochs": 2, "hidden": 16}
 
 
 def _commit() -> str:
@@ -94,7 +104,8 @@ def _commit() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=40, help="decode size (square)")
@@ -107,10 +118,25 @@ def main(argv: list[str] | None = None) -> dict:
                         help="torch CPU threads for both runs (default: torch's choice); on a loaded machine "
                              "1 avoids OpenMP threads waiting on each other, which slows small LSTM steps 10-100x")
     parser.add_argument("--data", default=None, help="folder for the synthetic videos (default: a temporary one)")
+    parser.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"every code path at the tiniest size, one thread (seconds; measures nothing): {SMOKE}")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.synthetic = SMOKE_SYNTHETIC if args.smoke else SYNTHETIC
+    if args.smoke:
+        vars(args).update(SMOKE)
+        args.threads = args.threads or SMOKE_THREADS
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
 
@@ -126,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__, "device": args.device,
                     "threads": torch.get_num_threads(), "load_avg": os.getloadavg()},
-        "settings": {"model": "vgg16_lstm (frozen VGG16, random weights)", "frames": args.frames,
+        "smoke": args.smoke,
+        "settings": {"model": f"vgg16_lstm (frozen VGG16, random weights, LSTM {args.hidden})", "frames": args.frames,
                      "size": args.size, "crop": args.crop, "batch_size": args.batch_size, "workers": args.workers,
                      "epochs": args.epochs, "train_clips": cached["train_clips"]},
         "uncached": uncached,

@@ -24,6 +24,12 @@ tree) and the JSON object is printed as the last line.
     python benchmarks/bench_data.py --quick                          # ~2-3 min on 2 cores
     python benchmarks/bench_data.py --decord2-path /tmp/decord2      # also decord2 (pip install --target)
     python benchmarks/bench_data.py --device cuda                    # GPU training variants (+ NVDEC)
+    python benchmarks/bench_data.py --smoke                          # every code path, tiny sizes (seconds)
+
+``--smoke`` checks the script, it measures nothing: tiny videos (64x48, 1 s) under ``<cache-dir>/smoke/``,
+4-frame clips at 32x32, the decoders in this process (the robustness children still in subprocesses), the
+DataModule with 0 workers only (a worker is a spawned interpreter: seconds), every network trained one step at
+2 x 4 x 32x32 in both the synthetic and the paper code path, one thread.
 """
 
 from __future__ import annotations
@@ -43,17 +49,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIP_FRAMES = 16
-DECODE_SIZE = (128, 128)  # conf/data/ucf11.yaml: size (frames are resized while decoding), crop 112
-CROP = 112
-SOURCE_HW = (240, 320)
 FPS = 25
-SECONDS = 6
 FORMATS = {"mpg": "mpeg1video", "mp4": "libx264"}
+#: generated videos (UCF11-like: 320x240, 6 s) and the clips the dataset samples from them (conf/data/ucf11.yaml:
+#: 16 frames resized to 128x128 while decoding, cropped to 112)
+SIZES = {"source_hw": (240, 320), "seconds": 6, "clip_frames": 16, "decode_size": (128, 128), "crop": 112}
+#: ``--smoke``: the same code paths at the tiniest sizes
+SMOKE_SIZES = {"source_hw": (48, 64), "seconds": 1, "clip_frames": 4, "decode_size": (32, 32), "crop": 24}
+#: ``--smoke`` training: every network, both settings, batch 2 x 4 frames of 32x32, one step
+SMOKE_TRAINING = {"frames": 4, "size": 32, "batch": 2}
 
 
 # ----------------------------------------------------------------------------- generated videos
-def _frames(seed: int, n: int, hw: tuple[int, int] = SOURCE_HW):
+def _frames(seed: int, n: int, hw: tuple[int, int]):
     """UCF11-like content: a textured static scene, a slow global pan and two moving blobs."""
     import numpy as np
 
@@ -75,8 +83,9 @@ def _frames(seed: int, n: int, hw: tuple[int, int] = SOURCE_HW):
     return out
 
 
-def write_bench_video(path: Path, fmt: str, seed: int = 0, seconds: float = SECONDS) -> Path:
-    """Encode a ``seconds`` long 320x240 clip as MPEG-1 (``mpg``) or H.264 (``mp4``) with PyAV."""
+def write_bench_video(path: Path, fmt: str, seed: int = 0, sizes: dict = SIZES) -> Path:  # noqa: B006 - read only
+    """Encode a ``sizes["seconds"]`` long clip of ``sizes["source_hw"]`` (320x240) as MPEG-1 (``mpg``) or H.264
+    (``mp4``) with PyAV."""
     import av
 
     from vidxai.data.synthetic import mux_frames
@@ -85,10 +94,11 @@ def write_bench_video(path: Path, fmt: str, seed: int = 0, seconds: float = SECO
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
-    frames = _frames(seed, int(round(seconds * FPS)))
+    hw = tuple(sizes["source_hw"])
+    frames = _frames(seed, int(round(sizes["seconds"] * FPS)), hw)
     with av.open(str(tmp), "w", format="mpeg" if fmt == "mpg" else "mp4") as container:
         stream = container.add_stream(FORMATS[fmt], rate=FPS)
-        stream.width, stream.height = SOURCE_HW[1], SOURCE_HW[0]
+        stream.width, stream.height = hw[1], hw[0]
         stream.pix_fmt = "yuv420p"
         if fmt == "mpg":
             stream.bit_rate = 1_500_000  # UCF11's MPEG-1 files are around 1-2 Mbit/s
@@ -99,16 +109,17 @@ def write_bench_video(path: Path, fmt: str, seed: int = 0, seconds: float = SECO
     return path
 
 
-def bench_videos(cache: Path) -> dict[str, str]:
-    return {fmt: str(write_bench_video(cache / f"bench_320x240.{fmt}", fmt)) for fmt in FORMATS}
+def bench_videos(cache: Path, sizes: dict) -> dict[str, str]:
+    h, w = sizes["source_hw"]
+    return {fmt: str(write_bench_video(cache / f"bench_{w}x{h}.{fmt}", fmt, sizes=sizes)) for fmt in FORMATS}
 
 
-def dataset_folder(cache: Path, fmt: str, classes: int, per_class: int) -> Path:
+def dataset_folder(cache: Path, fmt: str, classes: int, per_class: int, sizes: dict) -> Path:
     """A ``folder``-layout dataset of generated videos: root/<class>/<video>.<fmt>."""
     root = cache / f"folder_{fmt}_{classes}x{per_class}"
     for c in range(classes):
         for v in range(per_class):
-            write_bench_video(root / f"class{c}" / f"video{v:02d}.{fmt}", fmt, seed=100 * c + v)
+            write_bench_video(root / f"class{c}" / f"video{v:02d}.{fmt}", fmt, seed=100 * c + v, sizes=sizes)
     return root
 
 
@@ -130,13 +141,13 @@ def broken_files(cache: Path, videos: dict[str, str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- decoding (subprocesses)
-def _clip_indices(n_video: int, repeats: int) -> list[list[int]]:
+def _clip_indices(n_video: int, clip_frames: int, repeats: int) -> list[list[int]]:
     import numpy as np
 
     from vidxai.data.sampling import jittered_segment_indices
 
     rng = np.random.default_rng(0)
-    return [jittered_segment_indices(n_video, CLIP_FRAMES, rng).tolist() for _ in range(repeats)]
+    return [jittered_segment_indices(n_video, clip_frames, rng).tolist() for _ in range(repeats)]
 
 
 def decode_worker(spec: dict) -> dict:
@@ -146,7 +157,8 @@ def decode_worker(spec: dict) -> dict:
     sys.path.insert(0, str(ROOT))
     from vidxai.data.decoders import open_video
 
-    backend = spec["backend"]
+    backend, sizes = spec["backend"], spec["sizes"]
+    decode_size = tuple(sizes["decode_size"])
     out: dict[str, Any] = {}
     if backend == "decord":
         import decord
@@ -166,14 +178,14 @@ def decode_worker(spec: dict) -> dict:
             with open_video(path, backend=backend, device=device) as dec:
                 frames = dec.get_frames(list(range(n)))
             full.append(time.perf_counter() - start)
-        assert frames.shape == (n, *SOURCE_HW, 3), frames.shape
+        assert frames.shape == (n, *sizes["source_hw"], 3), frames.shape
         clips = []
-        for idx in _clip_indices(n, spec["clip_repeats"]):
+        for idx in _clip_indices(n, sizes["clip_frames"], spec["clip_repeats"]):
             start = time.perf_counter()
-            with open_video(path, backend=backend, size=DECODE_SIZE, device=device) as dec:
+            with open_video(path, backend=backend, size=decode_size, device=device) as dec:
                 clip = dec.get_frames(idx)
             clips.append(time.perf_counter() - start)
-        assert clip.shape == (CLIP_FRAMES, *DECODE_SIZE, 3), clip.shape
+        assert clip.shape == (sizes["clip_frames"], *decode_size, 3), clip.shape
         out[fmt] = {"frames": n, "full_decode_fps": n / statistics.median(full),
                     "clip_ms": 1000 * statistics.median(clips)}
     return out
@@ -236,8 +248,11 @@ def bench_decoding(args: argparse.Namespace, videos: dict[str, str], broken: dic
     rounds: dict[str, list[dict]] = {name: [] for name in candidates}
     for _ in range(args.decode_rounds):  # decoders alternate round by round: fair under drifting load
         for name, spec in candidates.items():
-            spec = {**spec, "videos": videos, "repeats": args.decode_repeats, "clip_repeats": args.clip_repeats}
-            rounds[name].append(_child("decode", spec, timeout=600))
+            spec = {**spec, "videos": videos, "repeats": args.decode_repeats, "clip_repeats": args.clip_repeats,
+                    "sizes": args.sizes}
+            # --smoke: in this process (decord and decord2 share an import name: a decord2 folder still forks)
+            in_process = args.smoke and not spec.get("path")
+            rounds[name].append(decode_worker(spec) if in_process else _child("decode", spec, timeout=600))
             print(f"  decode {name}: {rounds[name][-1]}", file=sys.stderr)
     results: dict[str, Any] = {}
     for name, runs in rounds.items():
@@ -268,8 +283,10 @@ def bench_datamodule(args: argparse.Namespace, root: Path, cache: Path) -> dict:
     from vidxai.data.decoders import open_video
 
     backend = "decord" if _has_decord() else "pyav"
-    common = {"layout": "folder", "root": str(root), "num_frames": CLIP_FRAMES, "size": DECODE_SIZE,
-              "crop_size": CROP, "batch_size": args.batch_size, "backend": backend, "val_fraction": 0.1,
+    sizes = args.sizes
+    decode_size = tuple(sizes["decode_size"])
+    common = {"layout": "folder", "root": str(root), "num_frames": sizes["clip_frames"], "size": decode_size,
+              "crop_size": sizes["crop"], "batch_size": args.batch_size, "backend": backend, "val_fraction": 0.1,
               "test_fraction": 0.1, "cache_dir": str(cache / "manifests"), "persistent_workers": True}
     dm0 = VideoDataModule(num_workers=0, **common)
     dm0.prepare_data()
@@ -284,7 +301,7 @@ def bench_datamodule(args: argparse.Namespace, root: Path, cache: Path) -> dict:
         start = time.perf_counter()
         for _ in range(epochs):
             for i, e in enumerate(entries):
-                with open_video(e.record.path, backend=backend, size=DECODE_SIZE) as dec:
+                with open_video(e.record.path, backend=backend, size=decode_size) as dec:
                     dec.get_frames(ds.frame_indices(i, rng))
         return epochs * len(entries) / (time.perf_counter() - start)
 
@@ -405,9 +422,13 @@ def bench_training(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     settings = {"synthetic": _synthetic_setting(),
                 "paper": {"frames": 20, "size": 224, "batch": args.paper_batch}}
-    if args.quick:  # the paper's 20 x 224^2 clips take minutes per step on a CPU
+    if args.smoke:  # both code paths (the paper's: no warm-up, --paper-steps) at the tiniest clips
+        settings = {name: dict(SMOKE_TRAINING) for name in settings}
+    elif args.quick:  # the paper's 20 x 224^2 clips take minutes per step on a CPU
         settings.pop("paper")
-    configs = {name: _model_configs(s["frames"], s["size"]) for name, s in settings.items()}
+    geometries = {(s["frames"], s["size"]) for s in settings.values()}
+    composed = {g: _model_configs(*g) for g in geometries}  # Hydra composes every conf/model file per geometry
+    configs = {name: composed[s["frames"], s["size"]] for name, s in settings.items()}
     if device.type == "cuda":
         variants = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
     else:
@@ -492,7 +513,8 @@ def table(report: dict) -> str:
     lines = []
     dec = report.get("decoding", {})
     if dec:
-        lines.append(f"{'decoder':<10} {'format':<6} {'full decode fps':>16} {'16-frame clip ms':>17}")
+        clip = f"{report.get('sizes', SIZES)['clip_frames']}-frame clip ms"
+        lines.append(f"{'decoder':<10} {'format':<6} {'full decode fps':>16} {clip:>17}")
         for name, r in dec["decoders"].items():
             for fmt in FORMATS:
                 if fmt in r:
@@ -510,7 +532,9 @@ def table(report: dict) -> str:
                      f"{dm['batch_size']}): raw decoder {dm['decoder_clips_per_s']:.1f} clips/s")
         for w, r in dm["workers"].items():
             lines.append(f"  {w} workers: {r['clips_per_s']:6.1f} clips/s = {r['over_decoder']:.2f}x decoder")
-        lines.append(f"  datamodule_over_decoder = {dm['datamodule_over_decoder']:.2f} (goal >= 0.9)")
+        ratio = dm["datamodule_over_decoder"]
+        lines.append(f"  datamodule_over_decoder = {ratio:.2f} (goal >= 0.9)" if ratio is not None else
+                     "  datamodule_over_decoder: not measured (no run with workers; --workers 1 2)")
         p = dm["profile"]
         lines.append(f"  profile (0 workers, {p['clips']} clips, {p['total_s']:.2f} s): decoder "
                      f"{p['decoder_s']:.2f} s, dataset rest {p['dataset_rest_s']:.2f} s, collate "
@@ -529,7 +553,8 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repeats, fewer epochs, the synthetic setting only (no paper-size step)")
@@ -550,35 +575,55 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
     parser.add_argument("--decode-worker", help=argparse.SUPPRESS)
     parser.add_argument("--robust-worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="every code path at the tiniest sizes in seconds (checks the script, measures nothing)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.decode_worker:
-        print(json.dumps(decode_worker(json.loads(args.decode_worker))))
-        return
+        out = decode_worker(json.loads(args.decode_worker))
+        print(json.dumps(out))
+        return out
     if args.robust_worker:
-        print(json.dumps(robust_worker(json.loads(args.robust_worker))))
-        return
+        out = robust_worker(json.loads(args.robust_worker))
+        print(json.dumps(out))
+        return out
     sys.path.insert(0, str(ROOT))
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
-    quick = args.quick
-    rounds, args.decode_repeats, args.clip_repeats = (1, 1, 5) if quick else (3, 2, 8)
+    from bench_common import SMOKE_THREADS, torch_threads
+
+    with torch_threads(SMOKE_THREADS if args.smoke and args.device == "cpu" else None):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict:
+    quick = args.quick or args.smoke
+    rounds, args.decode_repeats, args.clip_repeats = (1, 1, 1) if args.smoke else (1, 1, 5) if quick else (3, 2, 8)
     args.decode_rounds = args.decode_rounds or rounds
     args.epochs = 1 if quick else 3
-    args.train_steps = 2 if quick else 5
+    args.train_steps = 1 if args.smoke else 2 if quick else 5
     args.paper_steps = 1  # on the CPU one paper step takes minutes: one timed step, no warm-up
     args.robust_timeout = 30.0
+    args.sizes = SMOKE_SIZES if args.smoke else SIZES
+    classes, cache = 4, Path(args.cache_dir)
+    if args.smoke:  # its own tiny videos: a later full run must not find them in the cache
+        classes, cache, args.videos_per_class, args.batch_size, args.workers = 2, cache / "smoke", 4, 2, [0]
 
-    cache = Path(args.cache_dir)
     report: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "device": args.device, "quick": quick, "machine": _machine(args.device)}
+                              "device": args.device, "quick": quick, "smoke": args.smoke, "sizes": args.sizes,
+                              "machine": _machine(args.device)}
     t0 = time.perf_counter()
     if "decoding" in args.parts:
-        videos = bench_videos(cache)
+        videos = bench_videos(cache, args.sizes)
         report["decoding"] = bench_decoding(args, videos, broken_files(cache, videos))
     if "datamodule" in args.parts:
-        root = dataset_folder(cache, args.format, classes=4, per_class=args.videos_per_class)
+        root = dataset_folder(cache, args.format, classes=classes, per_class=args.videos_per_class, sizes=args.sizes)
         report["datamodule"] = bench_datamodule(args, root, cache)
         report["datamodule_over_decoder"] = report["datamodule"]["datamodule_over_decoder"]
     if "training" in args.parts:
@@ -591,6 +636,7 @@ def main() -> None:
     print(table(report))
     print(f"written to {path}")
     print(json.dumps(report))
+    return report
 
 
 if __name__ == "__main__":

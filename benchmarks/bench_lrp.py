@@ -18,7 +18,8 @@ Memory (``--memory``, slow on small CPUs): in a fresh subprocess, explain one ``
 (``VmHWM`` of ``/proc/self/status``, Linux) and its growth over the model-only baseline; on CUDA the
 peak allocated device memory.
 
-``--model r2plus1d`` measures the 3D CNN instead (R(2+1)D-18, full width unless ``--width``): the same
+``--model convlstm`` measures the ConvLSTM (its ``conf/model/convlstm.yaml`` sizes, full model only, no memory
+part). ``--model r2plus1d`` measures the 3D CNN instead (R(2+1)D-18, full width unless ``--width``): the same
 explain / gradient ratios on the full model (no per-frame peers: Captum's ``LRP`` has no ``Conv3d`` rule
 and zennit has no canonizer for torchvision's video residual blocks; no memory part: ``chunk_frames``
 does not apply to 3D convolutions).
@@ -61,6 +62,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
 
 from vidxai.models import VGG16LSTM, R2Plus1D  # noqa: E402
 from vidxai.xai.cnn import compile_sequential, run_steps  # noqa: E402
@@ -151,6 +154,18 @@ def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
 
 
 TRANSFORMERS = ("videomae", "timesformer", "vivit", "vjepa2", "videoprism")
+
+
+def _convlstm(device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """The ConvLSTM of ``conf/model/convlstm.yaml`` (its stem and cell sizes), random weights."""
+    from omegaconf import OmegaConf
+
+    from vidxai.models import build_network
+
+    torch.manual_seed(seed)
+    net = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "convlstm.yaml").net, resolve=True)
+    net.pop("arch", None)
+    return build_network("convlstm", 11, **{k: v for k, v in net.items() if not k.startswith("_")}).to(device).eval()
 
 
 def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> torch.nn.Module:
@@ -247,6 +262,10 @@ def transformer_memory(args: argparse.Namespace) -> dict:
     """:func:`transformer_memory_child` for the gradient and for LRP, each in its own subprocess."""
     out = {}
     for method in ("gradient", args.memory_rule):
+        if args.smoke:  # the code path in this process (the peak figures are not one call's alone)
+            out[method] = {**transformer_memory_child(argparse.Namespace(**{**vars(args), "memory_rule": method}),
+                                                      torch.device(args.device)), "in_process": True}
+            continue
         cmd = [
             sys.executable, __file__, "--memory-child", "--device", args.device, "--model", args.model,
             "--frames", str(args.frames), "--size", str(args.size), "--patch", str(args.patch),
@@ -269,9 +288,11 @@ def transformer_memory(args: argparse.Namespace) -> dict:
 
 
 def speed(args: argparse.Namespace, device: torch.device) -> dict:
-    """Explain time / gradient time, full model and VGG16 alone with peers (R(2+1)D: full model only)."""
-    is_3d = args.model == "r2plus1d"
-    model = _r2plus1d(device, args.width) if is_3d else _model(device)
+    """Explain time / gradient time, full model and VGG16 alone with peers (ConvLSTM, R(2+1)D: full model only)."""
+    full_only = args.model != "vgg16_lstm"  # the per-frame peers need VGG16's encoder
+    builders = {"vgg16_lstm": lambda: _model(device), "r2plus1d": lambda: _r2plus1d(device, args.width),
+                "convlstm": lambda: _convlstm(device)}
+    model = builders[args.model]()
     clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
     target = 3
     params = list(model.parameters())
@@ -291,10 +312,10 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         finally:
             set_requires_grad(False)
 
-    results: dict = {"full_model": {}} if is_3d else {"full_model": {}, "encoder_only": {}}
+    results: dict = {"full_model": {}} if full_only else {"full_model": {}, "encoder_only": {}}
     full = results["full_model"]
     # cuDNN's LSTM backward needs training mode; a one-layer LSTM has no dropout, so it computes the same
-    if not is_3d:
+    if not full_only:
         model.lstm.train(device.type == "cuda")
     set_requires_grad(False)
     full["grad_full_vs_grad_input"] = _paired(grad_full, grad_input, args.repeats, device)
@@ -304,7 +325,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
         res = _paired(lambda: explainer.attribute(clip, target=target), grad_input, args.repeats, device)  # noqa: B023
         res["ratio_vs_grad_full"] = res["ratio"] / full_over_input
         full[f"vidxai_{rule}"] = res
-    if is_3d:
+    if full_only:
         return results
 
     # --- VGG16 part alone, frames folded into the batch, starting relevance = ones at the features
@@ -432,7 +453,10 @@ def memory_child(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def memory(args: argparse.Namespace) -> dict:
-    """Run :func:`memory_child` in a subprocess so that VmHWM is this run's peak alone."""
+    """Run :func:`memory_child` in a subprocess so that VmHWM is this run's peak alone (``--smoke``: in this
+    process, so the peak is not this call's alone)."""
+    if args.smoke:
+        return {**memory_child(args, torch.device(args.device)), "in_process": True}
     cmd = [
         sys.executable, __file__, "--memory-child", "--device", args.device,
         "--memory-frames", str(args.memory_frames), "--memory-size", str(args.memory_size),
@@ -445,10 +469,61 @@ def memory(args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+#: ``--smoke``: each model at the tiniest size its code accepts (VGG16 needs 32x32: five 2x2 poolings)
+SMOKE: dict[str, dict] = {
+    "vgg16_lstm": {"frames": 2, "size": 32, "memory": True, "memory_frames": 4, "memory_size": 32,
+                   "chunk_frames": 2},
+    "convlstm": {"frames": 4, "size": 32, "memory": False},
+    "r2plus1d": {"frames": 4, "size": 32, "width": 0.125, "memory": False},
+    **{m: {"frames": 4, "size": 16, "patch": 8, "hidden": 16, "layers": 1, "heads": 2, "memory": True}
+       for m in TRANSFORMERS},
+}
+
+
+def _parts(args: argparse.Namespace, device: torch.device) -> dict:
+    """The speed and (``--memory``) memory parts for ``args.model``."""
+    is_transformer = args.model in TRANSFORMERS
+    out: dict = {}
+    if not args.no_speed:
+        out["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
+    if args.memory:
+        out["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    return out
+
+
+def table(report: dict) -> str:
+    """One row per measured ratio: model, part, what, ratio (method / baseline) and the two times."""
+    runs = report.get("smoke") or {report["config"]["model"]: report}
+    lines = [f"{'model':<12} {'part':<13} {'what':<34} {'ratio':>8} {'seconds':>9} {'baseline s':>10}"]
+    for model, run in runs.items():
+        for part, rows in run.get("speed", {}).items():
+            for what, r in rows.items():
+                if isinstance(r, dict) and "ratio" in r:
+                    lines.append(f"{model:<12} {part:<13} {what:<34} {r['ratio']:>7.2f}x {r['seconds']:>9.3f} "
+                                 f"{r['baseline_seconds']:>10.3f}")
+                elif isinstance(r, str):  # a peer that could not run
+                    lines.append(f"{model:<12} {part:<13} {what:<34} {r[:60]}")
+        mem = run.get("memory")
+        if mem:
+            if "peak_growth_gib" in mem:  # VGG16+LSTM: one chunked explanation
+                lines.append(f"{model:<12} {'memory':<13} {'peak growth GiB (' + mem['rule'] + ')':<34} "
+                             f"{mem['peak_growth_gib']:>8.3f} {mem['seconds']:>9.3f}")
+            for what in ("ratio", "kept_ratio"):
+                if what in mem:
+                    lines.append(f"{model:<12} {'memory':<13} {what + ' (LRP / gradient)':<34} {mem[what]:>7.2f}x")
+            for what, r in mem.items():
+                if isinstance(r, dict) and "error" in r:
+                    lines.append(f"{model:<12} {'memory':<13} {what:<34} error: {r['error']}")
+            if "error" in mem:
+                lines.append(f"{model:<12} {'memory':<13} error: {mem['error']}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "r2plus1d", *TRANSFORMERS])
+    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "convlstm", "r2plus1d", *TRANSFORMERS])
     parser.add_argument("--patch", type=int, default=16, help="transformers: patch size")
     parser.add_argument("--hidden", type=int, default=384, help="transformers: hidden size")
     parser.add_argument("--layers", type=int, default=6, help="transformers: blocks")
@@ -469,27 +544,44 @@ def main() -> None:
     parser.add_argument("--memory-rule", default="epsilon")
     parser.add_argument("--chunk-frames", type=int, default=8)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true",
+                        help="every model and part (speed, memory, peers) at the tiniest sizes, one repeat, memory "
+                             "children in this process: checks the script in seconds, measures nothing")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench"))
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
-    if args.memory and args.model == "r2plus1d":
-        parser.error("--memory measures chunk_frames, which does not apply to --model r2plus1d")
+    if args.memory and args.model in ("r2plus1d", "convlstm"):
+        parser.error(f"--memory measures VGG16+LSTM's chunk_frames (or a transformer's peak), not --model {args.model}")
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.clock == "process" and device.type == "cuda":
         parser.error("--clock process counts CPU time only; use --clock wall on CUDA")
+    if args.smoke and args.device == "cpu":
+        args.threads = args.threads or SMOKE_THREADS
     global _clock
-    _clock = CLOCKS[args.clock]
+    clock, _clock = _clock, CLOCKS[args.clock]
+    try:
+        with torch_threads(args.threads):
+            return _run(args, parser, device)
+    finally:  # a caller in the same process (the smoke test) keeps its clock
+        _clock = clock
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> dict:
 
     is_transformer = args.model in TRANSFORMERS
     if is_transformer and args.rules == parser.get_default("rules"):
         args.rules = ["epsilon"]
     if args.memory_child:
         child = transformer_memory_child if is_transformer else memory_child
-        print(json.dumps(child(args, device)))
-        return
+        out = child(args, device)
+        print(json.dumps(out))
+        return out
 
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -508,17 +600,26 @@ def main() -> None:
              "attn": args.attn if args.model in ("videomae", "vivit", "vjepa2") else "eager",
              "attention_rules": args.attention_rules}
         )  # fmt: skip
-    if not args.no_speed:
-        report["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
-    if args.memory:
-        report["memory"] = transformer_memory(args) if is_transformer else memory(args)
+    if args.smoke:
+        report["config"] = {"smoke": SMOKE}
+        report["smoke"] = {}
+        for model, sizes in SMOKE.items():
+            one = argparse.Namespace(**{**vars(args), **sizes, "model": model, "repeats": 1, "no_speed": False})
+            if model in TRANSFORMERS:
+                one.rules = ["epsilon"]
+            report["smoke"][model] = _parts(one, device)
+            print(f"  smoke {model}: done", file=sys.stderr, flush=True)
+    else:
+        report.update(_parts(args, device))
     report["load_average_after"] = os.getloadavg()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"bench_lrp-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{args.device}.json"
     path.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    print(table(report))
     print(f"written to {path}")
+    return report
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_common import SMOKE_THREADS, torch_threads  # noqa: E402
 from bench_lrp import _paired, _sync  # noqa: E402
 
 #: seconds per part on the GPU (the sum, with start-up, stays under 8 minutes); --quick uses a quarter
@@ -193,7 +194,7 @@ def _decode_videos(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def part_decode(args: argparse.Namespace) -> dict:
-    from bench_data import CLIP_FRAMES, _clip_indices
+    from bench_data import SIZES, _clip_indices
 
     from vidxai.data.decoders import nvdec_available, open_video
 
@@ -213,25 +214,25 @@ def part_decode(args: argparse.Namespace) -> dict:
                     dec.get_frames(list(range(n)))
                 full.append(time.perf_counter() - start)
             clips = []
-            for idx in _clip_indices(n, args.repeats_decode):
+            for idx in _clip_indices(n, SIZES["clip_frames"], args.repeats_decode):
                 start = time.perf_counter()
                 with open_video(path, backend=backend, size=(128, 128), device=device) as dec:
                     dec.get_frames(idx)
                 clips.append(time.perf_counter() - start)
             out[f"{name}/{backend}"] = {"frames": n, "full_decode_fps": round(n / statistics.median(full), 1),
-                                        f"clip{CLIP_FRAMES}_ms": round(1000 * statistics.median(clips), 2)}
+                                        f"clip{SIZES['clip_frames']}_ms": round(1000 * statistics.median(clips), 2)}
     return out
 
 
 # ----------------------------------------------------------------------------- DataModule over NVDEC
 def part_datamodule(args: argparse.Namespace) -> dict:
     """``VideoDataModule(decode_device="cuda")`` delivered clips/s over NVDEC's own rate on the same clips."""
-    from bench_data import dataset_folder
+    from bench_data import SIZES, dataset_folder
 
     from vidxai.data import VideoDataModule
     from vidxai.data.decoders import open_video
 
-    root = dataset_folder(args.work / "folder", "mp4", classes=2, per_class=4)
+    root = dataset_folder(args.work / "folder", "mp4", classes=2, per_class=4, sizes=SIZES)
     common = {"layout": "folder", "root": str(root), "num_frames": 16, "size": (128, 128), "crop_size": 112,
               "batch_size": 4, "decode_device": "cuda", "backend": "auto", "val_fraction": 0.25,
               "test_fraction": 0.0, "cache_dir": str(args.work / "manifests"), "persistent_workers": True}
@@ -265,11 +266,10 @@ def _lrp_cases(args: argparse.Namespace) -> list[tuple[str, int, int, dict]]:
     """(network, frames, size, extra net kwargs): the paper's networks, then the transformers if registered."""
     from vidxai.models import NETWORKS
 
-    if args.quick:  # the CPU smoke run: the two small networks, tiny clips
-        return [("convlstm", 4, 32, {}), ("r2plus1d", 4, 32, {})]
-    else:
-        cases = [("vgg16_lstm", 16, 112, {}), ("vgg16_lstm", 20, 224, {}), ("convlstm", 16, 112, {}),
-                 ("r2plus1d", 16, 112, {"width": 1.0})]
+    if args.quick:  # the CPU smoke run: every registered network at tiny clips (VGG16 needs 32x32)
+        return [(arch, 2 if arch == "vgg16_lstm" else 4, 32, {}) for arch in NETWORKS]
+    cases = [("vgg16_lstm", 16, 112, {}), ("vgg16_lstm", 20, 224, {}), ("convlstm", 16, 112, {}),
+             ("r2plus1d", 16, 112, {"width": 1.0})]
     known = {c[0] for c in cases}
     cases += [(arch, 16, 224, {}) for arch in NETWORKS if arch not in known]
     return cases
@@ -322,13 +322,13 @@ def part_training(args: argparse.Namespace) -> dict:
     from vidxai.models import NETWORKS
 
     device, geometry = torch.device(args.device), functools.cache(_model_configs)
-    if args.quick:
+    if args.quick:  # every registered network, one tiny batch
         settings, variants = {"tiny": (2, 4, 32)}, ["fp32"]
     else:
         settings = {"paper": (2, 20, 224), "batch16": (16, 20, 224)}
         variants = ["fp32", "bf16-mixed", "bf16-mixed/channels_last"] if device.type == "cuda" else ["fp32"]
     args.partial = out = {}
-    for arch in ["convlstm"] if args.quick else NETWORKS:
+    for arch in NETWORKS:
         for name, (batch, frames, size) in settings.items():
             for variant in variants:
                 key = f"{arch}/{name}/{variant}"
@@ -417,7 +417,8 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "evaluate": part_evaluate}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (the CPU smoke run)")
@@ -426,6 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, help="paired LRP repeats (default 5, --quick 2)")
     parser.add_argument("--eval-limit", type=int, default=24, help="clips of the evaluate part")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check"), help="folder of the JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available: use --device cpu")
@@ -434,6 +440,12 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.work = Path(args.out) / f"work-{stamp}"
     args.partial = {}
+    with torch_threads(SMOKE_THREADS if args.quick and args.device == "cpu" else None):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> dict:
+    stamp = args.work.name.removeprefix("work-")
     started = time.perf_counter()
     report: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               "device": args.device, "quick": args.quick, "budgets_s": BUDGETS}
