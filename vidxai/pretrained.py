@@ -223,7 +223,7 @@ class Preprocess(VideoTransform):
                 how = (f"{t} frames at {self.sample_fps:g} fps as transformers samples them (frame i * {n_video} // "
                        f"{count})" + ("" if count == t else f", the middle {t} of its {count}"))
                 return grid[start:start + t], how
-            why = f"this {fps:g} fps video gives {count} frames at {self.sample_fps:g} fps"
+            why = f"this {fps:g} fps video gives {count} frame{'s' if count != 1 else ''} at {self.sample_fps:g} fps"
         elif self.sample_fps is not None:
             why = f"the video's frame rate is unknown, so fps={self.sample_fps:g} cannot be applied"
         else:
@@ -677,8 +677,9 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
         rule = (f"{where} do_sample_frames=true" + (f", fps={fps:g}" if fps is not None else "")
                 + " (transformers' sample_frames; the clip line below says how)")
     else:
-        rule = (f"{where} has no do_sample_frames=true, so the folder does not say how it was trained to sample "
-                "(transformers takes every frame it is given): spread uniformly over the video")
+        rule = ((f"{where} has no do_sample_frames=true" if found is not None else "no preprocessor config")
+                + ", so the folder does not say how it was trained to sample (transformers takes every frame it is "
+                "given): spread uniformly over the video")
     report.taken.append(("frames", f"{frames_from} ({frames}); sampling: {rule}"))
     report.taken.append(("resize, crop, rescale, mean/std",
                          f"{where} (size {resize_text}, crop {crop_text}, rescale {scale:.6g}"
