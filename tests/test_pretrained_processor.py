@@ -217,3 +217,17 @@ def test_a_padded_crop_maps_boxes_inside_it(tmp_path: Path) -> None:
     assert "padded with zeros" in report.block() and pre.pads(30, 40)
     box = pre.eval_boxes([[0, 0, 40, 30]], (30, 40), None)
     np.testing.assert_allclose(box, [[0, 2, 16, 14]])
+
+
+def test_a_padded_crop_equals_torchvisions_center_crop() -> None:
+    """torchvision's ``center_crop`` (which its ``VideoClassification`` preset calls) pads the same way: odd padding's
+    extra row/column right/below, then its rounded crop start in the other dimension."""
+    from torchvision.transforms import functional as tf
+
+    from vidxai.pretrained import Preprocess
+
+    pre = Preprocess(1, mean=(0, 0, 0), std=(1 / 255,) * 3, crop_size=(16, 16), round_crop=True, layout="BTCHW")
+    assert pre.may_pad() and not Preprocess(16, crop_size=112, resize=[128, 171]).may_pad()
+    for size in ((11, 21), (21, 13), (9, 9)):
+        frames = _frames(size=size)[:1]
+        torch.testing.assert_close(pre.frames_to_input(frames)[0], tf.center_crop(frames, [16, 16]).float())

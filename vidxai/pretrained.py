@@ -175,6 +175,16 @@ class Preprocess(VideoTransform):
             return -((crop - size) // 2)
         return int(round((size - crop) / 2.0)) if self.round_crop else (size - crop) // 2
 
+    def may_pad(self) -> bool:
+        """Whether some frames may be smaller than the crop (then padded): no resize, or one below the crop."""
+        if self.crop_size is None:
+            return False
+        if self.resize is None:
+            return True
+        if isinstance(self.resize, int):
+            return max(self.crop_size) > self.resize
+        return self.crop_size[0] > self.resize[0] or self.crop_size[1] > self.resize[1]
+
     def pads(self, height: int, width: int) -> bool:
         """Whether frames ``height x width`` are padded to the crop (the crop is larger than the resized frame)."""
         h, w = self.resized_size(height, width)
@@ -288,8 +298,9 @@ class Preprocess(VideoTransform):
                   else f"{self.resize[0]}x{self.resize[1]}")
         if self.resize is not None:
             resize += f" ({self.interpolation})"
-        crop = "none" if self.crop_size is None else f"{self.crop_size[0]}x{self.crop_size[1]} centre (zero-padded " \
-            "where the frame is smaller)"
+        crop = "none" if self.crop_size is None else f"{self.crop_size[0]}x{self.crop_size[1]} centre"
+        if self.may_pad():
+            crop += " (zero-padded where the frame is smaller)"
         return (f"{self.num_frames} frames {sampling}, resize {resize}, crop {crop}, pixels / 255 then "
                 f"mean {_fmt(self.mean)} std {_fmt(self.std)}")
 
@@ -649,11 +660,6 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
         crop = (crop, crop)
     if crop is None and side is not None and resize != (side, side):
         report.notes.append(f"no centre crop in {where}; the frames are resized only")
-    if crop is not None and resize is not None and (max(crop) > resize if isinstance(resize, int)
-                                                    else crop[0] > resize[0] or crop[1] > resize[1]):
-        report.notes.append(f"{where}'s crop_size ({crop_text}) is larger than its resize ({resize_text}): where the "
-                            "resized frame is smaller, it is padded with zeros to the crop, as transformers' "
-                            "processors do")
     scale = float(pre.get("rescale_factor", 1 / 255)) if pre.get("do_rescale", True) else 1.0
     kind = str(pre.get("video_processor_type") or pre.get("image_processor_type") or "")
     offset = 1.0 if pre.get("do_rescale", True) and pre.get("offset", kind in OFFSET_PROCESSORS) else 0.0
@@ -673,6 +679,10 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW",
                      antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True,
                      sample_frames=sample, sample_fps=None if fps is None else float(fps))
+    if resize is not None and out.may_pad():
+        report.notes.append(f"{where}'s crop_size ({crop_text}) is larger than its resize ({resize_text}): where the "
+                            "resized frame is smaller, it is padded with zeros to the crop, as transformers' "
+                            "processors do")
     if sample:
         rule = (f"{where} do_sample_frames=true" + (f", fps={fps:g}" if fps is not None else "")
                 + " (transformers' sample_frames; the clip line below says how)")
