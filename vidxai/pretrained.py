@@ -185,11 +185,6 @@ class Preprocess(VideoTransform):
             return max(self.crop_size) > self.resize
         return self.crop_size[0] > self.resize[0] or self.crop_size[1] > self.resize[1]
 
-    def pads(self, height: int, width: int) -> bool:
-        """Whether frames ``height x width`` are padded to the crop (the crop is larger than the resized frame)."""
-        h, w = self.resized_size(height, width)
-        return self.crop_size is not None and (self.crop_size[0] > h or self.crop_size[1] > w)
-
     def eval_boxes(self, boxes: Any, source_size: Sequence[int], decoded_size: Sequence[int] | None) -> Any:
         """Boxes in source pixels -> clip pixels: this resize (frames are decoded at their own size), then the crop."""
         resized = self.resized_size(*source_size) if decoded_size is None else decoded_size
@@ -673,12 +668,16 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     mean = [(offset + mi) / k for mi in m]
     std = [si / k for si in s]
     # resized as transformers' processors do: v2's resize of the uint8 frames, antialiased (its PIL-backend
-    # processors give the same pixels: tests/test_pretrained_processor.py)
+    # processors give the same pixels: tests/test_pretrained_processor.py; only a crop larger than the frame by an
+    # odd number of pixels is padded with the extra row/column above/left there, below/right in its default backend)
     sample = bool(pre.get("do_sample_frames"))
     fps = pre.get("fps") if sample and not pre.get("num_frames") else None  # transformers: num_frames before fps
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
+        raise ConfigError(f"pretrained: {where} has do_sample_frames=true with fps={fps!r}; set fps to a positive "
+                          "number of frames per second (or num_frames)")
     out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW",
                      antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True,
-                     sample_frames=sample, sample_fps=None if fps is None else float(fps))
+                     sample_frames=sample, sample_fps=fps)
     if resize is not None and out.may_pad():
         report.notes.append(f"{where}'s crop_size ({crop_text}) is larger than its resize ({resize_text}): where the "
                             "resized frame is smaller, it is padded with zeros to the crop, as transformers' "
