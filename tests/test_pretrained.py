@@ -308,6 +308,36 @@ def test_bad_command_lines_are_one_error_line_exit_2(tmp_path: Path, hf_folder: 
         assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], (name, err)
 
 
+def test_a_source_the_file_system_refuses_is_one_line_before_the_heavy_imports(
+        tmp_path: Path, hf_folder: Path, clips: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """explain.py's command-line check (run before torch and transformers are imported) refuses a missing folder, a
+    folder without config.json or weights and a missing weights= file, as the loader would; a string that could be a
+    cached repo id (org/name) is left to the loader."""
+    from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line
+    from vidxai.pipelines.command_line import check_explain
+
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{}")
+    video = f"video={clips}/clip0.mp4"
+    cases = [
+        ([f"pretrained={tmp_path}/nope", video], "no such folder, and no such repo in the local Hugging Face cache"),
+        ([f"pretrained={clips}", video], "has no config.json"),
+        ([f"pretrained={no_weights}", video], "has a config.json but no weights"),
+        (["pretrained=torchvision:r2plus1d_18", f"weights={tmp_path}/nope.pth", video], "nope.pth: no such file"),
+    ]
+    for args, needle in cases:
+        monkeypatch.setattr(sys, "argv", ["explain.py", *args])
+        with pytest.raises(SystemExit) as exc:
+            prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
+    for source in ("org/name", str(hf_folder)):  # left to the loader / fine
+        monkeypatch.setattr(sys, "argv", ["explain.py", f"pretrained={source}", video])
+        prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
+
+
 def test_a_short_video_is_sampled_with_repeats_and_says_so(hf_folder: Path, clips: Path, caplog) -> None:
     _, pre, _, _ = load_pretrained(hf_folder)
     video, idx, _, how = pre.read_frames(clips / "short" / "two.mp4")

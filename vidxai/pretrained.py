@@ -46,6 +46,7 @@ from torch import nn
 from vidxai.checkpoint import LoadedCheckpoint
 from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from vidxai.errors import ConfigError, MissingPathError, UserError
+from vidxai.pretrained_source import TORCHVISION_PREFIX, hf_weights, no_such_source
 
 __all__ = [
     "TORCHVISION_BUILDERS",
@@ -65,10 +66,6 @@ TORCHVISION_BUILDERS: dict[str, str] = {
     "mvit_v1_b": "head.1.weight", "mvit_v2_s": "head.1.weight",
     "swin3d_t": "head.weight", "swin3d_s": "head.weight", "swin3d_b": "head.weight",
 }
-TORCHVISION_PREFIX = "torchvision:"
-#: ``save_pretrained`` weight files, safetensors first (what transformers itself prefers)
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                   "pytorch_model.bin.index.json")
 HF_PREPROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 
 
@@ -486,11 +483,7 @@ def _hf_folder(source: str) -> Path:
     try:
         return pretrained_folder(source)
     except MissingPathError:
-        raise MissingPathError(
-            f"pretrained={source}: no such folder, and no such repo in the local Hugging Face cache (nothing is "
-            "downloaded); pass a save_pretrained folder, a cache snapshot folder, a repo id fetched beforehand "
-            "(huggingface-cli download ORG/NAME), or torchvision:<builder> weights=<file.pth>"
-        ) from None
+        raise no_such_source(source) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -509,14 +502,7 @@ def _load_hf(source: str) -> Pretrained:
     from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES as VIDEO
 
     folder = _hf_folder(source)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"pretrained={source}: {folder} has no config.json, so it is not a save_pretrained folder or "
-                          "cache snapshot; pass the folder that holds config.json and the weights")
-    weights = next((folder / n for n in HF_WEIGHT_FILES if (folder / n).is_file()), None)
-    if weights is None:
-        raise ConfigError(f"pretrained={source}: {folder} has a config.json but no weights "
-                          f"({', '.join(HF_WEIGHT_FILES)}); pass a complete save_pretrained folder (or download the "
-                          "repo again)")
+    weights = hf_weights(source, folder)
     config = _read_json(folder / "config.json")
     model_type = str(config.get("model_type"))
     if model_type not in VIDEO:
