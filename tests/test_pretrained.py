@@ -312,8 +312,8 @@ def test_a_source_the_file_system_refuses_is_one_line_before_the_heavy_imports(
         tmp_path: Path, hf_folder: Path, clips: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
     """explain.py's command-line check (run before torch and transformers are imported) refuses a missing folder, a
-    folder without config.json or weights and a missing weights= file, as the loader would; a string that could be a
-    cached repo id (org/name) is left to the loader."""
+    folder without config.json or weights, a repo id not in the local cache and a missing weights= file, as the
+    loader would."""
     from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line
     from vidxai.pipelines.command_line import check_explain
 
@@ -333,7 +333,11 @@ def test_a_source_the_file_system_refuses_is_one_line_before_the_heavy_imports(
             prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
         lines = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
-    for source in ("org/name", str(hf_folder)):  # left to the loader / fine
+    monkeypatch.setattr(sys, "argv", ["explain.py", "pretrained=org/not-cached", video])
+    with pytest.raises(SystemExit):  # a repo id not in the local cache (huggingface_hub only; nothing downloaded)
+        prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
+    assert "pretrained=org/not-cached: no such folder, and no such repo" in capsys.readouterr().err
+    for source in (str(hf_folder),):
         monkeypatch.setattr(sys, "argv", ["explain.py", f"pretrained={source}", video])
         prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
 

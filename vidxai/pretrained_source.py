@@ -11,7 +11,8 @@ from pathlib import Path
 
 from vidxai.errors import ConfigError, MissingPathError
 
-__all__ = ["HF_WEIGHT_FILES", "TORCHVISION_PREFIX", "check_source", "hf_weights", "no_such_source"]
+__all__ = ["HF_WEIGHT_FILES", "TORCHVISION_PREFIX", "cached_snapshot", "check_source", "hf_weights",
+           "no_such_source"]
 
 TORCHVISION_PREFIX = "torchvision:"
 #: ``save_pretrained`` weight files, safetensors first (what transformers itself prefers)
@@ -40,11 +41,23 @@ def hf_weights(source: str, folder: Path) -> Path:
     return weights
 
 
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache snapshot of ``repo_id`` (``org/name``), or ``None``; never downloads (only
+    huggingface_hub is imported: a third of a second)."""
+    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, malformed id, offline: all mean "not here"
+        return None
+
+
 def check_source(source: str, weights: str | None = None) -> None:
-    """Refuse, from the file system alone, a source that cannot load: a path that does not exist (a string that
-    could be a cached repo id, ``org/name``, is left to the loader), a model folder without ``config.json`` or
-    weights (a cache repo folder, with ``snapshots/``, is left to the loader), or a ``weights=`` file that is not
-    there."""
+    """Refuse, from the file system alone, a source that cannot load: neither a folder nor a repo id in the local
+    cache, a model folder without ``config.json`` or weights (a cache repo folder, with ``snapshots/``, is left to
+    the loader), or a ``weights=`` file that is not there."""
     source = str(source)
     if source.startswith(TORCHVISION_PREFIX):
         if weights not in (None, "") and not Path(str(weights)).expanduser().is_file():
@@ -56,6 +69,5 @@ def check_source(source: str, weights: str | None = None) -> None:
         if not (path / "snapshots").is_dir():
             hf_weights(source, path)
         return
-    could_be_repo_id = source.count("/") == 1 and not source.startswith((".", "/", "~"))
-    if not could_be_repo_id:
+    if cached_snapshot(source) is None:
         raise no_such_source(source)
