@@ -1,7 +1,8 @@
 """Explaining a model the user already has (``pretrained=``; :mod:`vidxai.pretrained`), without downloads.
 
-Tiny ``save_pretrained`` folders (VideoMAE, TimeSformer) with processor configs and ``id2label`` and torchvision
-builders with random weights saved to a ``.pth`` are written here, as are the clips. Two command lines run whole
+Tiny ``save_pretrained`` folders (VideoMAE, TimeSformer; ViViT, V-JEPA 2, VideoPrism loaded and explained) with
+processor configs and ``id2label`` and torchvision builders with random weights saved to a ``.pth`` are written
+here, as are the clips. Two command lines run whole
 (one per kind of source); the modes, the Python API and the bad inputs run in-process. Of the torchvision zoo,
 r2plus1d_18 (loaded, explained), mc3_18 (the command line), s3d and swin3d_t (loaded, one tiny forward) are loaded
 here; the others share these loading paths (the MViTs: loading tried by hand, 20 s a model on this CPU).
@@ -143,6 +144,50 @@ def test_a_missing_processor_config_says_which_defaults_were_used(tmp_path: Path
                and "ImageNet mean/std" in n for n in report.notes)
 
 
+#: the other transformers classifiers vidxai explains, tiny: config class, model class, their own arguments
+OTHER_HF = {
+    "Vivit": ("VivitConfig", dict(num_frames=4, image_size=16, tubelet_size=[2, 8, 8])),
+    "VJEPA2": ("VJEPA2Config", dict(frames_per_clip=4, crop_size=16, patch_size=8, tubelet_size=2, pred_hidden_size=16,
+                                    pred_num_hidden_layers=1, pred_num_attention_heads=2, num_pooler_layers=1)),
+    "VideoPrism": ("VideoPrismVisionConfig", dict(num_frames=4, image_size=16, tubelet_size=[1, 8, 8],
+                                                  num_spatial_layers=1, num_temporal_layers=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_HF))
+def test_vivit_vjepa2_and_videoprism_folders_are_explained_as_they_are(name: str, tmp_path: Path, clips: Path) -> None:
+    """pretrained= takes every architecture vidxai explains, not only VideoMAE and TimeSformer: its labels, the
+    frame count from its own config (V-JEPA 2: frames_per_clip), the clip in its layout, relevance shaped like it."""
+    import transformers
+
+    config_name, kwargs = OTHER_HF[name]
+    config = getattr(transformers, config_name)(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                                intermediate_size=32, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                                                label2id={"a": 0, "b": 1, "c": 2}, **kwargs)
+    torch.manual_seed(0)
+    getattr(transformers, f"{name}ForVideoClassification")(config).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 16},
+                                                                   "crop_size": {"height": 16, "width": 16}}))
+    ck = load_for_explain(str(tmp_path))  # refused here if VideoLRP could not explain it
+    assert ck.class_names == ["a", "b", "c"] and ck.transform.num_frames == 4
+    x = ck.transform.read(clips / "clip0.mp4")
+    lrp = VideoLRP(ck.model)
+    relevance = lrp.attribute(x)
+    assert x.shape == relevance.shape == (1, 4, 3, 16, 16) and float(relevance.abs().sum()) > 0
+    e = lrp.explain(x)  # the model's own logits, its predicted class explained
+    torch.testing.assert_close(e.logits, ck.model(**{_input_keyword(ck.model): x}).logits.reshape(-1).detach(),
+                               rtol=1e-5, atol=1e-6)
+    assert e.target == int(e.logits.argmax())
+
+
+def _input_keyword(model: torch.nn.Module) -> str:
+    """The forward keyword of a transformers video classifier (VideoPrism, V-JEPA 2: pixel_values_videos)."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "pixel_values_videos" if "pixel_values_videos" in params else "pixel_values"
+
+
 # ----------------------------------------------------------------------------------------- torchvision
 def test_torchvision_r2plus1d_loads_with_kinetics_labels_and_preprocessing(weights_dir: str) -> None:
     import torchvision.models as tvm
@@ -261,6 +306,40 @@ def test_bad_command_lines_are_one_error_line_exit_2(tmp_path: Path, hf_folder: 
         err = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2, name
         assert len(err) == 1 and err[0].startswith("error:") and needle in err[0], (name, err)
+
+
+def test_a_source_the_file_system_refuses_is_one_line_before_the_heavy_imports(
+        tmp_path: Path, hf_folder: Path, clips: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """explain.py's command-line check (run before torch and transformers are imported) refuses a missing folder, a
+    folder without config.json or weights, a repo id not in the local cache and a missing weights= file, as the
+    loader would."""
+    from vidxai.pipelines._common import EXPLAIN_ALIASES, prepare_command_line
+    from vidxai.pipelines.command_line import check_explain
+
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{}")
+    video = f"video={clips}/clip0.mp4"
+    cases = [
+        ([f"pretrained={tmp_path}/nope", video], "no such folder, and no such repo in the local Hugging Face cache"),
+        ([f"pretrained={clips}", video], "has no config.json"),
+        ([f"pretrained={no_weights}", video], "has a config.json but no weights"),
+        (["pretrained=torchvision:r2plus1d_18", f"weights={tmp_path}/nope.pth", video], "nope.pth: no such file"),
+    ]
+    for args, needle in cases:
+        monkeypatch.setattr(sys, "argv", ["explain.py", *args])
+        with pytest.raises(SystemExit) as exc:
+            prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(lines) == 1 and needle in lines[0], (args, lines)
+    monkeypatch.setattr(sys, "argv", ["explain.py", "pretrained=org/not-cached", video])
+    with pytest.raises(SystemExit):  # a repo id not in the local cache (huggingface_hub only; nothing downloaded)
+        prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
+    assert "pretrained=org/not-cached: no such folder, and no such repo" in capsys.readouterr().err
+    for source in (str(hf_folder),):
+        monkeypatch.setattr(sys, "argv", ["explain.py", f"pretrained={source}", video])
+        prepare_command_line(ROOT / "conf", "explain", EXPLAIN_ALIASES, check_explain)
 
 
 def test_a_short_video_is_sampled_with_repeats_and_says_so(hf_folder: Path, clips: Path, caplog) -> None:

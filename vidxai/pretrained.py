@@ -48,6 +48,7 @@ from vidxai.data.decoders import VideoDecodeError, open_video
 from vidxai.data.sampling import uniform_indices
 from vidxai.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VideoTransform
 from vidxai.errors import ConfigError, MissingPathError, UserError
+from vidxai.pretrained_source import TORCHVISION_PREFIX, hf_weights, no_such_source
 
 __all__ = [
     "TORCHVISION_BUILDERS",
@@ -67,10 +68,6 @@ TORCHVISION_BUILDERS: dict[str, str] = {
     "mvit_v1_b": "head.1.weight", "mvit_v2_s": "head.1.weight",
     "swin3d_t": "head.weight", "swin3d_s": "head.weight", "swin3d_b": "head.weight",
 }
-TORCHVISION_PREFIX = "torchvision:"
-#: ``save_pretrained`` weight files, safetensors first (what transformers itself prefers)
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                   "pytorch_model.bin.index.json")
 HF_PREPROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
 
 
@@ -97,13 +94,22 @@ class Preprocess(VideoTransform):
         frame_rate: sample ``num_frames`` consecutive frames at this rate (frames per second) from the middle of
             the video, as torchvision's video models were trained and evaluated; ``None``: spread uniformly over
             the whole video (vidxai's default, and what a Hugging Face folder does not say otherwise).
+        sample_frames: sample as transformers' video processors do when their config sets ``do_sample_frames``
+            (``BaseVideoProcessor.sample_frames``): frame ``i * n // num_frames`` for ``i < num_frames`` of a video
+            of ``n`` frames, rather than vidxai's segment centres.
+        sample_fps: with ``sample_frames``, the processor's ``fps``: transformers takes
+            ``c = max(1, int(n / video_fps * sample_fps))`` frames ``i * n // c``; vidxai keeps ``num_frames``
+            (the count the model was trained on): all of them when ``c == num_frames``, the middle ``num_frames``
+            of them when ``c`` is larger, and ``i * n // num_frames`` when the video is too short for
+            ``num_frames`` frames at that rate (or its frame rate is unknown).
         layout: the layout the model takes (``"BTCHW"`` or ``"BCTHW"``), for :meth:`read`.
     """
 
     def __init__(self, num_frames: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  crop_size: int | Sequence[int] | None = None, resize: int | Sequence[int] | None = None,
                  frame_rate: float | None = None, layout: str = "BTCHW", antialias: bool = True,
-                 round_crop: bool = False, interpolation: str = "bilinear", transforms_v2: bool = False) -> None:
+                 round_crop: bool = False, interpolation: str = "bilinear", transforms_v2: bool = False,
+                 sample_frames: bool = False, sample_fps: float | None = None) -> None:
         super().__init__(mean=mean, std=std, crop_size=crop_size, flip=False)
         if int(num_frames) < 1:
             raise ConfigError(f"a clip needs at least one frame, got num_frames={num_frames}")
@@ -124,6 +130,10 @@ class Preprocess(VideoTransform):
             raise ConfigError(f"unknown resize interpolation {interpolation!r}; use one of "
                               f"{', '.join(m.value for m in InterpolationMode)}") from None
         self.transforms_v2 = bool(transforms_v2)
+        self.sample_frames = bool(sample_frames)
+        self.sample_fps = None if sample_fps is None else float(sample_fps)
+        if self.sample_fps is not None and self.sample_fps <= 0:
+            raise ConfigError(f"the frame sampling rate must be positive, got fps={sample_fps}")
 
     # ------------------------------------------------------------------ geometry
     def resized_size(self, height: int, width: int) -> tuple[int, int]:
@@ -152,10 +162,27 @@ class Preprocess(VideoTransform):
             flat = resize(video.reshape(b * t, *video.shape[2:]), list(size),
                           interpolation=InterpolationMode(self.interpolation), antialias=self.antialias)
             video = flat.reshape(b, t, 3, *size)
+        if self.crop_size is not None and (self.crop_size[0] > size[0] or self.crop_size[1] > size[1]):
+            # a crop larger than the frame: zeros around it (before the normalisation), as transformers' and
+            # torchvision's centre crops pad
+            ph, pw = max(self.crop_size[0] - size[0], 0), max(self.crop_size[1] - size[1], 0)
+            video = torch.nn.functional.pad(video, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         return super().__call__(video, train=False)
 
     def centre_offset(self, size: int, crop: int) -> int:
+        if crop > size:  # padded (see __call__): the frame starts this far inside the crop
+            return -((crop - size) // 2)
         return int(round((size - crop) / 2.0)) if self.round_crop else (size - crop) // 2
+
+    def may_pad(self) -> bool:
+        """Whether some frames may be smaller than the crop (then padded): no resize, or one below the crop."""
+        if self.crop_size is None:
+            return False
+        if self.resize is None:
+            return True
+        if isinstance(self.resize, int):
+            return max(self.crop_size) > self.resize
+        return self.crop_size[0] > self.resize[0] or self.crop_size[1] > self.resize[1]
 
     def eval_boxes(self, boxes: Any, source_size: Sequence[int], decoded_size: Sequence[int] | None) -> Any:
         """Boxes in source pixels -> clip pixels: this resize (frames are decoded at their own size), then the crop."""
@@ -166,7 +193,9 @@ class Preprocess(VideoTransform):
     def frame_indices(self, n_video: int, fps: float) -> tuple[np.ndarray, str]:
         """Which frames of a video of ``n_video`` frames at ``fps`` make the clip, and how they were chosen."""
         t = self.num_frames
-        if self.frame_rate and fps > 0:
+        if self.sample_frames:
+            idx, how = self._transformers_indices(n_video, fps)
+        elif self.frame_rate and fps > 0:
             step = fps / self.frame_rate
             span = step * t
             if span <= n_video:
@@ -184,6 +213,26 @@ class Preprocess(VideoTransform):
             how += (f" (the video has {n_video} frames" + (f" at {fps:g} fps" if fps > 0 else "")
                     + f": frames repeated, indices {idx.tolist()})")
         return idx, how
+
+    def _transformers_indices(self, n_video: int, fps: float) -> tuple[np.ndarray, str]:
+        """``BaseVideoProcessor.sample_frames`` (``default_sample_indices_fn``) with ``num_frames`` kept."""
+        t = self.num_frames
+        if self.sample_fps is not None and fps > 0:
+            count = max(1, int(n_video / fps * self.sample_fps))  # transformers' count at sample_fps
+            if count >= t:
+                grid = np.arange(count, dtype=np.int64) * n_video // count
+                start = (count - t) // 2
+                how = (f"{t} frames at {self.sample_fps:g} fps as transformers samples them (frame i * {n_video} // "
+                       f"{count})" + ("" if count == t else f", the middle {t} of its {count}"))
+                return grid[start:start + t], how
+            why = f"this {fps:g} fps video gives {count} frame{'s' if count != 1 else ''} at {self.sample_fps:g} fps"
+        elif self.sample_fps is not None:
+            why = f"the video's frame rate is unknown, so fps={self.sample_fps:g} cannot be applied"
+        else:
+            why = ""
+        idx = np.arange(t, dtype=np.int64) * n_video // t
+        how = f"{t} frames i * {n_video} // {t}, as transformers samples num_frames={t}"
+        return idx, how + (f" ({why}; the model takes {t})" if why else "")
 
     def read_frames(self, path: str | Path, backend: str = "auto") -> tuple[torch.Tensor, np.ndarray, float, str]:
         """The clip's frames of the video file ``path`` at their own size: uint8 ``(T, 3, H, W)``, their indices,
@@ -229,18 +278,33 @@ class Preprocess(VideoTransform):
         return {**self.preprocess, "num_frames": self.num_frames,
                 "resize": list(self.resize) if isinstance(self.resize, tuple) else self.resize,
                 "antialias": self.antialias, "interpolation": self.interpolation, "transforms_v2": self.transforms_v2,
-                "round_crop": self.round_crop, "frame_rate": self.frame_rate, "layout": self.layout}
+                "round_crop": self.round_crop, "frame_rate": self.frame_rate, "sample_frames": self.sample_frames,
+                "sample_fps": self.sample_fps, "layout": self.layout}
 
     def describe(self) -> str:
         """One line: frames, sampling, resize, crop, normalisation."""
-        sampling = f"at {self.frame_rate:g} fps from the middle" if self.frame_rate else "spread uniformly"
+        sampling = self.sampling_rule()
         resize = ("none" if self.resize is None else f"shorter side {self.resize}" if isinstance(self.resize, int)
                   else f"{self.resize[0]}x{self.resize[1]}")
         if self.resize is not None:
             resize += f" ({self.interpolation})"
         crop = "none" if self.crop_size is None else f"{self.crop_size[0]}x{self.crop_size[1]} centre"
+        if self.may_pad():
+            crop += " (zero-padded where the frame is smaller)"
         return (f"{self.num_frames} frames {sampling}, resize {resize}, crop {crop}, pixels / 255 then "
                 f"mean {_fmt(self.mean)} std {_fmt(self.std)}")
+
+    def sampling_rule(self) -> str:
+        """How the frames of a video are chosen, in words."""
+        t = self.num_frames
+        if self.sample_frames and self.sample_fps is not None:
+            return (f"as transformers samples at {self.sample_fps:g} fps (frame i * n // c, c = n / video fps * "
+                    f"{self.sample_fps:g}; the middle {t} when c > {t}, frame i * n // {t} when c < {t})")
+        if self.sample_frames:
+            return f"as transformers samples num_frames={t} (frame i * n // {t} of n)"
+        if self.frame_rate:
+            return f"at {self.frame_rate:g} fps from the middle"
+        return "spread uniformly (segment centres)"
 
     def __repr__(self) -> str:
         return f"Preprocess({self.describe()})"
@@ -417,11 +481,7 @@ def _hf_folder(source: str) -> Path:
     try:
         return pretrained_folder(source)
     except MissingPathError:
-        raise MissingPathError(
-            f"pretrained={source}: no such folder, and no such repo in the local Hugging Face cache (nothing is "
-            "downloaded); pass a save_pretrained folder, a cache snapshot folder, a repo id fetched beforehand "
-            "(huggingface-cli download ORG/NAME), or torchvision:<builder> weights=<file.pth>"
-        ) from None
+        raise no_such_source(source) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -440,14 +500,7 @@ def _load_hf(source: str) -> Pretrained:
     from transformers.models.auto.modeling_auto import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES as VIDEO
 
     folder = _hf_folder(source)
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"pretrained={source}: {folder} has no config.json, so it is not a save_pretrained folder or "
-                          "cache snapshot; pass the folder that holds config.json and the weights")
-    weights = next((folder / n for n in HF_WEIGHT_FILES if (folder / n).is_file()), None)
-    if weights is None:
-        raise ConfigError(f"pretrained={source}: {folder} has a config.json but no weights "
-                          f"({', '.join(HF_WEIGHT_FILES)}); pass a complete save_pretrained folder (or download the "
-                          "repo again)")
+    weights = hf_weights(source, folder)
     config = _read_json(folder / "config.json")
     model_type = str(config.get("model_type"))
     if model_type not in VIDEO:
@@ -504,12 +557,19 @@ def _hf_labels(config: Any, report: Report) -> list[str]:
     return labels
 
 
-def _hf_frames(pre: Mapping[str, Any], config: Any) -> tuple[int | None, str]:
-    for key in ("num_frames", "frames_per_clip"):
-        if pre.get(key):
-            return int(pre[key]), f"preprocessor {key}"
-        if getattr(config, key, None):
-            return int(getattr(config, key)), f"config.json {key}"
+def _hf_frames(pre: Mapping[str, Any], config: Any, report: Report) -> tuple[int | None, str]:
+    """The clip's frame count: the model's own (``config.json``'s ``num_frames`` / ``frames_per_clip``: what it was
+    trained on, and what VideoMAE's position embeddings fix) before the processor config's ``num_frames``."""
+    own = next(((key, int(getattr(config, key))) for key in ("num_frames", "frames_per_clip")
+                if getattr(config, key, None)), None)
+    theirs = next(((key, int(pre[key])) for key in ("num_frames", "frames_per_clip") if pre.get(key)), None)
+    if own is not None:
+        if theirs is not None and theirs[1] != own[1]:
+            report.notes.append(f"the preprocessor config's {theirs[0]}={theirs[1]} differs from config.json's "
+                                f"{own[0]}={own[1]}; the model's {own[1]} are taken")
+        return own[1], f"config.json {own[0]}"
+    if theirs is not None:
+        return theirs[1], f"preprocessor {theirs[0]}"
     return None, ""
 
 
@@ -559,7 +619,7 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     pre = _read_json(found) if found is not None else {}
     image = getattr(config, "image_size", None) or getattr(config, "crop_size", None)
     side = image if isinstance(image, int) else (image[0] if image else None)
-    frames, frames_from = _hf_frames(pre, config)
+    frames, frames_from = _hf_frames(pre, config, report)
     if frames is None:
         raise ConfigError(f"pretrained={folder}: neither the preprocessor config nor config.json says how many "
                           "frames the model takes; set num_frames in video_preprocessor_config.json")
@@ -592,11 +652,28 @@ def _hf_preprocess(folder: Path, config: Any, report: Report) -> Preprocess:
     mean = [(offset + mi) / k for mi in m]
     std = [si / k for si in s]
     # resized as transformers' processors do: v2's resize of the uint8 frames, antialiased (its PIL-backend
-    # processors give the same pixels: tests/test_pretrained_processor.py)
+    # processors give the same pixels: tests/test_pretrained_processor.py; only a crop larger than the frame by an
+    # odd number of pixels is padded with the extra row/column above/left there, below/right in its default backend)
+    sample = bool(pre.get("do_sample_frames"))
+    fps = pre.get("fps") if sample and not pre.get("num_frames") else None  # transformers: num_frames before fps
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or fps <= 0):
+        raise ConfigError(f"pretrained: {where} has do_sample_frames=true with fps={fps!r}; set fps to a positive "
+                          "number of frames per second (or num_frames)")
     out = Preprocess(frames, mean=mean, std=std, crop_size=crop, resize=resize, frame_rate=None, layout="BTCHW",
-                     antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True)
-    report.taken.append(("frames", f"{frames_from} ({frames}); sampling: spread uniformly over the video (the "
-                                   "folder does not say how it was trained to sample)"))
+                     antialias=True, interpolation=_resample(pre.get("resample")), transforms_v2=True,
+                     sample_frames=sample, sample_fps=fps)
+    if resize is not None and out.may_pad():
+        report.notes.append(f"{where}'s crop_size ({crop_text}) is larger than its resize ({resize_text}): where the "
+                            "resized frame is smaller, it is padded with zeros to the crop, as transformers' "
+                            "processors do")
+    if sample:
+        rule = (f"{where} do_sample_frames=true" + (f", fps={fps:g}" if fps is not None else "")
+                + " (transformers' sample_frames; the clip line below says how)")
+    else:
+        rule = ((f"{where} has no do_sample_frames=true" if found is not None else "no preprocessor config")
+                + ", so the folder does not say how it was trained to sample (transformers takes every frame it is "
+                "given): spread uniformly over the video")
+    report.taken.append(("frames", f"{frames_from} ({frames}); sampling: {rule}"))
     report.taken.append(("resize, crop, rescale, mean/std",
                          f"{where} (size {resize_text}, crop {crop_text}, rescale {scale:.6g}"
                          + (", offset 1" if offset else "") + f", mean {_fmt(m)}, std {_fmt(s)})"))

@@ -74,25 +74,15 @@ def pretrained_folder(pretrained: str | Path) -> Path:
             if len(found) == 1:
                 return found[0]
         return path
-    cached = _cached_snapshot(str(pretrained))
+    from vidxai.pretrained_source import cached_snapshot
+
+    cached = cached_snapshot(str(pretrained))
     if cached is not None:
         return cached
     raise MissingPathError(
         f"model.net.pretrained={pretrained}: no such folder, and no such repo in the local Hugging Face cache; "
         "pass a folder written by save_pretrained (or a cache snapshot folder), or set model.net.pretrained=null"
     )
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local cache snapshot of ``repo_id`` (``org/name``), or ``None``; never downloads."""
-    if repo_id.count("/") != 1 or repo_id.startswith((".", "/", "~")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached, malformed id, offline: all mean "not here"
-        return None
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

@@ -186,6 +186,10 @@ def check_explain(cfg: DictConfig, keys: Collection[str]) -> None:
     if has_ckpt and not Path(str(cfg.ckpt)).expanduser().exists():
         raise MissingPathError(f"checkpoint not found: {Path(str(cfg.ckpt)).expanduser()}; pass "
                                "ckpt=path/to/best.ckpt from a train.py run")
+    if not has_ckpt:  # pretrained=: what the file system alone says (a folder, its config.json and weights)
+        from vidxai.pretrained_source import check_source
+
+        check_source(str(cfg.pretrained), cfg.get("weights"))
     if _set(cfg, "video") and not Path(str(cfg.video)).expanduser().exists():
         raise MissingPathError(f"video not found: {cfg.video}; pass video=path/to/a/video file")
     rules = _conf_options("rule")
