@@ -143,3 +143,37 @@ def test_inside_a_lightning_trainer(tiny_synthetic: Path, tmp_path: Path) -> Non
     shape = (4, 4, 3, 32, 32)
     assert (True, torch.float32, shape) in seen and (False, torch.float32, shape) in seen
     assert dm.state_dict()["class_names"] == dm.class_names
+
+
+
+def test_loaders_seed_their_own_workers_which_start_without_lightning(tiny_synthetic: Path, tmp_path: Path) -> None:
+    """Every loader of the DataModule carries vidxai's worker seeding, so Lightning adds none of its own: Lightning's
+    function would make each spawned worker import Lightning (seconds of CPU per worker). What a spawned worker
+    unpickles (the dataset, the seeding) imports no Lightning in a fresh interpreter. The seeding differs by rank
+    and worker and repeats for the same ones."""
+    import functools
+    import pickle
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from vidxai.data.dataset import seed_worker
+
+    dm = _dm(tiny_synthetic, tmp_path, num_workers=1)
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert isinstance(loader.worker_init_fn, functools.partial) and loader.worker_init_fn.func is seed_worker
+    shipped = tmp_path / "worker.pkl"
+    shipped.write_bytes(pickle.dumps((loader.dataset, loader.worker_init_fn)))
+    code = ("import pickle, sys; dataset, init = pickle.loads(open(sys.argv[1], 'rb').read()); init(0); "
+            "print(sorted(m for m in ('pytorch_lightning', 'lightning_fabric', 'torchmetrics') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(shipped)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
+
+    def draws(worker: int, rank: int) -> tuple[float, int]:
+        torch.manual_seed(123)  # the worker's torch seed, which the seeding starts from
+        seed_worker(worker, rank)
+        return float(np.random.rand()), int(torch.randint(2**31, (1,)))
+
+    assert draws(0, 0) == draws(0, 0)
+    assert len({draws(0, 0), draws(1, 0), draws(0, 1)}) == 3
