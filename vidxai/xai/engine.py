@@ -270,6 +270,17 @@ def _tensors(value: Any) -> Iterator[Tensor]:
                 yield v
 
 
+def _any_tracked(values: Any) -> bool:
+    """Whether a tensor among ``values`` (or in a list / tuple among them) requires grad."""
+    for v in values:
+        if isinstance(v, Tensor):
+            if v.requires_grad:
+                return True
+        elif isinstance(v, (list, tuple)) and any(isinstance(t, Tensor) and t.requires_grad for t in v):
+            return True
+    return False
+
+
 def _is_tracked(t: Any) -> bool:
     return isinstance(t, Tensor) and t.requires_grad
 
@@ -336,8 +347,7 @@ class _RuleMode(StopAt):
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             if w is self.weight:
                 raise _Stop(args[0] if args else kwargs["input"])
-        tracked = [t for a in (*args, *kwargs.values()) for t in _tensors(a) if t.requires_grad]
-        if not tracked and not self.engine.sees_all:
+        if not self.engine.sees_all and not (_any_tracked(args) or (kwargs and _any_tracked(kwargs.values()))):
             return func(*args, **kwargs)
         return self.engine.dispatch(name, func, args, kwargs)
 
