@@ -242,3 +242,24 @@ def test_kept_weights_follow_in_place_changes(rule: str) -> None:
     torch.testing.assert_close(out, net(x), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(rel, fresh_rel, rtol=0, atol=0)
     assert not torch.allclose(rel, before[1])
+
+
+@pytest.mark.parametrize(("shape", "kernel"), [((2, 3, 8, 32, 32), (2, 8, 8)), ((1, 3, 9, 35, 33), (2, 8, 8)),
+                                               ((3, 3, 32, 32), (8, 8)), ((1, 3, 30, 31), (16, 16))])
+def test_patch_embedding_input_grad_equals_the_convolutions_gradient(shape: tuple, kernel: tuple) -> None:
+    """A convolution over non-overlapping patches (a transformer's patch / tubelet embedding) takes its input
+    gradient as one matrix product: the same map as autograd's, borders the patches miss included."""
+    from vidxai.xai.rules import LinearOp
+
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, *kernel, dtype=torch.float64)
+    op = LinearOp(f"conv{len(kernel)}d", kernel, (0,) * len(kernel), (1,) * len(kernel), 1)
+    assert op.is_patchify(w)
+    z = op(x, w, None)
+    g = torch.randn_like(z)
+    (expected,) = torch.autograd.grad(z, x, g)
+    torch.testing.assert_close(op.input_grad(x.shape, w, g), expected, rtol=1e-12, atol=1e-12)
+    overlapping = LinearOp(f"conv{len(kernel)}d", tuple(k // 2 for k in kernel), (0,) * len(kernel),
+                           (1,) * len(kernel), 1)
+    assert not overlapping.is_patchify(w)

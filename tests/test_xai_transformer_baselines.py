@@ -172,10 +172,47 @@ def test_rollout_starts_at_the_pooling_query_vjepa2() -> None:
     assert build_chefer_relevancy(net)(x[0], 1, 0).abs().sum() > 0
 
 
-def test_attention_baselines_skip_videoprism_with_the_reason() -> None:
-    from vidxai.evaluation.attention_methods import _no_attention
-
+def test_rollout_of_videoprism_factorised_attention_equals_the_full_matrix_product() -> None:
+    """VideoPrism (factorised: spatial blocks per frame, then temporal blocks per patch, no CLS token, a pooling
+    query): its maps from the transformers forward (output_attentions) put entry by entry into full token matrices
+    (frame-major tokens), 0.5 M + 0.5 I each, multiplied from the pooling query's row down."""
     net = tiny("videoprism")
-    assert "factorises attention" in _no_attention(net)
-    with pytest.raises(ConfigError, match="does not apply to VideoPrism"):
-        build_attention_rollout(net)
+    x = clip(batch=1)
+    with torch.no_grad():
+        atts = net.hf(pixel_values_videos=x, output_attentions=True).attentions
+    recorder = Recorder(net.hf, None)
+    with torch.no_grad():
+        recorder.run(lambda: net(x))
+    pool = recorder.record.attentions[-1].mean(1)[0]  # (1, T n)
+    layers = net.hf.config.num_spatial_layers
+    frames, n = T, pool.shape[-1] // T
+    size = frames * n
+    assert len(atts) == 2 * layers and atts[0].shape[-1] == n and atts[-1].shape[-1] == frames
+    mats = []
+    for k, a in enumerate(atts):
+        m = a.mean(1)  # spatial (T, n, n), temporal (n, T, T)
+        full = torch.zeros(size, size, dtype=x.dtype)
+        for i in range(size):
+            t, p = divmod(i, n)
+            for j in range(size):
+                u, q = divmod(j, n)
+                if k < layers and t == u:
+                    full[i, j] = m[t, p, q]
+                elif k >= layers and p == q:
+                    full[i, j] = m[p, t, u]
+        mats.append(0.5 * full + 0.5 * torch.eye(size, dtype=x.dtype))
+    row = pool
+    for m in reversed(mats):
+        row = row @ m
+    expected = _upsample_videomae_frames(row[0], n)
+    # transformers' eager VideoPrism attention takes its softmax in float32: its maps are float32-exact only
+    torch.testing.assert_close(build_attention_rollout(net)(x[0], 0, 0), expected, rtol=1e-6, atol=1e-9)
+    chefer = build_chefer_relevancy(net)
+    assert chefer(x[0], 1, 0).abs().sum() > 0
+    assert not torch.allclose(chefer(x[0], 0, 0), chefer(x[0], 1, 0))  # class-specific
+
+
+def _upsample_videomae_frames(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-frame token scores (T n,), frame-major -> (T, H, W): every frame its own step, PATCH x PATCH patches."""
+    side = int(round(n ** 0.5))
+    return tokens.reshape(T, side, side).repeat_interleave(PATCH, 1).repeat_interleave(PATCH, 2)

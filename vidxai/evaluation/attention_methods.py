@@ -14,9 +14,11 @@ frames, then each frame's patches with the CLS token copied to every frame and a
 the pooling: the CLS row, the mean of all rows (mean pooling), or the head-averaged row of the pooling head's
 cross-attention (V-JEPA 2's attentive pooler: its learned query attends to the tokens; for Chefer its
 gradient-weighted row). The token scores (CLS left out) are mapped to pixels through the tubelet / patch geometry
-(``TokenGeometry.tokens_to_pixels``): every pixel of a tubelet or patch gets its token's score. A network whose
-geometry says ``attention="none"`` (VideoPrism: factorised attention without a CLS token) is skipped with the
-reason.
+(``TokenGeometry.tokens_to_pixels``): every pixel of a tubelet or patch gets its token's score. VideoPrism's
+factorised encoder (no CLS token) is its two kinds of maps: each frame's patches over each other (the spatial
+blocks), then each patch over the frames (the temporal blocks); the start row is its pooling head's query row over
+all tokens (frame-major, as the encoder returns them). A network whose geometry says ``attention="none"`` is
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -84,13 +86,15 @@ def _record(body: nn.Module, head: nn.Module, clip: Tensor) -> tuple[Tensor, lis
     recorder = Recorder(body.model, body.classifier.weight)
     pooled = recorder.run(body.call(x))
     record = recorder.record
-    divided = body.geometry.attention == "divided"
+    attention, spatial_layers = body.geometry.attention, body.geometry.spatial_layers
     maps: list[tuple[str, Tensor]] = []
     for k, p in enumerate(record.attentions):
         if p.shape[-2] == 1 and p.shape[-1] > 1:
             role = "pool"
-        elif divided:
+        elif attention == "divided":
             role = "temporal" if k % 2 == 0 else "spatial"
+        elif attention == "factorised":  # the spatial blocks come first
+            role = "space" if k < spatial_layers else "time"
         else:
             role = "joint"
         maps.append((role, p))
@@ -101,6 +105,13 @@ def _apply(role: str, r: Tensor, m: Tensor, a: float, b: float, frames: int) -> 
     """``r (1, S)`` times the layer matrix ``a I + b M`` (``M``: head-averaged ``(B', n, n)`` of ``role``)."""
     if role == "joint":
         return a * r + b * (r[:, None, :] @ m)[:, 0]
+    if role == "space":  # factorised (no CLS, frame-major tokens): each frame's patches, M (T', n, n)
+        steps, n = m.shape[0], m.shape[-1]
+        return a * r + b * (r.reshape(steps, 1, n) @ m).reshape(1, steps * n)
+    if role == "time":  # factorised: each patch over the steps, M (n, T', T')
+        n, steps = m.shape[0], m.shape[-1]
+        mixed = (r.reshape(steps, n).t()[:, None, :] @ m)[:, 0]  # (n, T')
+        return a * r + b * mixed.t().reshape(1, steps * n)
     cls, tok = r[:, :1], r[:, 1:]  # TimeSformer: CLS first, then the patches patch-major (patch * T + frame)
     n = tok.shape[1] // frames
     if role == "temporal":  # each patch over the frames; the CLS token does not take part
@@ -117,6 +128,8 @@ def _num_tokens(role: str, m: Tensor, frames: int) -> int:
     """Tokens of a clip from one head-averaged map: joint ``(1, S, S)``, spatial ``(T, 1 + n, 1 + n)``."""
     if role == "joint":
         return m.shape[-1]
+    if role in ("space", "time"):  # factorised: (T', n, n) or (n, T', T')
+        return m.shape[0] * m.shape[-1]
     return 1 + (m.shape[-1] - 1) * frames if role == "spatial" else 1 + m.shape[0] * frames
 
 

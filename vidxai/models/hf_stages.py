@@ -38,8 +38,10 @@ class TokenGeometry:
         order: ``"time"`` (index = step * patches + patch) or ``"patch"`` (index = patch * steps + step,
             TimeSformer).
         attention: ``"joint"`` (every map over all tokens), ``"divided"`` (TimeSformer: temporal then spatial per
-            block), or ``"none"`` (no baseline: the reason in ``why``).
+            block), ``"factorised"`` (VideoPrism: ``spatial_layers`` maps over each frame's patches, then maps over
+            each patch's frames), or ``"none"`` (no baseline: the reason in ``why``).
         pool: ``"mean"``, ``"cls"`` or ``"attention"`` (a learned query attends to the tokens: V-JEPA 2).
+        spatial_layers: the spatial blocks of a factorised encoder.
     """
 
     tubelet: int
@@ -49,6 +51,7 @@ class TokenGeometry:
     attention: str = "joint"
     pool: str = "mean"
     why: str = ""
+    spatial_layers: int = 0
 
     def tokens_to_pixels(self, values: Tensor, frames: int, height: int, width: int) -> Tensor:
         """Per-token values ``(B, S)`` (patch tokens only, forward order) -> ``(B, T, H, W)``."""
@@ -152,9 +155,8 @@ def geometry_of(hf: nn.Module) -> TokenGeometry | None:
         return TokenGeometry(config.tubelet_size, patch, pool="attention")
     if kind == "videoprism_vision_model":
         t, ph, pw = config.tubelet_size
-        return TokenGeometry(t, (ph, pw), attention="none", pool="attention",
-                             why="VideoPrism factorises attention (space, then time, no CLS token) and pools by "
-                                 "attention; rollout and Chefer's relevancy are not defined for that here")
+        return TokenGeometry(t, (ph, pw), attention="factorised", pool="attention",
+                             spatial_layers=int(config.num_spatial_layers))
     return None
 
 

@@ -185,6 +185,11 @@ class _HFVideoNet(nn.Module):
     input_name: ClassVar[str] = "pixel_values"
     frames_key: ClassVar[str] = "num_frames"
     size_key: ClassVar[str] = "image_size"
+    #: Learned position tables (``(1, positions, hidden)`` parameters of ``.hf``) that a network trained from
+    #: scratch starts as the sinusoidal table instead of transformers' init (zeros, or a small random draw made
+    #: for fine-tuning a pretrained model): with them at ~0 every token looks the same wherever it is, so the
+    #: order of the frames, which the embedded data's classes are, stays unseen until the tables drift.
+    sinusoid_init: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def hf_kwargs(cls, arch: dict[str, Any]) -> dict[str, Any]:
@@ -223,9 +228,18 @@ class _HFVideoNet(nn.Module):
                 self._check_arch(arch)
                 config = config_cls(**self.hf_kwargs(arch), num_labels=num_classes)
             self.hf = model_cls._from_config(config, attn_implementation=attn_implementation)
+            if hf_config is None:
+                self._init_positions()
         self.num_classes = int(num_classes)
         self.num_frames = int(getattr(self.hf.config, self.frames_key))
         self.image_size = _pair(getattr(self.hf.config, self.size_key), "image_size")
+
+    def _init_positions(self) -> None:
+        """The tables of :attr:`sinusoid_init` start as the sinusoidal table (still learned)."""
+        for name in self.sinusoid_init:
+            table = self.hf.get_parameter(name)
+            with torch.no_grad():
+                table.copy_(sinusoid_table(table.shape[1], table.shape[2]).unsqueeze(0))
 
     @classmethod
     def _check_attn(cls, attn_implementation: str | None) -> None:
@@ -423,6 +437,8 @@ class TimeSformer(_HFVideoNet):
     model_type = "timesformer"
     label = "TimeSformer"
     attn_implementations = ("eager",)
+    # transformers starts the time embeddings at zero (made for fine-tuning an image ViT)
+    sinusoid_init = ("timesformer.embeddings.time_embeddings",)
 
     @staticmethod
     def _hf_classes() -> tuple[Any, Any]:
@@ -441,13 +457,6 @@ class TimeSformer(_HFVideoNet):
                     intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
                     attention_probs_dropout_prob=attention_dropout)
         self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
-        if not pretrained and hf_config is None:
-            # transformers starts the time embeddings at zero (made for fine-tuning an image ViT), which leaves a
-            # network trained from scratch blind to frame order until they drift: start them as the sinusoidal
-            # table (what VideoMAE keeps fixed; here still learned)
-            time = self.hf.timesformer.embeddings.time_embeddings
-            with torch.no_grad():
-                time.copy_(sinusoid_table(time.shape[1], time.shape[2]).unsqueeze(0))
 
     @classmethod
     def _check_arch(cls, arch: Mapping[str, Any]) -> None:
@@ -497,20 +506,25 @@ def _videoprism_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
 
 
 #: name -> (label, transformers config / model class names, attention implementations, config arguments of
-#: vidxai's, state-dict prefixes a pretrained folder may lack, forward keyword, frames key, size key)
+#: vidxai's, state-dict prefixes a pretrained folder may lack, forward keyword, frames key, size key, position
+#: tables started as the sinusoidal table when trained from scratch)
 _TABLE: dict[str, tuple] = {
+    # transformers starts ViViT's position table at zero
     "vivit": ("ViViT", "VivitConfig", "VivitForVideoClassification", ("sdpa", "eager"), _vivit_kwargs,
-              ("classifier.",), "pixel_values", "num_frames", "image_size"),
+              ("classifier.",), "pixel_values", "num_frames", "image_size", ("vivit.embeddings.position_embeddings",)),
+    # no table: 3D rotary positions
     "vjepa2": ("V-JEPA 2", "VJEPA2Config", "VJEPA2ForVideoClassification", ("sdpa", "eager"), _vjepa2_kwargs,
-               ("classifier.", "pooler."), "pixel_values_videos", "frames_per_clip", "crop_size"),
+               ("classifier.", "pooler."), "pixel_values_videos", "frames_per_clip", "crop_size", ()),
+    # transformers draws VideoPrism's time table with LeCun's normal init over all its entries (std 0.036 at
+    # hidden 96), added right after a LayerNorm (unit scale): the frame order is a ~4% signal
     "videoprism": ("VideoPrism", "VideoPrismVisionConfig", "VideoPrismForVideoClassification", ("eager",),
                    _videoprism_kwargs, ("classifier.", "head.", "head_layernorm."), "pixel_values_videos",
-                   "num_frames", "image_size"),
+                   "num_frames", "image_size", ("vision_model.temporal_embeddings.position_embeddings",)),
 }
 
 
 def _table_net(name: str, class_name: str, doc: str) -> type[_TubeletNet]:
-    label, config_name, model_name, attns, kwargs_fn, prefixes, input_name, frames, size = _TABLE[name]
+    label, config_name, model_name, attns, kwargs_fn, prefixes, input_name, frames, size, tables = _TABLE[name]
 
     def hf_classes() -> tuple[Any, Any]:
         import transformers
@@ -519,7 +533,8 @@ def _table_net(name: str, class_name: str, doc: str) -> type[_TubeletNet]:
 
     model_type = "videoprism_vision_model" if name == "videoprism" else name  # config.json's model_type
     attrs = dict(name=name, model_type=model_type, label=label, attn_implementations=attns, new_head_prefixes=prefixes,
-                 input_name=input_name, frames_key=frames, size_key=size, _hf_classes=staticmethod(hf_classes),
+                 input_name=input_name, frames_key=frames, size_key=size, sinusoid_init=tables,
+                 _hf_classes=staticmethod(hf_classes),
                  hf_kwargs=classmethod(lambda cls, arch: kwargs_fn(dict(arch))), __doc__=doc,
                  __module__=__name__, __qualname__=class_name)
     return type(class_name, (_TubeletNet,), attrs)

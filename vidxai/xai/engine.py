@@ -66,7 +66,7 @@ from vidxai.errors import ConfigError
 from vidxai.models.contract import Stage
 from vidxai.xai.attention import DEFAULT_ATTENTION_RULE, check_attention_rule
 from vidxai.xai.propagators import PropagatorContext, StageRelevance, register_propagator
-from vidxai.xai.rules import Composite, Epsilon, LinearOp, LinearRule, stabilize
+from vidxai.xai.rules import Composite, Epsilon, LinearOp, LinearRule
 
 __all__ = [
     "ATTN_IMPLEMENTATION",
@@ -86,7 +86,14 @@ ATTN_IMPLEMENTATION = "vidxai_lrp"
 # ----------------------------------------------------------------------------------------- rule Functions
 def _safe_div(r: Tensor, x: Tensor) -> Tensor:
     """``r / x`` with ``0`` where ``x == 0`` (a relevance ``x * g`` is 0 there)."""
-    return torch.where(x == 0, torch.zeros_like(r), r / torch.where(x == 0, torch.ones_like(x), x))
+    return torch.where(x == 0, 0.0, r / x)
+
+
+def _ratio(z: Tensor, eps: float) -> Tensor:
+    """``z / stabilize(z, eps)`` as ``|z| / (|z| + eps)``: bit for bit the same value (the signs cancel; only
+    the sign of a zero may differ), in three elementwise passes instead of five."""
+    a = z.abs()
+    return a.div_(a + eps)
 
 
 class _EpsilonLinear(torch.autograd.Function):
@@ -102,9 +109,7 @@ class _EpsilonLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
         weight, z = ctx.saved_tensors
-        s = stabilize(z, ctx.eps)
-        torch.div(z, s, out=s)
-        return ctx.op.input_grad(ctx.shape, weight, s.mul_(grad)), None, None, None, None
+        return ctx.op.input_grad(ctx.shape, weight, _ratio(z, ctx.eps).mul_(grad)), None, None, None, None
 
 
 class _RuleLinear(torch.autograd.Function):
@@ -140,8 +145,7 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple:
         y, rstd, weight = ctx.saved_tensors
-        g = stabilize(y, ctx.stab)
-        torch.div(y, g, out=g).mul_(grad).mul_(rstd)
+        g = _ratio(y, ctx.stab).mul_(grad).mul_(rstd)
         if weight is not None:
             g.mul_(weight)
         return g.sub_(g.mean(ctx.dims, keepdim=True)), None, None, None, None, None
@@ -198,6 +202,25 @@ class _Uniform(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
+class _Scale(torch.autograd.Function):
+    """:class:`_Uniform` for several tensors in one autograd node (the operands of one attention): the identity
+    forward, each gradient scaled by its factor."""
+
+    @staticmethod
+    def forward(ctx: Any, factors: tuple[float, ...], *xs: Tensor) -> tuple[Tensor, ...]:
+        ctx.factors = factors
+        return tuple(x.view_as(x) for x in xs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple:
+        return (None, *(None if g is None else g * f for g, f in zip(grads, ctx.factors)))
+
+
+def _detached(t: Tensor | None) -> Tensor | None:
+    """``t`` cut from autograd (a parameter, frozen for the duration of an explanation, is already)."""
+    return t.detach() if t is not None and t.requires_grad else t
+
+
 # ----------------------------------------------------------------------------------------- op tables
 #: elementwise activations: the identity rule
 _ACTIVATIONS = {"gelu", "silu", "tanh", "sigmoid", "relu", "leaky_relu", "elu", "selu", "celu", "mish", "hardswish",
@@ -246,6 +269,17 @@ def _tensors(value: Any) -> Iterator[Tensor]:
         for v in value:
             if isinstance(v, Tensor):
                 yield v
+
+
+def _any_tracked(values: Any) -> bool:
+    """Whether a tensor among ``values`` (or in a list / tuple among them) requires grad."""
+    for v in values:
+        if isinstance(v, Tensor):
+            if v.requires_grad:
+                return True
+        elif isinstance(v, (list, tuple)) and any(isinstance(t, Tensor) and t.requires_grad for t in v):
+            return True
+    return False
 
 
 def _is_tracked(t: Any) -> bool:
@@ -314,8 +348,7 @@ class _RuleMode(StopAt):
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             if w is self.weight:
                 raise _Stop(args[0] if args else kwargs["input"])
-        tracked = [t for a in (*args, *kwargs.values()) for t in _tensors(a) if t.requires_grad]
-        if not tracked and not self.engine.sees_all:
+        if not self.engine.sees_all and not (_any_tracked(args) or (kwargs and _any_tracked(kwargs.values()))):
             return func(*args, **kwargs)
         return self.engine.dispatch(name, func, args, kwargs)
 
@@ -440,12 +473,10 @@ class RuleEngine:
         if name == "layer_norm":
             x, shape, weight, bias, eps = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
                                                {"eps": 1e-5})
-            weight = None if weight is None else weight.detach()
-            bias = None if bias is None else bias.detach()
-            return _LayerNorm.apply(x, tuple(shape), weight, bias, eps, self.stab)
+            return _LayerNorm.apply(x, tuple(shape), _detached(weight), _detached(bias), eps, self.stab)
         if name == "rms_norm":
             x, shape, weight, eps = _bind(args, kwargs, ("input", "normalized_shape", "weight", "eps"))
-            return _RMSNorm.apply(x, tuple(shape), None if weight is None else weight.detach(), eps)
+            return _RMSNorm.apply(x, tuple(shape), _detached(weight), eps)
         if name in _ACTIVATIONS:
             x = args[0] if args else kwargs.pop("input")
             rest = args[1:]
@@ -464,7 +495,7 @@ class RuleEngine:
             if both:
                 # the uniform rule on the operands (an output of a Function may not be changed in place later,
                 # as MViT's relative positions do)
-                args = (_Uniform.apply(args[0], 0.5), _Uniform.apply(args[1], 0.5), *args[2:])
+                args = (*_Scale.apply((0.5, 0.5), args[0], args[1]), *args[2:])
             return func(*args, **kwargs)
         if name in _DIVS:
             if len(args) > 1 and _is_tracked(args[1]):
@@ -493,14 +524,11 @@ class RuleEngine:
         held constant. No ``n x n`` map is kept between the passes."""
         if self.attention_rule == "cp":
             query, key = query.detach(), key.detach()
-        else:
-            value = _Uniform.apply(value, 0.5)
-            if query.requires_grad and key.requires_grad:
-                query, key = _Uniform.apply(query, 0.25), _Uniform.apply(key, 0.25)
-            elif key.requires_grad:
-                key = _Uniform.apply(key, 0.5)
-            elif query.requires_grad:
-                query = _Uniform.apply(query, 0.5)
+        else:  # one autograd node scales the tracked operands
+            qk = 0.25 if query.requires_grad and key.requires_grad else 0.5
+            operands = [t for t in (query, key, value) if t.requires_grad]
+            scaled = iter(_Scale.apply(tuple(0.5 if t is value else qk for t in operands), *operands))
+            query, key, value = (next(scaled) if t.requires_grad else t for t in (query, key, value))
         with torch._C.DisableTorchFunction():
             return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, is_causal=is_causal,
                                                   scale=scale, enable_gqa=enable_gqa)
@@ -521,8 +549,7 @@ class RuleEngine:
     def _linear(self, op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         first = not self._first_done
         rule = self._rule(op)
-        weight = weight.detach()
-        bias = None if bias is None else bias.detach()
+        weight, bias = _detached(weight), _detached(bias)
         if type(rule) is Epsilon:
             out = _EpsilonLinear.apply(x, weight, bias, op, rule.epsilon)
         else:

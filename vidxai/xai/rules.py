@@ -145,8 +145,16 @@ class LinearOp:
             return F.conv3d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         return F.linear(x, weight, bias)
 
+    def is_patchify(self, weight: Tensor) -> bool:
+        """A convolution over non-overlapping patches (stride = kernel, no padding, dilation or groups): the patch
+        / tubelet embedding of a vision transformer, a linear map of each patch."""
+        return (self.kind != "linear" and self.groups == 1 and tuple(self.stride) == tuple(weight.shape[2:])
+                and not any(_tuple(self.padding)) and all(d == 1 for d in _tuple(self.dilation)))
+
     def input_grad(self, input_shape: torch.Size, weight: Tensor, grad: Tensor) -> Tensor:
         """``W^T grad``: the gradient of ``W x`` w.r.t. ``x`` (a transposed convolution), input part only."""
+        if self.kind != "linear" and self.is_patchify(weight):
+            return _patch_input_grad(input_shape, weight, grad)
         if self.kind == "conv2d":
             return torch.nn.grad.conv2d_input(
                 input_shape, weight, grad, self.stride, self.padding, self.dilation, self.groups
@@ -156,6 +164,29 @@ class LinearOp:
                 input_shape, weight, grad, self.stride, self.padding, self.dilation, self.groups
             )
         return grad @ weight
+
+
+def _tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _patch_input_grad(input_shape: torch.Size, weight: Tensor, grad: Tensor) -> Tensor:
+    """The input gradient of a convolution over non-overlapping patches as one matrix product and a reshape:
+    ``grad (B, D, n_1..n_k)`` times ``W (D, C k_1..k_k)``, each patch's rows put back in place (input borders the
+    patches do not cover get 0). The same map as ``conv{2,3}d_input``, about 15x faster on the CPU for a video
+    transformer's tubelet embedding (the transposed convolution of so few channels is slow there)."""
+    kernel, n = tuple(weight.shape[2:]), tuple(grad.shape[2:])
+    k = len(kernel)
+    batch, channels = grad.shape[0], weight.shape[1]
+    patches = grad.flatten(2).transpose(1, 2) @ weight.flatten(1)  # (B, n_1 .. n_k, C k_1 .. k_k)
+    patches = patches.view(batch, *n, channels, *kernel)
+    # (B, n_1, .., n_k, C, k_1, .., k_k) -> (B, C, n_1, k_1, .., n_k, k_k)
+    order = [0, k + 1] + [d for i in range(k) for d in (1 + i, k + 2 + i)]
+    out = patches.permute(order).reshape(batch, channels, *(a * b for a, b in zip(n, kernel)))
+    covered = tuple(a * b for a, b in zip(n, kernel))
+    if covered != tuple(input_shape[2:]):
+        out = F.pad(out, [p for c, s in zip(reversed(covered), reversed(input_shape[2:])) for p in (0, s - c)])
+    return out
 
 
 # ----------------------------------------------------------------------------------------- rules
