@@ -31,16 +31,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# ----------------------------------------------------------------------------- workers
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than the cores this process may use. About a third of the suite's wall time
-    is tests waiting on the processes they start (DDP ranks that sleep between batches, signals, timeouts); the
-    extra worker computes meanwhile. ``PYTEST_XDIST_AUTO_NUM_WORKERS=N`` still sets the number."""
-    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").isdigit():
-        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    return len(os.sched_getaffinity(0)) + 1
-
-
 # ----------------------------------------------------------------------------- order
 #: the pytest cache key of the call durations of the last run (`.pytest_cache`), by test id
 DURATIONS_KEY = "vidxai/durations"

@@ -36,13 +36,23 @@ KILL_RUN = [
 
 
 def _train_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = _start_train_cli(*args, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _start_train_cli(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "CUDA_VISIBLE_DEVICES": ""}
     # a W&B service started by an earlier in-process test would be shared by the runs and still hold the
     # killed run's stream; a real command line starts its own
     env.pop("WANDB_SERVICE", None)
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _state(run: Path) -> dict[str, torch.Tensor]:
@@ -63,13 +73,19 @@ def _final_metrics(run: Path) -> dict[str, float]:
 # ----------------------------------------------------------------------------- hard kills
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_ckpt_path_last_resumes_exactly(tmp_path: Path) -> None:
+    # the uninterrupted run beside the killed one (two runs share a data folder as parallel users do: the
+    # generator of the synthetic set locks it)
     data = [f"paths.data_dir={tmp_path / 'data'}"]
-    full = _train_cli(*KILL_RUN, *data, "logger=csv", f"hydra.run.dir={tmp_path / 'full'}", cwd=tmp_path)
-    assert full.returncode == 0, full.stderr[-3000:]
-
-    run = tmp_path / "killed"
-    killed = _train_cli(*KILL_RUN, *data, f"hydra.run.dir={run}", "+callbacks.kill._target_=helpers.KillAt",
-                        "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2", cwd=tmp_path)
+    full_run = _start_train_cli(*KILL_RUN, *data, "logger=csv", f"hydra.run.dir={tmp_path / 'full'}", cwd=tmp_path)
+    try:
+        run = tmp_path / "killed"
+        killed = _train_cli(*KILL_RUN, *data, f"hydra.run.dir={run}", "+callbacks.kill._target_=helpers.KillAt",
+                            "+callbacks.kill.epoch=1", "+callbacks.kill.batch=2", cwd=tmp_path)
+        full_out, full_err = full_run.communicate(timeout=300)
+    finally:
+        if full_run.poll() is None:
+            full_run.kill()
+    assert full_run.returncode == 0, full_err[-3000:]
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (run / "checkpoints" / "on_exception.ckpt").exists()  # a hard kill runs no handler
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
