@@ -526,8 +526,9 @@ class RuleEngine:
             query, key = query.detach(), key.detach()
         else:  # one autograd node scales the tracked operands
             qk = 0.25 if query.requires_grad and key.requires_grad else 0.5
-            operands = [t for t in (query, key, value) if t.requires_grad]
-            scaled = iter(_Scale.apply(tuple(0.5 if t is value else qk for t in operands), *operands))
+            # by position, not identity: a model may pass one tensor as both query and value
+            pairs = [(t, f) for t, f in ((query, qk), (key, qk), (value, 0.5)) if t.requires_grad]
+            scaled = iter(_Scale.apply(tuple(f for _, f in pairs), *(t for t, _ in pairs)))
             query, key, value = (next(scaled) if t.requires_grad else t for t in (query, key, value))
         with torch._C.DisableTorchFunction():
             return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, is_causal=is_causal,
