@@ -43,6 +43,13 @@ PREPROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.jso
 NORM_RTOL = 1e-3
 
 
+def _arch(num_layers: int, num_heads: int, dropout: float, attention_dropout: float, **same: Any) -> dict[str, Any]:
+    """The ``transformers`` config arguments of a network's constructor arguments: the keys spelled alike pass as
+    they are (``same``), the others take ``transformers``' names."""
+    return {**same, "num_hidden_layers": num_layers, "num_attention_heads": num_heads, "hidden_dropout_prob": dropout,
+            "attention_probs_dropout_prob": attention_dropout}
+
+
 def _pair(value: int | Sequence[int] | None, key: str) -> tuple[int, int]:
     """``32`` or ``[32, 32]`` -> ``(32, 32)``; anything else is an error naming ``key``."""
     if isinstance(value, bool) or value is None:
@@ -378,10 +385,9 @@ class _TubeletNet(_HFVideoNet):
                  attention_dropout: float = 0.0, attn_implementation: str | None = None, pretrained: str | None = None,
                  hf_config: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, tubelet_size=tubelet_size,
-                    hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=attention_dropout)
+        arch = _arch(num_layers, num_heads, dropout, attention_dropout, num_frames=num_frames, image_size=image_size,
+                     patch_size=patch_size, tubelet_size=tubelet_size, hidden_size=hidden_size,
+                     intermediate_size=intermediate_size)
         self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
 
     @classmethod
@@ -452,10 +458,8 @@ class TimeSformer(_HFVideoNet):
                  attn_implementation: str = "eager", pretrained: str | None = None,
                  hf_config: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        arch = dict(num_frames=num_frames, image_size=image_size, patch_size=patch_size, hidden_size=hidden_size,
-                    num_hidden_layers=num_layers, num_attention_heads=num_heads,
-                    intermediate_size=intermediate_size, hidden_dropout_prob=dropout,
-                    attention_probs_dropout_prob=attention_dropout)
+        arch = _arch(num_layers, num_heads, dropout, attention_dropout, num_frames=num_frames, image_size=image_size,
+                     patch_size=patch_size, hidden_size=hidden_size, intermediate_size=intermediate_size)
         self._build(num_classes, arch, attn_implementation, pretrained, hf_config)
 
     @classmethod
