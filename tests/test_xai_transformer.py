@@ -501,6 +501,25 @@ def test_an_uncovered_function_is_one_error_naming_it() -> None:
         VideoLRP(net).attribute(clip(), 0)
 
 
+@pytest.mark.parametrize("shape_a, shape_b",
+                         [((2, 3, 4, 5), (3, 5, 6)), ((4, 5), (2, 5, 6)), ((2, 1, 4, 5), (1, 3, 5, 6))])
+def test_a_product_of_two_derived_tensors_halves_each_gradient(shape_a, shape_b) -> None:
+    """The uniform rule of ``a @ b`` (both derived from the input): the product's value, half of each operand's
+    gradient, also for broadcast batch dimensions and for operands that are transposed views (kept as given)."""
+    from vidxai.xai.engine import _Product
+
+    torch.manual_seed(0)
+    a = torch.randn(*shape_a[:-2], shape_a[-1], shape_a[-2], dtype=torch.float64).mT.requires_grad_(True)
+    b = torch.randn(*shape_b, dtype=torch.float64, requires_grad=True)
+    out, ref = _Product.apply(a, b), torch.matmul(a, b)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    got, want = torch.autograd.grad(out, (a, b), g), torch.autograd.grad(ref, (a, b), g)
+    for x, y, t in zip(got, want, (a, b)):
+        assert x.shape == t.shape
+        torch.testing.assert_close(x, 0.5 * y, rtol=1e-12, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------------------- a transformer of one's own
 class _Config(transformers.PretrainedConfig):
     model_type = "tiny_own_video"

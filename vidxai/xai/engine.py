@@ -216,6 +216,27 @@ class _Scale(torch.autograd.Function):
         return (None, *(None if g is None else g * f for g, f in zip(grads, ctx.factors)))
 
 
+class _Product(torch.autograd.Function):
+    """``a @ b`` of two tracked operands under the uniform rule (each operand gets half the gradient; LXT
+    ``divide_gradient``), in one autograd node that keeps the operands as given: the views of an explicit
+    attention (query, key and value sliced from a linear layer's output, which the epsilon rule keeps anyway; the
+    softmax output, which its backward keeps) cost no memory, where ``torch.matmul`` keeps contiguous copies of
+    batched operands."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return torch.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple:
+        a, b = ctx.saved_tensors
+        g = grad * 0.5
+        ga, gb = g @ b.mT, a.mT @ g
+        return (ga if ga.shape == a.shape else ga.sum_to_size(a.shape),
+                gb if gb.shape == b.shape else gb.sum_to_size(b.shape))
+
+
 def _detached(t: Tensor | None) -> Tensor | None:
     """``t`` cut from autograd (a parameter, frozen for the duration of an explanation, is already)."""
     return t.detach() if t is not None and t.requires_grad else t
@@ -257,6 +278,8 @@ _STRUCTURAL = frozenset(_LINEAR - _JOINS)
 #: ``func -> name`` (``__name__`` lookups are slow)
 _NAMES: dict[Any, str] = {}
 _MATMULS = {"matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm"}
+#: matrix products whose operands are ``(a, b)`` in that order (``__rmatmul__`` swaps them)
+_PRODUCTS = {"matmul", "__matmul__", "bmm", "mm"}
 _MULS = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "multiply"}
 _DIVS = {"div", "__truediv__", "__itruediv__", "div_", "true_divide", "divide"}
 _SOFTMAX = {"softmax", "_softmax"}
@@ -492,6 +515,8 @@ class RuleEngine:
             both = len(operands) == 2 and all(t.requires_grad for t in operands)
             if both and name.endswith("_"):
                 raise self._uncovered(f"{name} (an in-place product of two tensors derived from the input)")
+            if both and name in _PRODUCTS and not kwargs and len(args) == 2 and min(a.ndim for a in args) >= 2:
+                return _Product.apply(args[0], args[1])
             if both:
                 # the uniform rule on the operands (an output of a Function may not be changed in place later,
                 # as MViT's relative positions do)
