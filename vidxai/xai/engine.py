@@ -20,7 +20,8 @@ function                          rule
 ``softmax``                       AttnLRP: its deep-Taylor rule ``R_x = x (R - p sum R)``, in the Gradient x
                                   Input form the plain softmax gradient; CP-LRP: output held constant
 ``matmul``, ``bmm``, ``mul``      of two tracked operands: the uniform rule (the gradient halved for both,
-(tracked x tracked)               LXT ``divide_gradient``); with one constant operand: linear (plain)
+(tracked x tracked)               LXT ``divide_gradient``; a matrix product is one node keeping its operands
+                                  as given, not copies); with one constant operand: linear (plain)
 ``scaled_dot_product_attention``  decomposed into the three functions above
 ``max_pool``, ``amax``, ``max``   winner takes all (the plain gradient)
 ================================  ===========================================================================
