@@ -33,6 +33,10 @@ one explanation and of one input gradient, each in a fresh subprocess (CPU: ``Vm
 allocated growth), and ``kept_gib``: what autograd keeps from the forward for the backward (distinct storages,
 parameters excluded; exact, unaffected by load or allocator), with ``kept_ratio`` = LRP / gradient.
 
+``--model mvit_v1_b|mvit_v2_s|swin3d_t``: torchvision's attention video classifier itself (its builder's own
+block settings, 400 classes, random weights; MViT at the 16 frames of 224x224 its builders fix), the same speed
+and memory parts (the gradient with torchvision's own forward).
+
 On a shared machine, ``--threads 1 --clock process`` times this process's CPU work (waits for busy cores do not
 count; with more threads the CPU time would count OpenMP's spinning); the load average is recorded either way.
 Results go to ``outputs/bench/bench_lrp-<time>.json`` (git-ignored) and are printed.
@@ -154,6 +158,10 @@ def _r2plus1d(device: torch.device, width: float, seed: int = 0) -> R2Plus1D:
 
 
 TRANSFORMERS = ("videomae", "timesformer", "vivit", "vjepa2", "videoprism")
+#: torchvision's attention video classifiers (random weights, 400 classes; MViT's builders fix 16 x 224 x 224)
+TORCHVISION_ATTENTION = ("mvit_v1_b", "mvit_v2_s", "swin3d_t")
+#: every model explained by the engine (the model's own forward under the rules)
+ATTENTION_MODELS = (*TRANSFORMERS, *TORCHVISION_ATTENTION)
 
 
 def _convlstm(device: torch.device, seed: int = 0) -> torch.nn.Module:
@@ -169,10 +177,15 @@ def _convlstm(device: torch.device, seed: int = 0) -> torch.nn.Module:
 
 
 def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) -> torch.nn.Module:
-    """vidxai's network of ``--model`` (the ``transformers`` classifier as ``.hf``), random weights."""
+    """vidxai's network of ``--model`` (the ``transformers`` classifier as ``.hf``), or torchvision's model itself,
+    random weights."""
     from vidxai.models import NETWORKS, build_network
 
     torch.manual_seed(seed)
+    if args.model in TORCHVISION_ATTENTION:
+        import torchvision.models as tvm
+
+        return tvm.get_model(args.model, weights=None, num_classes=400).to(device).eval()
     kw = dict(num_frames=args.frames, image_size=args.size, patch_size=args.patch, hidden_size=args.hidden,
               num_layers=args.layers, num_heads=args.heads, intermediate_size=4 * args.hidden)
     if args.model != "timesformer":
@@ -182,12 +195,19 @@ def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) 
     return build_network(args.model, 11, **kw).to(device).eval()
 
 
+def _clip(args: argparse.Namespace, device: torch.device) -> torch.Tensor:
+    """One random clip in the layout the model takes (torchvision: ``(1, C, T, H, W)``)."""
+    if args.model in TORCHVISION_ATTENTION:
+        return torch.randn(1, 3, args.frames, args.size, args.size, device=device)
+    return torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+
+
 def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
     """LRP time / input-gradient time of a video transformer, per attention rule."""
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    clip = _clip(args, device)
     target = 3
 
     def grad_input() -> None:
@@ -210,7 +230,7 @@ def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> 
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    clip = _clip(args, device)
     if args.memory_rule == "gradient":
         def run() -> None:
             x = clip.clone().requires_grad_(True)
@@ -477,12 +497,13 @@ SMOKE: dict[str, dict] = {
     "r2plus1d": {"frames": 4, "size": 32, "width": 0.125, "memory": False},
     **{m: {"frames": 4, "size": 16, "patch": 8, "hidden": 16, "layers": 1, "heads": 2, "memory": True}
        for m in TRANSFORMERS},
+    "swin3d_t": {"frames": 4, "size": 32, "memory": False},  # torchvision's full Swin3D-T (MViT: 16 x 224², slow)
 }
 
 
 def _parts(args: argparse.Namespace, device: torch.device) -> dict:
     """The speed and (``--memory``) memory parts for ``args.model``."""
-    is_transformer = args.model in TRANSFORMERS
+    is_transformer = args.model in ATTENTION_MODELS
     out: dict = {}
     if not args.no_speed:
         out["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
@@ -523,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line (also used by tests/test_benchmarks.py to check the documented commands)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--model", default="vgg16_lstm", choices=["vgg16_lstm", "convlstm", "r2plus1d", *TRANSFORMERS])
+    parser.add_argument("--model", default="vgg16_lstm",
+                        choices=["vgg16_lstm", "convlstm", "r2plus1d", *ATTENTION_MODELS])
     parser.add_argument("--patch", type=int, default=16, help="transformers: patch size")
     parser.add_argument("--hidden", type=int, default=384, help="transformers: hidden size")
     parser.add_argument("--layers", type=int, default=6, help="transformers: blocks")
@@ -556,6 +578,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but CUDA is not available")
+    if args.model.startswith("mvit") and (args.frames, args.size) != (16, 224):
+        parser.error(f"--model {args.model}: torchvision's MViT builders take 16 frames of 224x224 (--frames 16 "
+                     "--size 224)")
     if args.memory and args.model in ("r2plus1d", "convlstm"):
         parser.error(f"--memory measures VGG16+LSTM's chunk_frames (or a transformer's peak), not --model {args.model}")
     device = torch.device(args.device)
@@ -574,7 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> dict:
 
-    is_transformer = args.model in TRANSFORMERS
+    is_transformer = args.model in ATTENTION_MODELS
     if is_transformer and args.rules == parser.get_default("rules"):
         args.rules = ["epsilon"]
     if args.memory_child:
@@ -594,7 +619,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torc
             "clock": args.clock,
         },  # fmt: skip
     }
-    if is_transformer:
+    if args.model in TORCHVISION_ATTENTION:
+        report["config"].update({"torchvision": args.model, "attention_rules": args.attention_rules})
+    elif is_transformer:
         report["config"].update(
             {"patch": args.patch, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
              "attn": args.attn if args.model in ("videomae", "vivit", "vjepa2") else "eager",
@@ -605,7 +632,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torc
         report["smoke"] = {}
         for model, sizes in SMOKE.items():
             one = argparse.Namespace(**{**vars(args), **sizes, "model": model, "repeats": 1, "no_speed": False})
-            if model in TRANSFORMERS:
+            if model in ATTENTION_MODELS:
                 one.rules = ["epsilon"]
             report["smoke"][model] = _parts(one, device)
             print(f"  smoke {model}: done", file=sys.stderr, flush=True)

@@ -103,7 +103,8 @@ def test_bench_lrp_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bench_lrp = benchmark_script("bench_lrp")
     report, printed, saved = _smoke("bench_lrp", tmp_path, capsys)
     assert saved == json.loads(json.dumps(report))
-    assert set(report["smoke"]) == set(NETWORKS)  # every registered network (a new one needs its --model)
+    # every registered network (a new one needs its --model), and torchvision's Swin3D-T
+    assert set(report["smoke"]) == set(NETWORKS) | {"swin3d_t"}
     rows = [line.split() for line in printed.splitlines()]
     for model, run in report["smoke"].items():
         for part, entries in run["speed"].items():
@@ -116,8 +117,9 @@ def test_bench_lrp_smoke(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert {"vidxai_epsilon", "vidxai_alpha_beta", "captum_lrp_epsilon", "zennit_epsilon", "split_floor"} <= set(
         report["smoke"]["vgg16_lstm"]["speed"]["encoder_only"])
     assert report["smoke"]["vgg16_lstm"]["memory"]["peak_rss_gib"] > 0
-    for model in bench_lrp.TRANSFORMERS:
+    for model in (*bench_lrp.TRANSFORMERS, "swin3d_t"):
         assert set(report["smoke"][model]["speed"]["full_model"]) == {"vidxai_epsilon_attnlrp", "vidxai_epsilon_cp"}
+    for model in bench_lrp.TRANSFORMERS:
         assert report["smoke"][model]["memory"]["kept_ratio"] > 0, model
 
 
