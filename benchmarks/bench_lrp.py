@@ -195,11 +195,13 @@ def _transformer(args: argparse.Namespace, device: torch.device, seed: int = 0) 
     return build_network(args.model, 11, **kw).to(device).eval()
 
 
-def _clip(args: argparse.Namespace, device: torch.device) -> torch.Tensor:
-    """One random clip in the layout the model takes (torchvision: ``(1, C, T, H, W)``)."""
-    if args.model in TORCHVISION_ATTENTION:
-        return torch.randn(1, 3, args.frames, args.size, args.size, device=device)
-    return torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+def _clip(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> torch.Tensor:
+    """One random clip in the layout ``model`` takes (:func:`vidxai.models.foreign.as_video_net`; torchvision's
+    ``(1, C, T, H, W)``)."""
+    from vidxai.models.foreign import as_video_net, to_model_layout
+
+    clip = torch.randn(1, args.frames, 3, args.size, args.size, device=device)
+    return to_model_layout(clip, as_video_net(model)[1]).contiguous()
 
 
 def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
@@ -207,7 +209,7 @@ def transformer_speed(args: argparse.Namespace, device: torch.device) -> dict:
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    clip = _clip(args, device)
+    clip = _clip(model, args, device)
     target = 3
 
     def grad_input() -> None:
@@ -230,7 +232,7 @@ def transformer_memory_child(args: argparse.Namespace, device: torch.device) -> 
     model = _transformer(args, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    clip = _clip(args, device)
+    clip = _clip(model, args, device)
     if args.memory_rule == "gradient":
         def run() -> None:
             x = clip.clone().requires_grad_(True)
@@ -503,12 +505,12 @@ SMOKE: dict[str, dict] = {
 
 def _parts(args: argparse.Namespace, device: torch.device) -> dict:
     """The speed and (``--memory``) memory parts for ``args.model``."""
-    is_transformer = args.model in ATTENTION_MODELS
+    is_attention = args.model in ATTENTION_MODELS
     out: dict = {}
     if not args.no_speed:
-        out["speed"] = transformer_speed(args, device) if is_transformer else speed(args, device)
+        out["speed"] = transformer_speed(args, device) if is_attention else speed(args, device)
     if args.memory:
-        out["memory"] = transformer_memory(args) if is_transformer else memory(args)
+        out["memory"] = transformer_memory(args) if is_attention else memory(args)
     return out
 
 
@@ -599,11 +601,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torch.device) -> dict:
 
-    is_transformer = args.model in ATTENTION_MODELS
-    if is_transformer and args.rules == parser.get_default("rules"):
+    is_attention = args.model in ATTENTION_MODELS
+    if is_attention and args.rules == parser.get_default("rules"):
         args.rules = ["epsilon"]
     if args.memory_child:
-        child = transformer_memory_child if is_transformer else memory_child
+        child = transformer_memory_child if is_attention else memory_child
         out = child(args, device)
         print(json.dumps(out))
         return out
@@ -621,7 +623,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, device: torc
     }
     if args.model in TORCHVISION_ATTENTION:
         report["config"].update({"torchvision": args.model, "attention_rules": args.attention_rules})
-    elif is_transformer:
+    elif is_attention:
         report["config"].update(
             {"patch": args.patch, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
              "attn": args.attn if args.model in ("videomae", "vivit", "vjepa2") else "eager",
